@@ -1,0 +1,67 @@
+# hetcrf-lite: every target creates .venv when it is missing.
+#   make demo   train HetCRF on the built-in synthetic graph and print its metrics
+#   make test   run every unit test and every notebook (nbval)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# CPU build by default; GPU users: make test TORCH_SPEC="torch==2.11.0" (or any spec pip takes).
+TORCH_SPEC ?= torch==2.13.0
+# Benchmarks live beside the checkout in ../shared; use them unless HETCRF_DATA is already set.
+SHARED_DATA := $(abspath ../shared/datasets/heco)
+ifeq ($(origin HETCRF_DATA), undefined)
+ifneq ($(wildcard $(SHARED_DATA)),)
+export HETCRF_DATA := $(SHARED_DATA)
+endif
+endif
+NBVAL_TIMEOUT ?= 600
+
+.PHONY: venv demo test unit notebooks lab figures bench reproduce ablations clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch only when none is importable, so a GPU build chosen by the user is kept
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+venv: $(BIN)/.installed
+
+demo: venv
+	$(BIN)/hetcrf-lite train --dataset synthetic --out runs/demo
+
+unit: venv
+	$(BIN)/python -m pytest tests -q
+
+# Notebooks write their figures to a temporary folder here, so a test run leaves the tree clean.
+notebooks: venv
+	tmp=$$(mktemp -d) && HETCRF_FIGURES=$$tmp $(BIN)/python -m pytest --nbval-lax \
+	  --nbval-cell-timeout=$(NBVAL_TIMEOUT) -p no:cacheprovider notebooks -q; \
+	  status=$$?; rm -rf $$tmp; exit $$status
+
+test: unit notebooks
+
+lab: venv
+	$(BIN)/jupyter lab notebooks/
+
+# Regenerate the committed figures (notebooks executed in place, outputs kept).
+figures: venv
+	for nb in notebooks/*.ipynb; do \
+	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=$(NBVAL_TIMEOUT) "$$nb" || exit 1; done
+
+bench: venv
+	$(BIN)/python benchmarks/load_speed.py
+	$(BIN)/python benchmarks/encoder_speed.py
+	$(BIN)/python benchmarks/epoch_speed.py
+	$(BIN)/python benchmarks/eval_speed.py
+	$(BIN)/python benchmarks/scaling.py
+
+reproduce: venv
+	$(BIN)/python benchmarks/reproduce.py
+
+ablations: venv
+	$(BIN)/python benchmarks/ablations.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,29 @@
+"""Package errors: each names what is wrong and how to fix it.
+
+They subclass the built-in exception a caller would expect (``ValueError`` for bad values,
+``FileNotFoundError`` for missing files), so ``except ValueError`` keeps working.
+"""
+
+
+class HetCRFError(Exception):
+    """Base class of every error raised on purpose by hetcrf_lite."""
+
+
+class DataError(HetCRFError, ValueError):
+    """Bad data: wrong shapes, labels out of range, NaN/Inf features, corrupt files."""
+
+
+class DataFileNotFoundError(HetCRFError, FileNotFoundError):
+    """A dataset file is missing and cannot be fetched."""
+
+
+class MetaPathError(HetCRFError, ValueError):
+    """A meta-path is malformed, names an unknown node type, or does not close on the target."""
+
+
+class ConfigError(HetCRFError, ValueError):
+    """A configuration field holds an impossible value."""
+
+
+class TrainingError(HetCRFError, RuntimeError):
+    """Training cannot go on (for example a NaN or Inf loss)."""

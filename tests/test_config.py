@@ -1,0 +1,59 @@
+import pytest
+
+from hetcrf_lite.config import HetCRFConfig, default_config
+from hetcrf_lite.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("mask_rate", 1.0),
+        ("mask_rate", -0.1),
+        ("tau", 0.0),
+        ("tau", -1.0),
+        ("hidden_channels", 0),
+        ("hidden_channels", -8),
+        ("pos_num", 0),
+        ("edge_drop", 1.0),
+        ("lam", 1.5),
+        ("gamma_feat", 0.5),
+        ("encoder", "gat"),
+        ("negatives", "hard"),
+        ("num_clusters", 1),
+        ("batch_size", 1),
+        ("lr", 0.0),
+    ],
+)
+def test_impossible_values_name_the_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        HetCRFConfig(**{field: value})
+
+
+def test_heads_must_divide_hidden():
+    with pytest.raises(ConfigError, match="divisible"):
+        HetCRFConfig(hidden_channels=64, heads=3)
+
+
+def test_all_channels_off_is_rejected():
+    with pytest.raises(ConfigError, match="enable at least one loss"):
+        HetCRFConfig(use_feat_recon=False, use_edge_recon=False, use_contrastive=False)
+
+
+def test_unknown_field_is_rejected():
+    with pytest.raises(ConfigError, match="unknown config field"):
+        HetCRFConfig.from_dict({"learning_rate": 0.1})
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = default_config("acm", seed=7, schema_sample={"author": 3})
+    cfg.save(tmp_path / "c.yaml")
+    back = HetCRFConfig.load(tmp_path / "c.yaml")
+    assert back == cfg and back.seed == 7 and back.schema_sample == {"author": 3}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cfg-")]
+
+
+def test_missing_config_file_and_unknown_dataset(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        HetCRFConfig.load(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="no shipped config"):
+        default_config("cora")
