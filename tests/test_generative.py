@@ -1,0 +1,393 @@
+"""Tests of the generative channel: SCE, masking, schedule, decoders, feature and edge
+reconstruction.
+
+Most tests use a tiny local stand-in encoder with the shared encoder's call signature and output
+fields (a linear projection, mean aggregation per meta-path, learned semantic weights), so the
+channel is checked independently of hetcrf_lite.encoder; ``test_with_han_encoder`` runs the real
+HANEncoder.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+from torch_geometric.nn import GATConv
+from torch_geometric.utils import scatter
+
+from hetcrf_lite.errors import ConfigError, DataError
+from hetcrf_lite.generative import (DecoderGATConv, EdgeReconstruction, FeatureReconstruction,
+                                    HANDecoder, MaskSchedule, _segment_sce, drop_edges,
+                                    mask_features, sce_loss)
+
+MPS = ["pap", "psp"]
+
+
+@dataclass
+class StandInOutput:
+    h: torch.Tensor
+    z: dict
+    node_attention: dict | None
+    semantic_attention: torch.Tensor | None
+
+
+class StandInEncoder(nn.Module):
+    """GCN-like mixing per meta-path plus learned semantic weights (test-only stand-in)."""
+
+    def __init__(self, in_channels: int, hidden: int, metapaths: list[str],
+                 semantic: bool = True) -> None:
+        super().__init__()
+        self.lin = nn.Linear(in_channels, hidden)
+        self.metapaths, self.semantic = metapaths, semantic
+        self.w = nn.Parameter(torch.zeros(len(metapaths)))
+
+    def forward(self, x, edge_index_dict):
+        xw = torch.sparse.mm(x, self.lin.weight.t()) + self.lin.bias if x.is_sparse else self.lin(x)
+        z = {m: torch.tanh(scatter(xw[e[0]], e[1], 0, xw.shape[0], "mean"))
+             for m, e in edge_index_dict.items()}
+        beta = torch.softmax(self.w, 0) if self.semantic else None
+        weights = beta if beta is not None else torch.full((len(z),), 1 / len(z))
+        h = sum(b * z[m] for b, m in zip(weights, self.metapaths))
+        return StandInOutput(h, z, None, beta)
+
+
+def random_graph(n: int, p: float, seed: int) -> torch.Tensor:
+    """Symmetric random graph with self-loops, as meta-path graphs are."""
+    g = torch.Generator().manual_seed(seed)
+    upper = torch.triu(torch.rand(n, n, generator=g) < p, diagonal=1)
+    adj = upper | upper.t() | torch.eye(n, dtype=torch.bool)
+    return adj.nonzero().t().contiguous()
+
+
+@pytest.fixture
+def toy():
+    torch.manual_seed(0)
+    n, f = 12, 6
+    x = torch.rand(n, f)
+    eid = {"pap": random_graph(n, 0.3, 1), "psp": random_graph(n, 0.5, 2)}
+    return x, eid
+
+
+# --------------------------------------------------------------------------------------------
+def test_sce_loss_by_hand():
+    x = torch.tensor([[1.0, 0.0], [1.0, 1.0], [2.0, 0.0]])
+    y = torch.tensor([[3.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    rows = [0.0, (1 - 1 / math.sqrt(2)) ** 2, 1.0]
+    assert torch.allclose(sce_loss(x, y, gamma=2, reduction="none"), torch.tensor(rows))
+    assert math.isclose(float(sce_loss(x, y, gamma=2)), sum(rows) / 3, rel_tol=1e-6)
+    assert math.isclose(float(sce_loss(x, y, gamma=2, reduction="sum")), sum(rows), rel_tol=1e-6)
+    # scale invariant, and an all-zero target row costs a constant 1
+    assert torch.allclose(sce_loss(5 * x, y), sce_loss(x, y))
+    zero = sce_loss(x[:1], torch.zeros(1, 2), reduction="none")
+    assert torch.allclose(zero, torch.ones(1))
+    with pytest.raises(ConfigError, match="gamma"):
+        sce_loss(x, y, gamma=0.5)
+    with pytest.raises(DataError):
+        sce_loss(x, y[:2])
+
+
+def test_mask_features_shares_and_token():
+    n, f = 100, 4
+    x = torch.arange(n * f, dtype=torch.float).view(n, f)  # distinct rows
+    token = torch.full((1, f), -1.0, requires_grad=True)
+    g = torch.Generator().manual_seed(3)
+    out, masked, tok = mask_features(x, 0.5, token, leave_unchanged=0.1, replace_rate=0.2,
+                                     generator=g)
+    assert masked.numel() == 50 and tok.numel() == 35
+    assert torch.equal(masked, masked.sort().values) and bool(torch.isin(tok, masked).all())
+    unmasked = torch.ones(n, dtype=torch.bool)
+    unmasked[masked] = False
+    assert torch.equal(out[unmasked], x[unmasked])
+    assert bool((out[tok] == -1).all())
+    others = masked[~torch.isin(masked, tok)]  # 5 unchanged + 10 replaced
+    assert others.numel() == 15
+    same = (out[others] == x[others]).all(1)
+    row_of_x = (out[others][:, None, :] == x[None]).all(-1).any(1)
+    assert bool(row_of_x.all()) and int(same.sum()) >= 5  # a donor may be the node itself
+    out.sum().backward()
+    assert torch.allclose(token.grad, torch.full((1, f), 35.0))
+    # same seed, same mask
+    again = mask_features(x, 0.5, token, 0.1, 0.2, torch.Generator().manual_seed(3))
+    assert torch.equal(again[0], out) and torch.equal(again[1], masked)
+
+
+def test_mask_features_sparse_and_errors():
+    n = 10
+    x_sparse = torch.eye(n).to_sparse()
+    token = torch.zeros(1, n)
+    a = mask_features(x_sparse, 0.4, token, generator=torch.Generator().manual_seed(0))
+    b = mask_features(torch.eye(n), 0.4, token, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    with pytest.raises(DataError, match="densify_limit"):
+        mask_features(x_sparse, 0.4, token, densify_limit=50)
+    with pytest.raises(ConfigError, match="mask_rate"):
+        mask_features(torch.eye(n), 1.0, token)
+    with pytest.raises(ConfigError):
+        mask_features(torch.eye(n), 0.5, token, leave_unchanged=0.6, replace_rate=0.6)
+    with pytest.raises(ConfigError, match="mask_channels"):
+        mask_features(torch.eye(n), 0.5, torch.zeros(1, 3))
+
+
+def test_mask_schedule():
+    s = MaskSchedule(0.5, 0.005, 0.8)
+    assert s(0) == 0.5 and math.isclose(s(10), 0.55) and s(1000) == 0.8
+    assert MaskSchedule(0.4)(99) == 0.4
+    for bad in [(1.0,), (0.5, -0.1, 0.8), (0.5, 0.1, 0.4), (0.5, 0.1, 1.0)]:
+        with pytest.raises(ConfigError):
+            MaskSchedule(*bad)
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_decoder_gat_equals_pyg_gat(heads):
+    torch.manual_seed(0)
+    n, c_in, c_out = 9, 5, 7
+    h, ei = torch.randn(n, c_in), random_graph(n, 0.4, 5)
+    ref = GATConv(c_in, c_out, heads=heads, concat=False, add_self_loops=False)
+    nn.init.normal_(ref.bias)
+    mine = DecoderGATConv(c_in, c_out, heads=heads)
+    w = ref.lin.weight.view(heads, c_out, c_in)  # [heads, out, in]
+    with torch.no_grad():
+        # GAT's W^k factored as W^k V^k with V^k = I: a^T W h becomes (W^T a)^T h
+        mine.gat.lin.weight.copy_(torch.eye(c_in).repeat(heads, 1))
+        mine.gat.att_src.copy_(torch.einsum("ko,koi->ki", ref.att_src[0], w)[None])
+        mine.gat.att_dst.copy_(torch.einsum("ko,koi->ki", ref.att_dst[0], w)[None])
+        mine.lin.weight.copy_(torch.cat(list(w), dim=1))
+        mine.lin.bias.copy_(ref.bias)
+    assert torch.allclose(mine(h, ei), ref(h, ei), atol=1e-5)
+    idx = torch.tensor([4, 1])
+    assert torch.allclose(mine(h, ei, index=idx), ref(h, ei)[idx], atol=1e-5)
+
+
+def test_han_decoder_rows_and_mean_fusion(toy):
+    _, eid = toy
+    h = torch.randn(12, 8)
+    dec = HANDecoder(8, 6, MPS, fusion="mean")
+    full = dec(h, eid)
+    assert full.shape == (12, 6)
+    by_hand = (dec.convs["pap"](h, eid["pap"]) + dec.convs["psp"](h, eid["psp"])) / 2
+    assert torch.allclose(full, by_hand, atol=1e-6)
+    sem = HANDecoder(8, 6, MPS)
+    idx = torch.tensor([0, 5, 7])
+    assert torch.allclose(sem(h, eid, index=idx), sem(h, eid)[idx], atol=1e-6)
+    with pytest.raises(ConfigError):
+        HANDecoder(8, 6, MPS, fusion="max")
+
+
+# --------------------------------------------------------------------------------------------
+def test_feature_reconstruction_forward_equals_split_steps(toy):
+    x, eid = toy
+    torch.manual_seed(1)
+    enc = StandInEncoder(6, 8, MPS)
+    rec = FeatureReconstruction(6, 8, MPS, mask_rate=MaskSchedule(0.3, 0.1, 0.6), gamma=2.0)
+    loss, info = rec(enc, x, eid, epoch=2, generator=torch.Generator().manual_seed(7))
+    assert info["mask_rate"] == pytest.approx(0.5) and info["num_masked"] == 6
+    xm, masked, _ = rec.corrupt(x, epoch=2, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(xm, rec.corrupt(x, 0.5, generator=torch.Generator().manual_seed(7))[0])
+    with pytest.raises(ConfigError, match="epoch"):
+        rec(enc, x, eid, epoch=0.5)
+    again = rec.loss_from(enc(xm, eid), x, masked, eid)
+    assert torch.allclose(loss, again)
+    loss.backward()
+    for name, p in [("token", rec.mask_token), ("enc_to_dec", rec.enc_to_dec.weight),
+                    ("encoder", enc.lin.weight)]:
+        assert p.grad is not None and bool(p.grad.abs().sum() > 0), name
+
+
+def test_feature_reconstruction_remasks(toy):
+    x, eid = toy
+    torch.manual_seed(2)
+    enc = StandInEncoder(6, 8, MPS)
+    rec = FeatureReconstruction(6, 8, MPS, mask_rate=0.5)
+    xm, masked, _ = rec.corrupt(x, generator=torch.Generator().manual_seed(0))
+    out = enc(xm, eid)
+    changed = StandInOutput(out.h.index_fill(0, masked, 123.0), out.z, None, None)
+    same = rec.loss_from(changed, x, masked, eid)
+    assert torch.allclose(rec.loss_from(out, x, masked, eid), same)
+
+
+def test_feature_reconstruction_sparse_equals_dense_and_projection(toy):
+    _, eid = toy
+    n = 12
+    torch.manual_seed(3)
+    enc = StandInEncoder(n, 8, MPS)
+    rec = FeatureReconstruction(n, 8, MPS, mask_rate=0.5)
+    dense = rec(enc, torch.eye(n), eid, generator=torch.Generator().manual_seed(4))[0]
+    sparse = rec(enc, torch.eye(n).to_sparse(), eid, generator=torch.Generator().manual_seed(4))[0]
+    assert torch.allclose(dense, sparse, atol=1e-6)
+    # mask in a projected space: the token has the projection's width
+    proj = nn.Linear(n, 5)
+    enc5 = StandInEncoder(5, 8, MPS)
+    rec5 = FeatureReconstruction(n, 8, MPS, mask_channels=5)
+    sp = lambda x: torch.sparse.mm(x, proj.weight.t()) + proj.bias  # noqa: E731
+    loss, _ = rec5(enc5, torch.eye(n).to_sparse(), eid, input_proj=sp)
+    loss.backward()
+    assert rec5.mask_token.shape == (1, 5) and rec5.mask_token.grad is not None
+    with pytest.raises(ConfigError, match="mask_channels"):
+        rec(enc5, torch.eye(n), eid, input_proj=proj)
+
+
+def test_feature_reconstruction_learns(toy):
+    x, eid = toy
+    torch.manual_seed(4)
+    enc = StandInEncoder(6, 16, MPS)
+    rec = FeatureReconstruction(6, 16, MPS, mask_rate=0.3, replace_rate=0.0)
+    opt = torch.optim.Adam([*enc.parameters(), *rec.parameters()], lr=0.02)
+
+    def fixed_loss():
+        with torch.no_grad():
+            return float(rec(enc, x, eid, generator=torch.Generator().manual_seed(0))[0])
+
+    start = fixed_loss()
+    for step in range(60):
+        opt.zero_grad()
+        rec(enc, x, eid, generator=torch.Generator().manual_seed(step))[0].backward()
+        opt.step()
+    assert fixed_loss() < 0.7 * start
+
+
+# --------------------------------------------------------------------------------------------
+def test_drop_edges():
+    ei = random_graph(200, 0.05, 9)
+    loops = ei[0] == ei[1]
+    kept, dropped = drop_edges(ei, 0.5, torch.Generator().manual_seed(0))
+    as_set = set(map(tuple, kept.t().tolist()))
+    gone = set(map(tuple, dropped.t().tolist()))
+    assert as_set | gone == set(map(tuple, ei.t().tolist())) and not as_set & gone
+    assert kept.shape[1] + dropped.shape[1] == ei.shape[1]
+    assert all((i, i) in as_set for i in range(200))  # self-loops kept
+    assert all((j, i) in as_set for i, j in as_set)  # still symmetric
+    frac = 1 - (kept.shape[1] - 200) / (ei.shape[1] - 200)
+    assert abs(frac - 0.5) < 0.05
+    again, _ = drop_edges(ei, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(kept, again)
+    assert set(map(tuple, drop_edges(ei, 0.0)[0].t().tolist())) == set(map(tuple, ei.t().tolist()))
+    directed, ddrop = drop_edges(ei, 0.5, torch.Generator().manual_seed(1), symmetric=False,
+                                 keep_self_loops=False)
+    as_set = set(map(tuple, directed.t().tolist()))
+    assert not all((j, i) in as_set for i, j in as_set)
+    assert not all((i, i) in as_set for i in range(200)) and ddrop.shape[1] > 0
+    with pytest.raises(ConfigError):
+        drop_edges(ei, 1.0)
+    with pytest.raises(DataError, match="symmetric"):
+        drop_edges(torch.tensor([[0, 1], [1, 2]]), 0.5)
+
+
+def test_segment_sce_equals_dense_rows():
+    torch.manual_seed(0)
+    pred, target = torch.randn(4, 6), (torch.rand(4, 6) < 0.5).float()
+    target[:, 0] = 1.0
+    seg = torch.arange(4).repeat_interleave(6)
+    got = _segment_sce(pred.reshape(-1), target.reshape(-1), seg, 4, gamma=2.0)
+    assert torch.allclose(got, sce_loss(pred, target, 2.0, "none"), atol=1e-6)
+
+
+def test_edge_reconstruction_dense_by_hand(toy):
+    x, eid = toy
+    torch.manual_seed(5)
+    enc = StandInEncoder(6, 8, MPS)
+    rec = EdgeReconstruction(8, MPS, decoder="linear", gamma=1.5)
+    out = enc(x, eid)
+    loss, info = rec.loss_from(out, eid, eid)
+    beta = out.semantic_attention.detach()
+    expected = 0.0
+    for b, m in zip(beta, MPS):
+        d = rec.decoders[m](rec.enc_to_dec(out.h))
+        adj = torch.zeros(12, 12)
+        adj[eid[m][0], eid[m][1]] = 1.0
+        cos = torch.nn.functional.cosine_similarity(d @ d.t(), adj, dim=1)
+        expected = expected + b * ((1 - cos) ** 1.5).mean()
+    assert info["all_rows"] and torch.allclose(loss, expected, atol=1e-6)
+    # detach_beta decides whether the weights themselves pass gradient to the attention
+    loss.backward()
+    grad_detached = enc.w.grad.clone()
+    enc.zero_grad()
+    rec_live = EdgeReconstruction(8, MPS, decoder="linear", gamma=1.5, detach_beta=False)
+    rec_live.load_state_dict(rec.state_dict())
+    rec_live.loss_from(enc(x, eid), eid, eid)[0].backward()
+    assert not torch.allclose(enc.w.grad, grad_detached)
+
+
+def test_edge_full_rows_match_materialised_matrix_with_gradients():
+    torch.manual_seed(11)
+    n = 10
+    ei = random_graph(n, 0.3, 3)
+    ei = ei[:, ei[0] != 9]  # node 9: an all-zero target row
+    ei = torch.cat([ei, ei[:, :3]], 1)  # duplicate edges count once in a binary adjacency
+    rec = EdgeReconstruction(4, ["m"], gamma=2.0).double()
+    d = torch.randn(n, 4, dtype=torch.float64, requires_grad=True)
+    fast = rec._full_loss("m", d, ei)
+    (g_fast,) = torch.autograd.grad(fast, d)
+    adj = torch.zeros(n, n, dtype=torch.float64)
+    adj[ei[0], ei[1]] = 1.0
+    slow = sce_loss(d @ d.t(), adj, gamma=2.0)  # the literal N x N formula
+    (g_slow,) = torch.autograd.grad(slow, d)
+    assert torch.allclose(fast, slow, atol=1e-12) and torch.allclose(g_fast, g_slow, atol=1e-10)
+
+
+def test_edge_reconstruction_weights(toy):
+    x, eid = toy
+    torch.manual_seed(6)
+    enc = StandInEncoder(6, 8, MPS)
+    rec = EdgeReconstruction(8, MPS)
+    out = enc(x, eid)
+    one_hot = StandInOutput(out.h, out.z, None, torch.tensor([1.0, 0.0]))
+    loss, info = rec.loss_from(one_hot, eid, eid)
+    assert math.isclose(loss.item(), info["per_metapath"]["pap"], rel_tol=1e-6)
+    gcn_like = StandInOutput(out.h, out.z, None, None)
+    loss, info = rec.loss_from(gcn_like, eid, eid)
+    mean = sum(info["per_metapath"].values()) / 2
+    assert math.isclose(loss.item(), mean, rel_tol=1e-6)
+    with pytest.raises(DataError):
+        rec.loss_from(StandInOutput(out.h, out.z, None, torch.ones(3) / 3), eid, eid)
+
+
+def test_edge_reconstruction_sampled_equals_dense_when_all_sampled(toy):
+    x, eid = toy
+    torch.manual_seed(7)
+    enc = StandInEncoder(6, 8, MPS)
+    dense = EdgeReconstruction(8, MPS, source="z", gamma=2.0)
+    # 12 nodes, every row, 500 draws per edge: every non-edge is drawn (miss prob ~ 1e-29)
+    sampled = EdgeReconstruction(8, MPS, source="z", gamma=2.0, dense_threshold=0,
+                                 num_rows=12, neg_ratio=500)
+    sampled.load_state_dict(dense.state_dict())
+    out = enc(x, eid)
+    a, _ = dense.loss_from(out, eid, eid)
+    b, info = sampled.loss_from(out, eid, eid, torch.Generator().manual_seed(0))
+    assert not info["all_rows"] and torch.allclose(a, b, atol=1e-6)
+    # a real sample: fewer rows, few negatives; deterministic and differentiable
+    small = EdgeReconstruction(8, MPS, dense_threshold=0, num_rows=4, neg_ratio=1.0)
+    l1, _ = small.loss_from(out, eid, eid, torch.Generator().manual_seed(1))
+    l2, _ = small.loss_from(out, eid, eid, torch.Generator().manual_seed(1))
+    assert torch.equal(l1, l2) and torch.isfinite(l1)
+    l1.backward()
+    assert enc.lin.weight.grad is not None
+
+
+def test_edge_reconstruction_forward(toy):
+    x, eid = toy
+    torch.manual_seed(8)
+    enc = StandInEncoder(6, 8, MPS)
+    rec = EdgeReconstruction(8, MPS, drop_rate=0.5)
+    loss, info = rec(enc, x, eid, torch.Generator().manual_seed(0))
+    assert all(info["num_visible_edges"][m] < eid[m].shape[1] for m in MPS)
+    visible = rec.corrupt(eid, torch.Generator().manual_seed(0))
+    again, _ = rec.loss_from(enc(x, visible), eid, visible)
+    assert torch.allclose(loss, again)
+    for bad in [dict(decoder="mlp"), dict(source="x"), dict(gamma=0.9), dict(drop_rate=1.0)]:
+        with pytest.raises(ConfigError):
+            EdgeReconstruction(8, MPS, **bad)
+
+
+def test_with_han_encoder(toy):
+    encoder = pytest.importorskip("hetcrf_lite.encoder")
+    x, eid = toy
+    torch.manual_seed(9)
+    enc = encoder.HANEncoder(6, 8, MPS)
+    feat = FeatureReconstruction(6, 8, MPS)
+    edge = EdgeReconstruction(8, MPS)
+    g = torch.Generator().manual_seed(0)
+    total = feat(enc, x, eid, generator=g)[0] + edge(enc, x, eid, generator=g)[0]
+    total.backward()
+    assert torch.isfinite(total)
