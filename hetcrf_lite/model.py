@@ -1,0 +1,260 @@
+"""HetCRF: one shared encoder, a generative and a contrastive channel, augmented positives.
+
+.. math::
+    \\mathcal{L} = w_{feat}\\,\\mathrm{SCE}_{feat} + w_{edge}\\,\\mathrm{SCE}_{edge}
+                 + w_{cl}\\,\\mathrm{InfoNCE}
+
+Each training step runs the shared encoder once per corruption it needs: on masked features
+(feature reconstruction), on meta-path graphs with dropped edges (edge reconstruction) and on the
+clean input (contrastive views). Every channel and strategy is a config switch
+(:class:`~hetcrf_lite.config.HetCRFConfig`), never a code fork.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .augment import ClusterAugmenter, estimate_num_clusters
+from .config import HetCRFConfig
+from .contrastive import (ProjectionHead, SchemaView, SecondStageGCN, gradient_balance, infonce,
+                          infonce_minibatch)
+from .data import HINDataset
+from .encoder import EncoderOutput, build_encoder
+from .errors import ConfigError
+from .generative import EdgeReconstruction, FeatureReconstruction, MaskSchedule
+from .metapaths import metapath_positives
+from .train import resolve_device
+
+
+def self_positives(num_nodes: int, device: torch.device | None = None) -> Tensor:
+    """The positive set of plain InfoNCE: every anchor is its own (cross-view) positive."""
+    idx = torch.arange(num_nodes, device=device)
+    return torch.stack([idx, idx])  # [2, N]
+
+
+class HetCRF(nn.Module):
+    r"""The HetCRF model bound to one dataset (graph tensors live on the model's device).
+
+    Args:
+        dataset (HINDataset): the graph, its meta-paths and meta-path positives.
+        config (HetCRFConfig): every hyper-parameter and switch.
+    """
+
+    def __init__(self, dataset: HINDataset, config: HetCRFConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.device_ = resolve_device(config.device)
+        self.dataset = dataset
+        self.metapath_names = list(dataset.metapaths)
+        self.num_nodes = dataset.num_nodes
+        self.x = dataset.x.to(self.device_)
+        self.edge_index_dict = {k: v.to(self.device_) for k, v in dataset.metapath_adj.items()}
+        self.generator = torch.Generator().manual_seed(config.seed)  # masks, drops, samples
+        hidden = config.hidden_channels
+        self.encoder = build_encoder(config.encoder, in_channels=dataset.num_features,
+                                     hidden_channels=hidden, metapaths=self.metapath_names,
+                                     heads=config.heads, feat_drop=config.feat_drop,
+                                     attn_drop=config.attn_drop)
+        self.feat_recon = (FeatureReconstruction(dataset.num_features, hidden,
+                                                 self.metapath_names, gamma=config.gamma_feat,
+                                                 leave_unchanged=config.leave_unchanged,
+                                                 replace_rate=config.replace_rate)
+                           if config.use_feat_recon else None)
+        self.mask_schedule = MaskSchedule(config.mask_rate, config.mask_rate_step,
+                                          config.mask_rate_end)
+        self.edge_recon = (EdgeReconstruction(hidden, self.metapath_names,
+                                              drop_rate=config.edge_drop, gamma=config.gamma_edge,
+                                              dense_threshold=config.edge_dense_threshold)
+                           if config.use_edge_recon else None)
+        if config.use_contrastive:
+            relations = {t: dataset.neighbors(t).to(self.device_) for t in dataset.neighbor_types}
+            self.schema_view = SchemaView(hidden, relations, num_nodes=self.num_nodes,
+                                          sample=config.schema_sample)
+            self.second_stage = SecondStageGCN(hidden, config.second_stage_depth)
+            self.projection = ProjectionHead(hidden, hidden)
+            if config.views == "raw":
+                # Ablation: the schema view is fed raw (masked) features, as HeCo does.
+                self.raw_projection = nn.Linear(dataset.num_features, hidden)
+        self.base_pos = self._base_positives(dataset).to(self.device_)
+        self.augmenter = None
+        if config.use_contrastive and config.cluster_aug:
+            k = config.num_clusters if config.num_clusters is not None else dataset.num_classes
+            self.augmenter = ClusterAugmenter(num_clusters=k, refresh_every=config.cluster_every,
+                                              q=config.cluster_q, k=config.cluster_k,
+                                              warm_start=config.cluster_warm_start,
+                                              ema=config.cluster_ema, seed=config.seed)
+        self._last_views: tuple[Tensor, Tensor] | None = None
+        self.to(self.device_)
+
+    # --------------------------------------------------------------------------------------------
+    def _base_positives(self, dataset: HINDataset) -> Tensor:
+        cfg = self.config
+        if not cfg.metapath_positives:
+            return self_positives(self.num_nodes)
+        if cfg.pos_num is None and dataset.pos is not None:
+            return dataset.pos
+        if cfg.pos_num is None:
+            raise ConfigError(f"dataset {dataset.name} carries no positive sets; set pos_num")
+        return metapath_positives(dataset.metapath_adj, self.num_nodes, cfg.pos_num,
+                                  score=cfg.pos_score)
+
+    def positives(self) -> Tensor:
+        """The current positive sets: meta-path (or self) positives plus cluster extras."""
+        if self.augmenter is None:
+            return self.base_pos
+        return self.augmenter.positives(self.base_pos)
+
+    def _sparse_dropout(self, x: Tensor, rate: float) -> Tensor:
+        """Feature masking of the raw-feature views (dense or sparse input)."""
+        if rate == 0 or not self.training:
+            return x
+        if x.is_sparse:
+            x = x.coalesce()
+            keep = torch.rand(x.values().shape, generator=self.generator) >= rate
+            keep = keep.to(x.device)
+            return torch.sparse_coo_tensor(x.indices()[:, keep], x.values()[keep], x.shape)
+        keep = torch.rand(x.shape[1], generator=self.generator).to(x.device) >= rate
+        return x * keep  # column masking, as GRACE/HeCo-style feature masking
+
+    # --------------------------------------------------------------------------------------------
+    def views(self, enc: EncoderOutput) -> tuple[Tensor, Tensor]:
+        """Fusion and schema views, after the second-stage GCN (before the projection head)."""
+        cfg = self.config
+        h = enc.h
+        if cfg.views == "raw":
+            raw = self._sparse_dropout(self.x, cfg.raw_feat_mask)
+            base = (torch.sparse.mm(raw, self.raw_projection.weight.t()) + self.raw_projection.bias
+                    if raw.is_sparse else self.raw_projection(raw))
+            fusion_in, schema_in = h, torch.nn.functional.elu(base)
+        else:
+            fusion_in, schema_in = h, h
+        if cfg.second_stage == "before_views":
+            fusion_in = self.second_stage(fusion_in, self.edge_index_dict)
+            if cfg.views != "raw":
+                schema_in = fusion_in
+            return fusion_in, self.schema_view(schema_in, generator=self.generator)
+        fusion = self.second_stage(fusion_in, self.edge_index_dict)
+        schema = self.second_stage(self.schema_view(schema_in, generator=self.generator),
+                                   self.edge_index_dict)
+        return fusion, schema
+
+    def contrastive_loss(self, enc: EncoderOutput) -> Tensor:
+        cfg = self.config
+        fusion, schema = self.views(enc)
+        if self.config.center_views:
+            # Averaging over dense meta-path graphs (twice) leaves a large component shared by
+            # every node; cosine similarity would see only it. Centering removes it (choice).
+            fusion, schema = fusion - fusion.mean(0), schema - schema.mean(0)
+        z_f, z_s = self.projection(fusion), self.projection(schema)
+        self._last_views = (z_f.detach(), z_s.detach())
+        pos = self.positives()
+        cluster = self.augmenter.labels if (self.augmenter is not None and
+                                            cfg.negatives == "drop_same_cluster") else None
+        if cfg.negatives == "drop_same_cluster" and cluster is None:
+            cluster = None  # before the first refresh there are no clusters to drop
+        negatives = cfg.negatives if (cfg.negatives != "drop_same_cluster" or cluster is not None) \
+            else "all"
+        if cfg.batch_size is not None and cfg.batch_size < self.num_nodes:
+            anchors = torch.randperm(self.num_nodes, generator=self.generator)[: cfg.batch_size]
+            return infonce_minibatch(z_f, z_s, pos, anchors.to(z_f.device), tau=cfg.tau,
+                                     lam=cfg.lam, num_sampled_negatives=cfg.num_sampled_negatives,
+                                     generator=self.generator)
+        return infonce(z_f, z_s, pos, tau=cfg.tau, lam=cfg.lam, negatives=negatives,
+                       cluster=cluster, tau_plus=cfg.tau_plus)
+
+    # --------------------------------------------------------------------------------------------
+    def training_step(self, epoch: int) -> tuple[Tensor, dict[str, float]]:
+        """One optimisation step's loss and its weighted parts."""
+        cfg = self.config
+        total = torch.zeros((), device=self.device_)
+        parts: dict[str, float] = {}
+        if self.feat_recon is not None and cfg.w_feat > 0:
+            rate = self.mask_schedule(epoch)
+            loss, _ = self.feat_recon(self.encoder, self.x, self.edge_index_dict, rate,
+                                      generator=self.generator)
+            total = total + cfg.w_feat * loss
+            parts["feat"] = float(loss.detach())
+        if self.edge_recon is not None and cfg.w_edge > 0:
+            loss, _ = self.edge_recon(self.encoder, self.x, self.edge_index_dict,
+                                      generator=self.generator)
+            total = total + cfg.w_edge * loss
+            parts["edge"] = float(loss.detach())
+        if cfg.use_contrastive and cfg.w_cl > 0:
+            loss = self.contrastive_loss(self.encoder(self.x, self.edge_index_dict))
+            total = total + cfg.w_cl * loss
+            parts["infonce"] = float(loss.detach())
+        return total, parts
+
+    # --------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self) -> EncoderOutput:
+        """The encoder on the clean graph, in eval mode."""
+        was = self.training
+        self.eval()
+        out = self.encoder(self.x, self.edge_index_dict)
+        self.train(was)
+        return out
+
+    @torch.no_grad()
+    def contrastive_embedding(self, enc: EncoderOutput | None = None) -> Tensor:
+        """The fusion view after the second stage (HeCo's downstream view), in eval mode."""
+        was = self.training
+        self.eval()
+        enc = enc if enc is not None else self.encoder(self.x, self.edge_index_dict)
+        fusion, _ = self.views(enc)
+        self.train(was)
+        return fusion
+
+    @torch.no_grad()
+    def embed(self, mode: str | None = None) -> Tensor:
+        """Final embedding: ``concat`` [H, contrastive], ``encoder`` H or ``contrastive``."""
+        mode = mode or self.config.embed
+        enc = self.encode()
+        if mode == "encoder" or not self.config.use_contrastive:
+            return enc.h
+        contrast = self.contrastive_embedding(enc)
+        if mode == "contrastive":
+            return contrast
+        return torch.cat([enc.h, contrast], dim=1)
+
+    # --------------------------------------------------------------------------------------------
+    def on_epoch_start(self, epoch: int) -> None:
+        """Refresh the cluster positives every T epochs (warm-started K-means)."""
+        if self.augmenter is None:
+            return
+        if self.augmenter.num_clusters == "auto" and epoch == 0:
+            k, _ = estimate_num_clusters(self.contrastive_embedding().cpu().numpy(),
+                                         seed=self.config.seed)
+            self.augmenter.num_clusters = k
+        if self.augmenter.due(epoch):
+            self.augmenter.maybe_refresh(epoch, self.contrastive_embedding())
+
+    def gradient_balance_summary(self) -> dict[str, float]:
+        """Summary of :func:`gradient_balance` on the last step's projected views."""
+        if self._last_views is None:
+            return {}
+        z_f, z_s = self._last_views
+        # A fixed seeded subset of anchors: the full measurement costs seconds per epoch on CPU.
+        if not hasattr(self, "_balance_anchors"):
+            g = torch.Generator().manual_seed(self.config.seed + 1)
+            n = min(self.num_nodes, 512)
+            self._balance_anchors = torch.randperm(self.num_nodes, generator=g)[:n].sort().values
+        anchors = self._balance_anchors.to(z_f.device)
+        summary = gradient_balance(z_f, z_s, self.positives(), tau=self.config.tau,
+                                   anchors=anchors)["summary"]
+        return {k: float(v) for k, v in summary.items()}
+
+    def refresh_log(self) -> list[dict[str, Any]]:
+        return [] if self.augmenter is None else list(self.augmenter.history)
+
+    def extra_state(self) -> dict[str, Any]:
+        """Non-parameter state a resume needs: the sampling generator and cluster positives."""
+        return {"generator": self.generator.get_state(),
+                "augmenter": None if self.augmenter is None else self.augmenter.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        if self.augmenter is not None and state.get("augmenter") is not None:
+            self.augmenter.load_state_dict(state["augmenter"])

@@ -1,0 +1,159 @@
+"""Figures the notebooks and the CLI share: loss curves, attention, gradient balance, UMAP.
+
+Every function returns a matplotlib ``Figure`` and never calls ``plt.show()``, so notebooks,
+scripts and tests use the same code. :func:`save_figure` writes under ``figures/`` (or the folder
+named by ``HETCRF_FIGURES``, which ``make test`` points at a temporary folder).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+if os.environ.get("MPLBACKEND") is None and not os.environ.get("DISPLAY"):
+    matplotlib.use("Agg")  # headless machines (CI, servers): no GUI backend needed
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .errors import DataError
+
+
+def figures_dir() -> Path:
+    """``$HETCRF_FIGURES`` if set, else ``figures/`` of the current project."""
+    env = os.environ.get("HETCRF_FIGURES")
+    if env:
+        path = Path(env)
+    else:
+        here = Path.cwd()
+        root = next((p for p in (here, *here.parents) if (p / "pyproject.toml").is_file()), here)
+        path = root / "figures"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_figure(fig: plt.Figure, name: str, dpi: int = 120) -> Path:
+    """Save ``fig`` as ``<figures_dir>/<name>.png`` and return the path."""
+    path = figures_dir() / f"{name}.png"
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def plot_loss_curves(history: dict[str, Any]) -> plt.Figure:
+    """Total loss and each weighted loss part per epoch, from a trainer history."""
+    epochs = [r["epoch"] for r in history["epochs"]]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(epochs, [r["loss"] for r in history["epochs"]], color="black", lw=2, label="total")
+    names = sorted({k for r in history["epochs"] for k in r["parts"]})
+    for name in names:
+        ax.plot(epochs, [r["parts"].get(name, np.nan) for r in history["epochs"]], label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title("HetCRF training loss")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_semantic_attention(beta: Sequence[float], names: Sequence[str],
+                            title: str = "semantic attention") -> plt.Figure:
+    """Bars of the meta-path weights beta (which meta-paths the model trusts)."""
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(names), 3))
+    ax.bar(list(names), np.asarray(beta, dtype=float), color="tab:blue")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("beta")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_gradient_balance(summaries: dict[str, list[dict[str, float]]],
+                          keys: Sequence[str] | None = None) -> plt.Figure:
+    """Gradient-balance quantities per epoch, one line per run (e.g. with/without augmentation).
+
+    ``summaries`` maps a run label to its list of per-epoch summary dicts (as logged in the
+    trainer history under ``gradient_balance``).
+    """
+    first = next(iter(summaries.values()))
+    keys = list(keys or first[0].keys())
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for label, rows in summaries.items():
+            ax.plot([r[key] for r in rows], label=label)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("logged epoch")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def umap_projection(emb: np.ndarray, seed: int = 0, n_neighbors: int = 15,
+                    min_dist: float = 0.1) -> np.ndarray:
+    """2-D UMAP of ``emb`` (cosine metric, seeded; single-threaded so the seed holds)."""
+    import umap
+
+    emb = np.asarray(emb, dtype=np.float32)
+    if not np.isfinite(emb).all():
+        raise DataError("embeddings contain NaN or Inf; UMAP needs finite values")
+    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, metric="cosine",
+                        random_state=seed, n_jobs=1)
+    return reducer.fit_transform(emb)
+
+
+def plot_embedding_2d(points: np.ndarray, labels: np.ndarray, title: str = "",
+                      ax: plt.Axes | None = None) -> plt.Figure:
+    """Scatter of 2-D points coloured by class (unlabelled, -1, in light grey)."""
+    fig = ax.figure if ax is not None else plt.figure(figsize=(5, 4.5))
+    ax = ax or fig.add_subplot()
+    labels = np.asarray(labels)
+    unl = labels < 0
+    if unl.any():
+        ax.scatter(points[unl, 0], points[unl, 1], s=3, c="lightgrey", label="unlabelled")
+    sc = ax.scatter(points[~unl, 0], points[~unl, 1], s=4, c=labels[~unl], cmap="tab10",
+                    vmin=0, vmax=9)
+    handles, _ = sc.legend_elements()
+    classes = np.unique(labels[~unl])
+    ax.legend(handles[: len(classes)], [f"class {c}" for c in classes], fontsize=7,
+              markerscale=0.8, loc="best")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def umap_figure_for_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
+                        seed: int = 0) -> Path:
+    """UMAP of a training run's ``embeddings.npy`` coloured by class, silhouette in the title."""
+    from sklearn.metrics import silhouette_score
+
+    from .cli import _load
+    from .config import HetCRFConfig
+
+    run = Path(run_dir)
+    for needed in ("embeddings.npy", "config.yaml"):
+        if not (run / needed).is_file():
+            raise DataError(f"{run / needed} is missing: is {run} a folder written by "
+                            "'hetcrf-lite train'?")
+    config = HetCRFConfig.load(run / "config.yaml")
+    emb = np.load(run / "embeddings.npy", allow_pickle=False)
+    dataset = _load(config.dataset, config)
+    labels = dataset.labels.cpu().numpy()
+    if len(labels) != len(emb):
+        raise DataError(f"{len(emb)} embeddings but {len(labels)} target nodes in "
+                        f"{config.dataset}")
+    points = umap_projection(emb, seed=seed)
+    known = labels >= 0
+    # Silhouette of the embeddings themselves (cosine), not of the 2-D picture.
+    sil = silhouette_score(emb[known], labels[known], metric="cosine",
+                           sample_size=min(5000, int(known.sum())), random_state=seed)
+    fig = plot_embedding_2d(points, labels,
+                            title=f"{config.dataset}: UMAP of HetCRF embeddings "
+                                  f"(silhouette {sil:.3f})")
+    path = Path(out) if out else run / "umap.png"
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    with open(run / "umap.json", "w") as fh:
+        json.dump({"silhouette_cosine": float(sil), "seed": seed}, fh)
+    return path

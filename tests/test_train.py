@@ -1,0 +1,107 @@
+"""Trainer: early stopping, NaN guard, checkpoints, resume, Ctrl-C, history."""
+import json
+
+import pytest
+import torch
+
+from hetcrf_lite.config import HetCRFConfig
+from hetcrf_lite.errors import TrainingError
+from hetcrf_lite.model import HetCRF
+from hetcrf_lite.synthetic import make_synthetic_hin
+from hetcrf_lite.train import Trainer, fit, resolve_device, seed_everything
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return make_synthetic_hin(num_nodes=240, num_classes=3, seed=4)
+
+
+def cfg(**changes) -> HetCRFConfig:
+    base = dict(dataset="synthetic", hidden_channels=16, heads=1, epochs=6, cluster_every=3,
+                grad_balance_every=2, lr=0.01, feat_drop=0.1, attn_drop=0.1)
+    base.update(changes)
+    return HetCRFConfig(**base)
+
+
+def test_history_and_run_files(tiny, tmp_path):
+    _, history = fit(tiny, cfg(), out_dir=tmp_path, progress=False)
+    assert len(history["epochs"]) == 6 and history["stopped"] == "reached 6 epochs"
+    saved = json.loads((tmp_path / "history.json").read_text())
+    assert saved["config"]["epochs"] == 6 and saved["env"]["torch"] == torch.__version__
+    assert all(r["seconds"] > 0 for r in saved["epochs"])
+    assert "gradient_balance" in saved["epochs"][0] and "gradient_balance" not in saved["epochs"][1]
+    assert saved["cluster_refreshes"][0]["epoch"] == 0
+    assert (tmp_path / "checkpoint.pt").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_early_stopping_on_training_loss(tiny):
+    # lr so small the loss barely moves, and dropout noise makes it wander: patience 1 stops it
+    _, history = fit(tiny, cfg(epochs=50, patience=1, lr=1e-7), progress=False)
+    assert len(history["epochs"]) < 50 and history["stopped"].startswith("early stop")
+    losses = [r["loss"] for r in history["epochs"]]
+    assert history["best_loss"] == min(losses)
+
+
+def test_resume_continues_to_the_same_result(tiny, tmp_path):
+    straight, _ = fit(tiny, cfg(epochs=6), out_dir=tmp_path / "a", progress=False)
+    seed_everything(0)
+    model = HetCRF(tiny, cfg(epochs=6))
+    first = Trainer(model, cfg(epochs=6), out_dir=tmp_path / "b", progress=False,
+                    checkpoint_every=3)
+    first.config = cfg(epochs=3)  # stop after epoch 2, checkpoint written
+    first.fit()
+    resumed = Trainer(HetCRF(tiny, cfg(epochs=6)), cfg(epochs=6), out_dir=tmp_path / "b",
+                      progress=False)
+    assert resumed.load_checkpoint() == 3
+    resumed.start_epoch = 3
+    history = resumed.fit()
+    assert [r["epoch"] for r in history["epochs"]] == list(range(6))
+    torch.testing.assert_close(resumed.model.embed(), straight.embed(), rtol=1e-5, atol=1e-6)
+
+
+class ExplodingModel(HetCRF):
+    def training_step(self, epoch):
+        loss, parts = super().training_step(epoch)
+        return (loss * float("nan") if epoch == 3 else loss), parts
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny, tmp_path):
+    seed_everything(0)
+    trainer = Trainer(ExplodingModel(tiny, cfg()), cfg(), out_dir=tmp_path, progress=False,
+                      checkpoint_every=2)
+    with pytest.raises(TrainingError, match="loss became nan at epoch 3"):
+        trainer.fit()
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+class InterruptedModel(HetCRF):
+    def training_step(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return super().training_step(epoch)
+
+
+def test_ctrl_c_saves_and_returns(tiny, tmp_path):
+    seed_everything(0)
+    trainer = Trainer(InterruptedModel(tiny, cfg()), cfg(), out_dir=tmp_path, progress=False)
+    history = trainer.fit()
+    assert history["stopped"] == "interrupted at epoch 2"
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["epoch"] == 1
+    assert (tmp_path / "history.json").is_file()
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tiny, tmp_path):
+    trainer = Trainer(HetCRF(tiny, cfg()), cfg(), out_dir=tmp_path, progress=False)
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        trainer.fit(resume=True)
+
+
+def test_device_auto_is_cpu_without_gpu():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainingError, match="no CUDA"):
+            resolve_device("cuda")
