@@ -14,7 +14,7 @@ How the classes are planted:
   homophily) a draw picks a uniformly random neighbour with the target's own class, otherwise any
   neighbour of that type;
 * types differ in informativeness: by default the first type has homophily ``homophily`` and each
-  further type half the previous one (``0.8, 0.4, 0.2``), so semantic attention has something to
+  further type half the previous one (``0.95, 0.475, 0.2375``), so semantic attention has something to
   learn.
 
 Naming: relations are stored in both directions as ``(target, "to", t)`` and
@@ -92,7 +92,7 @@ def make_synthetic_hin(
     num_nodes: int = 1500,
     num_classes: int = 3,
     neighbour_types: Sequence[str | NeighbourType] = ("author", "subject"),
-    homophily: float | Sequence[float] = 0.8,
+    homophily: float | Sequence[float] = 0.95,
     feature_mode: str = "sparse",
     num_features: int | None = None,
     feature_signal: float | None = None,
@@ -148,7 +148,7 @@ def make_synthetic_hin(
             (default: :obj:`("author", "subject")`)
         homophily (float or sequence, optional): a float :math:`h` gives type :math:`k` the
             homophily :math:`h / 2^k`; a sequence gives one value per type. A
-            :class:`NeighbourType` with its own ``homophily`` overrides both. (default: :obj:`0.8`)
+            :class:`NeighbourType` with its own ``homophily`` overrides both. (default: :obj:`0.95`)
         feature_mode (str, optional): ``"sparse"``, ``"dense"`` or ``"none"``.
             (default: :obj:`"sparse"`)
         num_features (int, optional): feature width; :obj:`None` gives 500 (sparse) or 64 (dense);

@@ -6,6 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
+
+# The tests use small graphs, where thread start-up costs more than it saves; on a 2-core
+# machine shared with other work two threads can stall small ops by 10x or more.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,466 @@
+"""Beyond one process: full-batch memory checks and data-parallel HetCRF training.
+
+Two concerns of scale live here:
+
+* **Will full-batch training fit?** Full-batch InfoNCE builds ``N x N`` similarity matrices, so
+  its memory grows with the square of the number of target nodes: 4019 ACM papers need about
+  0.3 GiB for it, 100k nodes would need 186 GiB. :func:`full_batch_memory_estimate` predicts a
+  full-batch step's peak and :func:`check_full_batch_fits` refuses a graph that would not fit,
+  naming the mini-batch option (``batch_size``) instead.
+* **Several processes.** :func:`train_ddp` trains one :class:`~hetcrf_lite.model.HetCRF` per
+  process with :class:`torch.nn.parallel.DistributedDataParallel` (gloo on CPU, NCCL on GPU):
+  every rank starts from the same parameters, samples its own anchors, masks and dropped edges
+  (its own seed), and the gradients are averaged across ranks before every Adam step, so the
+  ranks stay identical. With ``batch_size = B`` and ``W`` ranks a step sees ``W * B`` anchors.
+
+Launch on one machine with ``torchrun`` (or ``--nproc`` without it)::
+
+    torchrun --nproc_per_node=2 -m hetcrf_lite.distributed --dataset synthetic \\
+        --batch-size 256 --epochs 5
+    python -m hetcrf_lite.distributed --nproc 2 --dataset synthetic --batch-size 256
+
+and on two machines (run on each, ``--node_rank`` 0 and 1; the address is node 0's)::
+
+    torchrun --nnodes=2 --node_rank=0 --nproc_per_node=1 --master_addr=10.0.0.1 \\
+        --master_port=29500 -m hetcrf_lite.distributed --dataset acm --batch-size 1024
+
+What data parallelism buys here: message passing is full-graph on every rank (the mini-batch
+mode samples contrastive anchors, not subgraphs), so each rank holds the whole graph and pays the
+whole encoder; more ranks mean more anchors and more corruptions per step, not a cheaper step.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from .config import HetCRFConfig, default_config
+from .data import HINDataset
+from .errors import ConfigError
+
+__all__ = [
+    "full_batch_memory_estimate",
+    "available_memory_bytes",
+    "check_full_batch_fits",
+    "StepModule",
+    "DistributedHetCRF",
+    "init_distributed",
+    "build_rank_model",
+    "train_ddp",
+    "spawn_local",
+    "free_port",
+    "main",
+]
+
+# Measured peaks per unit of a full-batch HetCRF step (float32, CPU, benchmarks/epoch_speed.py
+# and benchmarks/scaling.py). InfoNCE: 5.05 N x N floats at N = 8000 for its forward and backward
+# (logits, their exp and softmax, the gradient); the edge term covers the encoder's per-edge
+# buffers and masks over three passes, the cached CSR operators of the second stage and of edge
+# reconstruction, and the thinned copies of each graph.
+_NN_FLOATS = 5.1
+_BYTES_PER_EDGE = 70
+_HIDDEN_FLOATS_PER_NODE = 120  # [N, hidden] activations kept for backward, per hidden channel
+_FEATURE_FLOATS_PER_ENTRY = 6  # masked copies, dropout outputs and masks of [N, F] features
+_BALANCE_ANCHORS = 512  # gradient_balance_summary's anchors, [512, N] matrices
+_BALANCE_FLOATS = 10
+
+
+def full_batch_memory_estimate(num_nodes: int, num_edges: int = 0, num_features: int = 0,
+                               hidden_channels: int = 64, heads: int = 1,
+                               dtype_bytes: int = 4) -> int:
+    r"""Bytes a full-batch HetCRF training step adds at its peak, beyond the loaded dataset.
+
+    .. math::
+        M \approx b\,\big(5.1\,N^2 + 120\,N h + 6\,N F + 10 \min(N, 512) N\big)
+        + 70\,E\,\mathrm{heads}
+
+    with :math:`b` bytes per float, :math:`h` the hidden width, :math:`F` the feature width and
+    :math:`E` the number of meta-path edges over all meta-paths. The :math:`N^2` term is the
+    dense two-way InfoNCE and dominates from a few thousand nodes on: at 4019 nodes (ACM) it is
+    0.3 GiB, at 100k nodes 190 GiB. The constants are measured peaks (module comment), so the
+    estimate is the order of magnitude a refusal needs, not an exact figure.
+
+    Args:
+        num_nodes (int): number of target nodes :math:`N`.
+        num_edges (int, optional): meta-path edges, summed over meta-paths. (default: ``0``)
+        num_features (int, optional): width of the dense (or densified) features :math:`F`;
+            ``0`` for features that stay sparse. (default: ``0``)
+        hidden_channels (int, optional): hidden width :math:`h`. (default: ``64``)
+        heads (int, optional): encoder attention heads. (default: ``1``)
+        dtype_bytes (int, optional): bytes per float. (default: ``4``)
+    """
+    if num_nodes < 0 or num_edges < 0 or num_features < 0:
+        raise ConfigError(f"sizes must be >= 0, got num_nodes={num_nodes}, "
+                          f"num_edges={num_edges}, num_features={num_features}")
+    n = float(num_nodes)
+    floats = (_NN_FLOATS * n * n + _HIDDEN_FLOATS_PER_NODE * n * hidden_channels
+              + _FEATURE_FLOATS_PER_ENTRY * n * num_features
+              + _BALANCE_FLOATS * min(n, _BALANCE_ANCHORS) * n)
+    return int(dtype_bytes * floats + _BYTES_PER_EDGE * num_edges * heads)
+
+
+def available_memory_bytes(device: str | torch.device = "cpu") -> int:
+    """Memory a new allocation can use now: free GPU memory on a CUDA device; on the CPU the
+    smaller of ``MemAvailable`` and the cgroup's remaining limit (containers)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    avail = None
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+    if avail is None:  # not Linux: the whole physical memory is the only figure there is
+        avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_f, usage_f in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                             ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                              "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = Path(limit_f).read_text().strip()
+            if limit != "max" and int(limit) < 2**60:
+                avail = min(avail, int(limit) - int(Path(usage_f).read_text()))
+        except (OSError, ValueError):
+            continue
+    return int(avail)
+
+
+def _densified_width(dataset: HINDataset, config: HetCRFConfig) -> int:
+    """Width of the features a full-batch step holds densely: dense features always; sparse ones
+    when feature masking densifies them (``FeatureReconstruction``'s 2**26-entry rule)."""
+    x = dataset.x
+    if not x.is_sparse:
+        return int(x.shape[1])
+    densified = config.use_feat_recon and config.w_feat > 0 and x.shape[0] * x.shape[1] <= 2**26
+    return int(x.shape[1]) if densified else 0
+
+
+def check_full_batch_fits(dataset: HINDataset, config: HetCRFConfig,
+                          budget_bytes: int | None = None) -> int:
+    """Refuse full-batch training of a graph whose step would not fit in memory.
+
+    Returns the estimate (:func:`full_batch_memory_estimate`) in bytes, or ``0`` in mini-batch
+    mode (``config.batch_size`` smaller than the graph), which never builds ``N x N``.
+
+    Args:
+        dataset (HINDataset): the graph to train on.
+        config (HetCRFConfig): ``batch_size``, ``hidden_channels``, ``heads``, ``device`` and the
+            feature-reconstruction switches are read.
+        budget_bytes (int, optional): memory allowed; ``None`` asks the device
+            (:func:`available_memory_bytes`). (default: ``None``)
+
+    Raises:
+        ConfigError: the estimate exceeds the budget; the message names ``batch_size``.
+    """
+    n = dataset.num_nodes
+    if config.batch_size is not None and config.batch_size < n:
+        return 0
+    edges = sum(int(ei.shape[1]) for ei in dataset.metapath_adj.values())
+    need = full_batch_memory_estimate(n, edges, _densified_width(dataset, config),
+                                      config.hidden_channels, config.heads)
+    if budget_bytes is None:
+        from .train import resolve_device
+
+        budget_bytes = available_memory_bytes(resolve_device(config.device))
+    if need > budget_bytes:
+        raise ConfigError(
+            f"full-batch training of {dataset.name} ({n} target nodes, {edges} meta-path edges) "
+            f"needs about {need / 2**30:.1f} GiB, mostly for the {n} x {n} InfoNCE similarities, "
+            f"but {budget_bytes / 2**30:.1f} GiB are available. Train in mini-batches: set "
+            f"batch_size (e.g. batch_size: 4096 in the config, or "
+            f"config.replace(batch_size=4096)); memory then grows linearly with the graph.")
+    return need
+
+
+# ------------------------------------------------------------------------------------------
+# Data-parallel training
+# ------------------------------------------------------------------------------------------
+class StepModule(nn.Module):
+    """``forward(epoch)`` runs ``model.training_step(epoch)``.
+
+    DistributedDataParallel all-reduces the gradients of what its ``forward`` returned; HetCRF's
+    loss comes from ``training_step``, so this thin module makes it the forward.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, epoch: int) -> tuple[Tensor, dict[str, float]]:
+        return self.model.training_step(epoch)
+
+
+class DistributedHetCRF(nn.Module):
+    r"""A :class:`~hetcrf_lite.model.HetCRF` under DistributedDataParallel, shaped for
+    :class:`~hetcrf_lite.train.Trainer`.
+
+    ``training_step`` returns a loss whose *gradient* is the rank's own (DDP averages it over
+    ranks during ``backward``) and whose *value*, like the logged parts, is the mean over ranks:
+
+    .. math::
+        \ell_{\mathrm{returned}} = \ell_r + \mathrm{sg}\Big(\frac{1}{W}\sum_{r'} \ell_{r'}
+        - \ell_r\Big)
+
+    (:math:`\mathrm{sg}` = stop-gradient), so every rank takes the same early-stopping decision
+    and keeps the same best epoch. ``state_dict`` is the wrapped model's, so a checkpoint of a
+    distributed run loads into a single-process HetCRF.
+
+    Args:
+        model (torch.nn.Module): the HetCRF of this rank, already on its device.
+        device_ids (list[int], optional): the rank's GPU, for NCCL; ``None`` on CPU.
+            (default: ``None``)
+        find_unused_parameters (bool, optional): let DDP skip parameters a step does not use
+            (costs a graph traversal per step; HetCRF's steps use every parameter).
+            (default: ``False``)
+    """
+
+    def __init__(self, model: nn.Module, device_ids: list[int] | None = None,
+                 find_unused_parameters: bool = False) -> None:
+        super().__init__()
+        if not dist.is_initialized():
+            raise ConfigError("DistributedHetCRF needs an initialised process group: call "
+                              "init_distributed(rank, world_size) (or use train_ddp) first")
+        # The buffers are the schema view's relation edges, identical on every rank: synced once
+        # at construction, never before a forward (that would copy them every step).
+        self.ddp = DistributedDataParallel(StepModule(model), device_ids=device_ids,
+                                           forward_sync_buffers=False,
+                                           find_unused_parameters=find_unused_parameters)
+        self.world_size = dist.get_world_size()
+
+    @property
+    def hetcrf(self) -> nn.Module:
+        """The wrapped model."""
+        return self.ddp.module.model
+
+    def training_step(self, epoch: int) -> tuple[Tensor, dict[str, float]]:
+        loss, parts = self.ddp(epoch)
+        keys = sorted(parts)
+        stats = torch.tensor([float(loss.detach())] + [parts[k] for k in keys],
+                             dtype=torch.float64, device=loss.device)
+        dist.all_reduce(stats)  # sum over ranks
+        stats /= self.world_size
+        mean = stats[0].to(loss.dtype)
+        return loss + (mean - loss).detach(), {k: float(v) for k, v in zip(keys, stats[1:])}
+
+    # The rest of what Trainer asks for, from the wrapped model.
+    def on_epoch_start(self, epoch: int) -> None:
+        self.hetcrf.on_epoch_start(epoch)
+
+    def gradient_balance_summary(self) -> dict[str, float]:
+        return self.hetcrf.gradient_balance_summary()
+
+    def refresh_log(self) -> list[dict[str, Any]]:
+        return self.hetcrf.refresh_log()
+
+    def extra_state(self) -> dict[str, Any]:
+        return self.hetcrf.extra_state()
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.hetcrf.load_extra_state(state)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return self.hetcrf.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True,
+                        assign: bool = False) -> Any:
+        return self.hetcrf.load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for a local process group)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def init_distributed(rank: int, world_size: int, init_method: str | None = None,
+                     backend: str | None = None, device: str = "auto") -> torch.device:
+    """Join the process group (unless this process already has) and pick this rank's device.
+
+    Args:
+        rank (int): this process's rank, ``0 <= rank < world_size``.
+        world_size (int): number of processes.
+        init_method (str, optional): ``"tcp://127.0.0.1:PORT"``, ``"file://..."`` or
+            ``"env://"`` (``MASTER_ADDR`` / ``MASTER_PORT``, as ``torchrun`` sets them); ``None``
+            means ``"env://"``. (default: ``None``)
+        backend (str, optional): ``"gloo"`` or ``"nccl"``; ``None`` picks NCCL when the device
+            is a GPU, else gloo. (default: ``None``)
+        device (str, optional): ``"auto"``, ``"cpu"`` or ``"cuda"``; on CUDA the rank uses GPU
+            ``LOCAL_RANK`` (or ``rank`` modulo the GPU count). (default: ``"auto"``)
+
+    Returns:
+        The rank's device.
+    """
+    from .train import resolve_device
+
+    if not 0 <= rank < world_size:
+        raise ConfigError(f"rank={rank} must lie in [0, world_size={world_size})")
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", rank % torch.cuda.device_count()))
+        torch.cuda.set_device(local)  # HetCRF's tensors go to the current GPU
+        dev = torch.device("cuda", local)
+    if not dist.is_initialized():
+        dist.init_process_group(backend or ("nccl" if dev.type == "cuda" else "gloo"),
+                                init_method=init_method or "env://", rank=rank,
+                                world_size=world_size)
+    return dev
+
+
+def build_rank_model(dataset: HINDataset, config: HetCRFConfig, rank: int) -> nn.Module:
+    """A HetCRF with the parameters of ``config.seed`` on every rank, and rank-specific
+    randomness afterwards: the model's generator (anchors, masks, dropped edges, neighbour
+    samples) and torch's global generator (dropout) are reseeded with ``config.seed + rank``.
+    K-means keeps ``config.seed``, so cluster positives agree across ranks."""
+    from .model import HetCRF
+    from .train import seed_everything
+
+    seed_everything(config.seed)
+    model = HetCRF(dataset, config)
+    model.generator.manual_seed(config.seed + rank)
+    torch.manual_seed(config.seed + rank)
+    return model
+
+
+def train_ddp(rank: int, world_size: int, config: HetCRFConfig,
+              dataset_fn: Callable[[], HINDataset], init_method: str | None = None,
+              backend: str | None = None, out_dir: str | os.PathLike | None = None,
+              progress: bool = False, find_unused_parameters: bool = False
+              ) -> tuple[nn.Module, dict[str, Any]]:
+    """Train HetCRF data-parallel; call once in every process (``rank`` 0 to ``world_size-1``).
+
+    Joins the process group (or reuses the one this process has), builds the dataset with
+    ``dataset_fn`` (every rank its own identical copy), builds the model
+    (:func:`build_rank_model`), wraps it (:class:`DistributedHetCRF`) and runs
+    :class:`~hetcrf_lite.train.Trainer`: Adam, early stopping on the loss averaged over ranks.
+    Rank 0 alone writes ``out_dir`` and shows progress. A process group created here is
+    destroyed on return.
+
+    Args:
+        rank (int): this process's rank.
+        world_size (int): number of processes.
+        config (HetCRFConfig): the run's settings; ``batch_size`` anchors per rank and step.
+        dataset_fn (callable): returns the :class:`HINDataset` (picklable for ``spawn``).
+        init_method (str, optional): see :func:`init_distributed`. (default: ``None``)
+        backend (str, optional): see :func:`init_distributed`. (default: ``None``)
+        out_dir (str, optional): run folder (checkpoint, history) on rank 0. (default: ``None``)
+        progress (bool, optional): tqdm bar on rank 0. (default: ``False``)
+        find_unused_parameters (bool, optional): see :class:`DistributedHetCRF`.
+            (default: ``False``)
+
+    Returns:
+        ``(model, history)``: this rank's HetCRF, holding the best epoch's parameters (the same
+        on every rank), and the trainer's history.
+    """
+    from .train import Trainer
+
+    owns_group = not dist.is_initialized()
+    dev = init_distributed(rank, world_size, init_method, backend, config.device)
+    try:
+        dataset = dataset_fn()
+        model = build_rank_model(dataset, config, rank)
+        wrapped = DistributedHetCRF(model, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                    find_unused_parameters=find_unused_parameters)
+        trainer = Trainer(wrapped, config, out_dir=out_dir if rank == 0 else None,
+                          progress=progress and rank == 0)
+        history = trainer.fit()
+        history["world_size"] = world_size
+        return model, history
+    finally:
+        if owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _spawned(rank: int, world_size: int, port: int, config: HetCRFConfig,
+             dataset_fn: Callable[[], HINDataset], out_dir: str | None, progress: bool) -> None:
+    _, history = train_ddp(rank, world_size, config, dataset_fn,
+                           init_method=f"tcp://127.0.0.1:{port}", out_dir=out_dir,
+                           progress=progress)
+    if rank == 0:
+        _print_summary(history)
+
+
+def spawn_local(world_size: int, config: HetCRFConfig, dataset_fn: Callable[[], HINDataset],
+                out_dir: str | None = None, progress: bool = False) -> None:
+    """Run :func:`train_ddp` in ``world_size`` local processes on a free 127.0.0.1 port
+    (``torch.multiprocessing.spawn``); rank 0 prints a summary."""
+    mp.spawn(_spawned, args=(world_size, free_port(), config, dataset_fn, out_dir, progress),
+             nprocs=world_size, join=True)
+
+
+def load_named_dataset(name: str, num_nodes: int | None = None, seed: int = 0,
+                       pos_num: int | None = None, pos_score: str = "count") -> HINDataset:
+    """A benchmark from ``$HETCRF_DATA``, or the synthetic graph (``num_nodes`` target nodes)."""
+    if name == "synthetic":
+        from .synthetic import make_synthetic_hin
+
+        kwargs = {} if num_nodes is None else {"num_nodes": num_nodes}
+        return make_synthetic_hin(seed=seed, **kwargs)
+    from .data import load_dataset
+
+    return load_dataset(name, pos_num=pos_num, pos_score=pos_score)
+
+
+def _print_summary(history: dict[str, Any]) -> None:
+    epochs = history["epochs"]
+    seconds = sorted(e["seconds"] for e in epochs)
+    print(f"world size {history.get('world_size')}: {len(epochs)} epochs, {history['stopped']}; "
+          f"best loss {history.get('best_loss', float('nan')):.4f} at epoch "
+          f"{history.get('best_epoch')}; median {seconds[len(seconds) // 2]:.3f} s per epoch "
+          "(rank 0)", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hetcrf_lite.distributed``: under ``torchrun`` (``RANK`` set) every process
+    trains one rank; without it ``--nproc`` local processes are spawned."""
+    p = argparse.ArgumentParser(prog="python -m hetcrf_lite.distributed",
+                                description="Data-parallel HetCRF training (DDP).")
+    p.add_argument("--dataset", default="synthetic",
+                   help="acm | dblp | aminer | freebase | synthetic (default: synthetic)")
+    p.add_argument("--config", help="a config YAML instead of the dataset's shipped one")
+    p.add_argument("--batch-size", type=int, help="anchors per rank and step")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--num-nodes", type=int, help="target nodes of the synthetic graph")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="processes to spawn when not launched by torchrun (default: 1)")
+    p.add_argument("--out", help="run folder, written by rank 0")
+    p.add_argument("--progress", action="store_true", help="tqdm bar on rank 0")
+    args = p.parse_args(argv)
+
+    config = HetCRFConfig.load(args.config) if args.config else default_config(args.dataset)
+    changes = {k: v for k, v in (("batch_size", args.batch_size), ("epochs", args.epochs),
+                                  ("seed", args.seed), ("device", args.device)) if v is not None}
+    config = config.replace(**changes) if changes else config
+    dataset_fn = functools.partial(load_named_dataset, args.dataset, args.num_nodes, 0,
+                                   config.pos_num, config.pos_score)
+    start = time.perf_counter()
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # torchrun
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        _, history = train_ddp(rank, world, config, dataset_fn, init_method="env://",
+                               out_dir=args.out, progress=args.progress)
+        if rank == 0:
+            _print_summary(history)
+    else:
+        if args.nproc < 1:
+            raise ConfigError(f"--nproc={args.nproc} must be >= 1")
+        spawn_local(args.nproc, config, dataset_fn, args.out, args.progress)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"total {time.perf_counter() - start:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
