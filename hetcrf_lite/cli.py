@@ -35,6 +35,10 @@ def _load(name: str, config=None, seed: int = 0):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     from .config import HetCRFConfig, default_config
     from .train import train_run
 
@@ -104,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     train.add_argument("--eval-runs", type=int, default=50, help="logistic-regression repeats")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; "
+                       "1 is faster on a busy small machine)")
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="classification and clustering metrics of embeddings",
