@@ -54,10 +54,10 @@ class HetCRFConfig:
     views: str = "embedding"  # embedding (HetCRF) | raw (views from masked raw features: ablation)
     raw_feat_mask: float = 0.3  # feature-mask rate of the raw-feature views
     second_stage: str = "after_views"  # after_views | before_views (choice, see docs/method.md)
-    second_stage_depth: int = 1
-    center_views: bool = True  # subtract the node mean of each view before projecting (choice)  # GCN layers of the second stage; 0 disables it
+    second_stage_depth: int = 1  # GCN layers of the second stage; 0 disables it
+    center_views: bool = True  # subtract the node mean of each view before projecting (choice)
     tau: float = 0.8
-    lam: float = 0.5  # weight of the schema->fusion direction of InfoNCE
+    lam: float = 0.5  # weight of the direction with anchors in the fusion view (1 - lam: schema)
     negatives: str = "all"  # all (paper) | debiased | drop_same_cluster
     tau_plus: float = 0.1  # class prior of debiased InfoNCE
     schema_sample: dict[str, int] | None = None  # neighbours sampled per type; None = all

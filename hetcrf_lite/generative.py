@@ -571,12 +571,14 @@ class EdgeReconstruction(nn.Module):
         num_rows (int, optional): anchor rows per call in the sampled form. (default: ``1024``)
         neg_ratio (float, optional): sampled non-edges per edge in the sampled form.
             (default: ``1.0``)
+        center (bool, optional): subtract the node mean of the decoded embeddings before the
+            inner products. (default: ``True``)
     """
 
     def __init__(self, hidden_channels: int, metapaths: list[str], drop_rate: float = 0.5,
                  gamma: float = 1.0, decoder: str = "gat", source: str = "h", heads: int = 1,
                  detach_beta: bool = True, dense_threshold: int = 10000, num_rows: int = 1024,
-                 neg_ratio: float = 1.0) -> None:
+                 neg_ratio: float = 1.0, center: bool = True) -> None:
         super().__init__()
         if decoder not in ("gat", "linear"):
             raise ConfigError(f"edge decoder={decoder!r}: use 'gat' or 'linear'")
@@ -590,7 +592,7 @@ class EdgeReconstruction(nn.Module):
             raise ConfigError(f"num_rows={num_rows} must be >= 1 and neg_ratio={neg_ratio} > 0")
         self.metapaths = list(metapaths)
         self.drop_rate, self.gamma, self.source = drop_rate, gamma, source
-        self.decoder_kind, self.detach_beta = decoder, detach_beta
+        self.decoder_kind, self.detach_beta, self.center = decoder, detach_beta, center
         self.dense_threshold, self.num_rows, self.neg_ratio = dense_threshold, num_rows, neg_ratio
         self.enc_to_dec = nn.Linear(hidden_channels, hidden_channels, bias=False)
         make = ((lambda: DecoderGATConv(hidden_channels, hidden_channels, heads))
@@ -622,6 +624,11 @@ class EdgeReconstruction(nn.Module):
             d = shared if shared is not None else self.enc_to_dec(enc_out.z[m])  # [N, hidden]
             dec = self.decoders[m]
             out[m] = dec(d, visible_edge_index_dict[m]) if self.decoder_kind == "gat" else dec(d)
+            if self.center:
+                # Meta-path averaging leaves a component shared by every row; inner products
+                # would then give the same reconstructed row for every node (choice, measured:
+                # edge SCE stuck at the constant-row baseline without it).
+                out[m] = out[m] - out[m].mean(0)
         return out
 
     def loss_from(self, enc_out: Any, edge_index_dict: dict[str, Tensor],
