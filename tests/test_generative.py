@@ -283,6 +283,20 @@ def test_segment_sce_equals_dense_rows():
     assert torch.allclose(got, sce_loss(pred, target, 2.0, "none"), atol=1e-6)
 
 
+def test_edge_decoder_centring_removes_the_shared_component(toy):
+    x, eid = toy
+    torch.manual_seed(5)
+    out = StandInEncoder(6, 8, MPS)(x, eid)
+    centred_rec = EdgeReconstruction(8, MPS, decoder="linear")
+    plain_rec = EdgeReconstruction(8, MPS, decoder="linear", center=False)
+    plain_rec.load_state_dict(centred_rec.state_dict())
+    centred, plain = centred_rec.decode(out, eid), plain_rec.decode(out, eid)
+    for m in MPS:
+        assert torch.allclose(centred[m].mean(0), torch.zeros(8), atol=1e-6)
+        assert torch.allclose(centred[m], plain[m] - plain[m].mean(0), atol=1e-6)
+        assert plain[m].mean(0).abs().max() > 1e-3  # there was a shared part to remove
+
+
 def test_edge_reconstruction_dense_by_hand(toy):
     x, eid = toy
     torch.manual_seed(5)
@@ -294,6 +308,7 @@ def test_edge_reconstruction_dense_by_hand(toy):
     expected = 0.0
     for b, m in zip(beta, MPS):
         d = rec.decoders[m](rec.enc_to_dec(out.h))
+        d = d - d.mean(0)  # centred before the inner products (the default)
         adj = torch.zeros(12, 12)
         adj[eid[m][0], eid[m][1]] = 1.0
         cos = torch.nn.functional.cosine_similarity(d @ d.t(), adj, dim=1)
