@@ -178,24 +178,35 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the shipped configs")
     parser.add_argument("--eval-runs", type=int, default=50)
     parser.add_argument("--no-baselines", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per worker")
+    parser.add_argument("--fresh", action="store_true", help="drop rows of earlier runs")
     parser.add_argument("--out", default=str(ROOT / "runs" / "reproduce"))
     parser.add_argument("--md", default=str(ROOT / "docs" / "results.md"))
     parser.add_argument("--json", default=str(ROOT / "docs" / "results.json"))
     parser.add_argument("--worker", nargs=2, metavar=("DATASET", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     out = Path(args.out)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.worker:
         row = worker(args.worker[0], int(args.worker[1]), out, args.epochs, args.eval_runs,
                      not args.no_baselines)
         print("ROW " + json.dumps(row))
         return
-    rows = []
+    # Rows of earlier runs are kept (a dataset re-run replaces its own rows), so the table can be
+    # regenerated one dataset at a time.
+    rows = [] if args.fresh or not Path(args.json).is_file() else [
+        r for r in json.loads(Path(args.json).read_text())
+        if r["dataset"] not in args.datasets or r["seed"] not in args.seeds]
     for ds in args.datasets:
         for seed in args.seeds:
             cmd = [sys.executable, __file__, "--worker", ds, str(seed), "--out", str(out),
                    "--eval-runs", str(args.eval_runs)]
             cmd += ["--epochs", str(args.epochs)] if args.epochs is not None else []
             cmd += ["--no-baselines"] if args.no_baselines else []
+            cmd += ["--threads", str(args.threads)] if args.threads else []
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
