@@ -1,6 +1,6 @@
-"""``hetcrf-lite``: train, evaluate, describe, umap.
+"""hetcrf-lite: train, evaluate, describe, umap.
 
-Examples::
+Examples:
 
     hetcrf-lite train --dataset synthetic --out runs/demo
     hetcrf-lite train --dataset acm --seed 1 --epochs 100 --out runs/acm
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import HetCRFError
+from .errors import DataError, DataFileNotFoundError, HetCRFError
 
 
 def _load(name: str, config=None, seed: int = 0):
@@ -63,7 +63,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .eval import evaluate_embeddings
 
-    emb = np.load(args.embeddings, allow_pickle=False)
+    path = Path(args.embeddings)
+    if not path.is_file():
+        raise DataFileNotFoundError(f"embeddings file {path} does not exist; write one with "
+                                    "'hetcrf-lite train --out DIR' (DIR/embeddings.npy)")
+    try:
+        emb = np.load(path, allow_pickle=False)
+    except ValueError as err:  # not an .npy array file (or an object array)
+        raise DataError(f"{path} is not a numeric .npy array file: {err}") from err
     dataset = _load(args.dataset, seed=args.seed)
     results = evaluate_embeddings(emb, dataset, runs=args.runs, lr=args.lr)
     print(results)

@@ -42,7 +42,7 @@ def save_figure(fig: plt.Figure, name: str, dpi: int = 120) -> Path:
 
 
 def plot_loss_curves(history: dict[str, Any]) -> plt.Figure:
-    """Total loss and each weighted loss part per epoch, from a trainer history."""
+    """Total (weighted) loss and each unweighted loss part per epoch, from a trainer history."""
     epochs = [r["epoch"] for r in history["epochs"]]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(epochs, [r["loss"] for r in history["epochs"]], color="black", lw=2, label="total")
