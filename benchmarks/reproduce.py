@@ -166,6 +166,10 @@ def write_report(rows: list[dict], path_md: Path, path_json: Path, command: str)
         lines.append(f"| {r['dataset']} | {r['seed']} | {r['epochs']} ({r['stopped']}) | "
                      f"{r['seconds_per_epoch']:.2f} | {r['train_seconds']:.0f} | "
                      f"{r['peak_rss_mb']:.0f} |")
+    missing = [d for d in REFERENCE if d not in by_ds]
+    if missing:
+        lines += ["", f"Not in this table yet: {', '.join(missing)} (run "
+                  f"`python benchmarks/reproduce.py --datasets {' '.join(missing)}`)."]
     lines += ["", "Embeddings of every row: `runs/reproduce/<dataset>-seed<seed>/embeddings.npy` "
               "(git-ignored); `hetcrf-lite evaluate` on them gives the same numbers.", ""]
     path_md.write_text("\n".join(lines))
