@@ -4,7 +4,7 @@ Two concerns of scale live here:
 
 * **Will full-batch training fit?** Full-batch InfoNCE builds ``N x N`` similarity matrices, so
   its memory grows with the square of the number of target nodes: 4019 ACM papers need about
-  0.3 GiB for it, 100k nodes would need 186 GiB. :func:`full_batch_memory_estimate` predicts a
+  0.3 GiB for it, 100k nodes would need 190 GiB. :func:`full_batch_memory_estimate` predicts a
   full-batch step's peak and :func:`check_full_batch_fits` refuses a graph that would not fit,
   naming the mini-batch option (``batch_size``) instead.
 * **Several processes.** :func:`train_ddp` trains one :class:`~hetcrf_lite.model.HetCRF` per
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import os
 import socket
 import sys
@@ -63,14 +64,16 @@ __all__ = [
     "main",
 ]
 
-# Measured peaks per unit of a full-batch HetCRF step (float32, CPU, benchmarks/epoch_speed.py
-# and benchmarks/scaling.py). InfoNCE: 5.05 N x N floats at N = 8000 for its forward and backward
-# (logits, their exp and softmax, the gradient); the edge term covers the encoder's per-edge
-# buffers and masks over three passes, the cached CSR operators of the second stage and of edge
-# reconstruction, and the thinned copies of each graph.
+# Peaks per unit of a HetCRF training epoch (float32, CPU, one thread). InfoNCE: 5.05 N x N
+# floats at N = 8000 for its forward and backward (logits, their exp and softmax, the gradient).
+# The edge term covers the encoder's per-edge buffers and masks over three passes, the cached CSR
+# operators of the second stage and of edge reconstruction, and the thinned copies of each graph;
+# the node term the [N, hidden] activations kept for backward (synthetic 10k-20k nodes in
+# mini-batch mode, benchmarks/scaling.py). Against benchmarks/epoch_speed.py's measured growth
+# (ACM 1195 MB, DBLP 2238, AMiner 2028, Freebase 893) the estimate gives 1312, 2127, 2298, 789.
 _NN_FLOATS = 5.1
-_BYTES_PER_EDGE = 70
-_HIDDEN_FLOATS_PER_NODE = 120  # [N, hidden] activations kept for backward, per hidden channel
+_BYTES_PER_EDGE = 130
+_HIDDEN_FLOATS_PER_NODE = 200  # [N, hidden] activations kept for backward, per hidden channel
 _FEATURE_FLOATS_PER_ENTRY = 6  # masked copies, dropout outputs and masks of [N, F] features
 _BALANCE_ANCHORS = 512  # gradient_balance_summary's anchors, [512, N] matrices
 _BALANCE_FLOATS = 10
@@ -82,14 +85,15 @@ def full_batch_memory_estimate(num_nodes: int, num_edges: int = 0, num_features:
     r"""Bytes a full-batch HetCRF training step adds at its peak, beyond the loaded dataset.
 
     .. math::
-        M \approx b\,\big(5.1\,N^2 + 120\,N h + 6\,N F + 10 \min(N, 512) N\big)
-        + 70\,E\,\mathrm{heads}
+        M \approx b\,\big(5.1\,N^2 + 200\,N h + 6\,N F + 10 \min(N, 512) N\big)
+        + 130\,E\,\mathrm{heads}
 
     with :math:`b` bytes per float, :math:`h` the hidden width, :math:`F` the feature width and
     :math:`E` the number of meta-path edges over all meta-paths. The :math:`N^2` term is the
     dense two-way InfoNCE and dominates from a few thousand nodes on: at 4019 nodes (ACM) it is
-    0.3 GiB, at 100k nodes 190 GiB. The constants are measured peaks (module comment), so the
-    estimate is the order of magnitude a refusal needs, not an exact figure.
+    0.3 GiB, at 100k nodes 190 GiB. The constants are fitted to measured peaks (module comment;
+    within 12% on the four benchmarks), so the estimate is the order of magnitude a refusal
+    needs, not an exact figure.
 
     Args:
         num_nodes (int): number of target nodes :math:`N`.
@@ -123,7 +127,10 @@ def available_memory_bytes(device: str | torch.device = "cpu") -> int:
             if line.startswith("MemAvailable:"):
                 avail = int(line.split()[1]) * 1024
     if avail is None:  # not Linux: the whole physical memory is the only figure there is
-        avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        try:
+            avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):  # Windows: unknown, refuse nothing
+            return sys.maxsize
     for limit_f, usage_f in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
                              ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
                               "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
@@ -231,11 +238,15 @@ class DistributedHetCRF(nn.Module):
         if not dist.is_initialized():
             raise ConfigError("DistributedHetCRF needs an initialised process group: call "
                               "init_distributed(rank, world_size) (or use train_ddp) first")
-        # The buffers are the schema view's relation edges, identical on every rank: synced once
-        # at construction, never before a forward (that would copy them every step).
+        # The buffers are the schema view's relation edges, identical on every rank: never
+        # broadcast before a forward (that would copy them every step). torch 2.13 renamed the
+        # switch and deprecated the old name.
+        no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
+                   inspect.signature(DistributedDataParallel).parameters
+                   else {"broadcast_buffers": False})
         self.ddp = DistributedDataParallel(StepModule(model), device_ids=device_ids,
-                                           forward_sync_buffers=False,
-                                           find_unused_parameters=find_unused_parameters)
+                                           find_unused_parameters=find_unused_parameters,
+                                           **no_sync)
         self.world_size = dist.get_world_size()
 
     @property

@@ -7,9 +7,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from hetcrf_lite.config import HetCRFConfig
-from hetcrf_lite.distributed import (DistributedHetCRF, build_rank_model, check_full_batch_fits,
-                                     free_port, full_batch_memory_estimate, init_distributed,
-                                     train_ddp)
+from hetcrf_lite.distributed import (DistributedHetCRF, available_memory_bytes,
+                                     build_rank_model, check_full_batch_fits, free_port,
+                                     full_batch_memory_estimate, init_distributed, train_ddp)
 from hetcrf_lite.errors import ConfigError
 from hetcrf_lite.synthetic import make_synthetic_hin
 from hetcrf_lite.train import Trainer
@@ -63,9 +63,16 @@ def test_full_batch_refused_with_a_message_naming_batch_size():
         check_full_batch_fits(ds, cfg(batch_size=NODES), budget_bytes=1)
 
 
-def test_hundred_thousand_nodes_refused_on_this_machine_budget():
-    # 100k nodes need ~190 GiB for InfoNCE alone: refused within a 64 GiB budget, no graph built
+def test_100k_nodes_full_batch_exceeds_a_64_gib_machine():
+    # InfoNCE alone needs 5.1 * 1e10 floats (~190 GiB): no single big CPU box holds it
     assert full_batch_memory_estimate(100_000) > 64 * 2**30
+
+
+def test_available_memory_is_positive_and_at_most_physical():
+    import os
+
+    avail = available_memory_bytes("cpu")
+    assert 0 < avail <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 # --------------------------------------------------------------------------- DDP
