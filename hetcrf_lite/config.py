@@ -75,6 +75,7 @@ class HetCRFConfig:
     # --- training -----------------------------------------------------------------------------
     lr: float = 8e-4
     weight_decay: float = 0.0
+    lr_schedule: str = "constant"  # constant | cosine (cosine annealing to 0 over `epochs`)
     epochs: int = 200
     patience: int = 20  # early stopping on the training loss
     min_epochs: int = 0
@@ -103,6 +104,7 @@ class HetCRFConfig:
             "embed": ("concat", "encoder", "contrastive"),
             "pos_score": ("count", "normalised"),
             "device": ("auto", "cpu", "cuda"),
+            "lr_schedule": ("constant", "cosine"),
         }
         for name, allowed in choices.items():
             need(getattr(self, name) in allowed, name, f"must be one of {', '.join(allowed)}")

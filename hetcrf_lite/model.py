@@ -44,6 +44,9 @@ class HetCRF(nn.Module):
 
     def __init__(self, dataset: HINDataset, config: HetCRFConfig) -> None:
         super().__init__()
+        from .distributed import check_full_batch_fits
+
+        check_full_batch_fits(dataset, config)  # refuses N x N work that cannot fit, names batch_size
         self.config = config
         self.device_ = resolve_device(config.device)
         self.dataset = dataset

@@ -105,6 +105,8 @@ class Trainer:
         self.checkpoint_every = max(1, checkpoint_every)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
                                           weight_decay=config.weight_decay)
+        self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, config.epochs)
+                          if config.lr_schedule == "cosine" else None)
         self.history: dict[str, Any] = {"config": config.to_dict(), "env": environment_info(),
                                         "epochs": [], "stopped": None}
         self.start_epoch = 0
@@ -125,6 +127,7 @@ class Trainer:
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "config": self.config.to_dict(),
             "epoch": epoch,
             "history": self.history,
@@ -143,6 +146,8 @@ class Trainer:
         state = torch.load(path, map_location="cpu", weights_only=False)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
         self.history = state["history"]
         self.best_loss, self.best_epoch, self.bad_epochs, self._best_state = state["best"]
         torch.set_rng_state(state["rng"])
@@ -204,7 +209,10 @@ class Trainer:
                 "for NaN/Inf.")
         loss.backward()
         self.optimizer.step()
-        record: dict[str, Any] = {"epoch": epoch, "loss": float(loss.detach()), "parts": parts}
+        if self.scheduler is not None:
+            self.scheduler.step()
+        record: dict[str, Any] = {"epoch": epoch, "loss": float(loss.detach()), "parts": parts,
+                                  "lr": self.optimizer.param_groups[0]["lr"]}
         every = self.config.grad_balance_every
         if every and epoch % every == 0 and hasattr(self.model, "gradient_balance_summary"):
             record["gradient_balance"] = self.model.gradient_balance_summary()

@@ -121,3 +121,13 @@ def test_gradient_balance_is_logged_each_epoch(tiny):
     rows = [r["gradient_balance"] for r in history["epochs"]]
     assert len(rows) == 3 and all(0 < r["pos_mass_mean"] < 1 for r in rows)
     assert history["cluster_refreshes"], "the augmenter refreshed at epoch 0 and 2"
+
+
+def test_full_batch_refuses_a_graph_that_cannot_fit(tiny, monkeypatch):
+    import hetcrf_lite.distributed as dist
+    from hetcrf_lite.errors import ConfigError
+
+    monkeypatch.setattr(dist, "available_memory_bytes", lambda device: 1024)
+    with pytest.raises(ConfigError, match="batch_size"):
+        HetCRF(tiny, cfg())
+    HetCRF(tiny, cfg(batch_size=64))  # the mini-batch mode is accepted

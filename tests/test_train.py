@@ -105,3 +105,11 @@ def test_device_auto_is_cpu_without_gpu():
     if not torch.cuda.is_available():
         with pytest.raises(TrainingError, match="no CUDA"):
             resolve_device("cuda")
+
+
+def test_cosine_schedule_anneals_the_learning_rate(tiny):
+    _, history = fit(tiny, cfg(lr_schedule="cosine", epochs=4), progress=False)
+    lrs = [r["lr"] for r in history["epochs"]]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 1e-9 < lrs[0] < 0.01
+    _, flat = fit(tiny, cfg(epochs=4), progress=False)
+    assert {r["lr"] for r in flat["epochs"]} == {0.01}
