@@ -17,6 +17,7 @@ if os.environ.get("MPLBACKEND") is None and not os.environ.get("DISPLAY"):
     matplotlib.use("Agg")  # headless machines (CI, servers): no GUI backend needed
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
 from .errors import DataError
 
@@ -99,7 +100,10 @@ def umap_projection(emb: np.ndarray, seed: int = 0, n_neighbors: int = 15,
         raise DataError("embeddings contain NaN or Inf; UMAP needs finite values")
     reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, metric="cosine",
                         random_state=seed, n_jobs=1)
-    return reducer.fit_transform(emb)
+    threads = torch.get_num_threads()
+    points = reducer.fit_transform(emb)
+    torch.set_num_threads(threads)  # numba's start-up resets the OpenMP threads torch uses
+    return points
 
 
 def plot_embedding_2d(points: np.ndarray, labels: np.ndarray, title: str = "",

@@ -13,6 +13,14 @@ import torch
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Re-apply before every test: UMAP's numba start-up resets the OpenMP thread count that
+    MKL uses, and two spinning OpenMP threads on a busy 2-core machine made a 45 s test take
+    over 10 minutes."""
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def heco_root() -> Path:
     """``Path($HETCRF_DATA)``, the folder with acm/, dblp/, aminer/, freebase/; skips the test
