@@ -28,7 +28,7 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 demo: venv
-	$(BIN)/hetcrf-lite train --dataset synthetic --out runs/demo
+	$(BIN)/hetcrf-lite train --dataset synthetic --out runs/demo --threads 1
 
 unit: venv
 	$(BIN)/python -m pytest tests -q
