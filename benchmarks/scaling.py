@@ -150,9 +150,9 @@ def worker(args: argparse.Namespace) -> dict:
     res["build_s"] = time.perf_counter() - t
     start = model.on_epoch_start
 
-    def on_epoch_start(epoch: int) -> None:  # names the phase for the memory cap
+    def on_epoch_start(epoch: int) -> bool:  # names the phase for the memory cap
         cap.phase = f"epoch {epoch}"
-        start(epoch)
+        return start(epoch)
 
     model.on_epoch_start = on_epoch_start  # instance attribute: this model only
     trainer = Trainer(model, config, progress=False)

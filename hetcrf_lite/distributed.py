@@ -265,8 +265,8 @@ class DistributedHetCRF(nn.Module):
         return loss + (mean - loss).detach(), {k: float(v) for k, v in zip(keys, stats[1:])}
 
     # The rest of what Trainer asks for, from the wrapped model.
-    def on_epoch_start(self, epoch: int) -> None:
-        self.hetcrf.on_epoch_start(epoch)
+    def on_epoch_start(self, epoch: int) -> bool:
+        return self.hetcrf.on_epoch_start(epoch)
 
     def gradient_balance_summary(self) -> dict[str, float]:
         return self.hetcrf.gradient_balance_summary()

@@ -223,16 +223,21 @@ class HetCRF(nn.Module):
         return torch.cat([enc.h, contrast], dim=1)
 
     # --------------------------------------------------------------------------------------------
-    def on_epoch_start(self, epoch: int) -> None:
-        """Refresh the cluster positives every T epochs (warm-started K-means)."""
+    def on_epoch_start(self, epoch: int) -> bool:
+        """Refresh the cluster positives every T epochs (warm-started K-means).
+
+        Returns whether the positive sets changed: the loss before and after a refresh measure
+        different objectives, so :class:`~hetcrf_lite.train.Trainer` re-baselines early stopping.
+        """
         if self.augmenter is None:
-            return
+            return False
         if self.augmenter.num_clusters == "auto" and epoch == 0:
             k, _ = estimate_num_clusters(self.contrastive_embedding().cpu().numpy(),
                                          seed=self.config.seed)
             self.augmenter.num_clusters = k
         if self.augmenter.due(epoch):
-            self.augmenter.maybe_refresh(epoch, self.contrastive_embedding())
+            return self.augmenter.maybe_refresh(epoch, self.contrastive_embedding())
+        return False
 
     def gradient_balance_summary(self) -> dict[str, float]:
         """Summary of :func:`gradient_balance` on the last step's projected views."""

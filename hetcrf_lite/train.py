@@ -114,6 +114,7 @@ class Trainer:
         self.best_epoch = -1
         self.bad_epochs = 0
         self._best_state: dict[str, Any] | None = None
+        self._rebaseline = False  # the objective changed (new positives): next loss is the new best
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -132,6 +133,7 @@ class Trainer:
             "epoch": epoch,
             "history": self.history,
             "best": (self.best_loss, self.best_epoch, self.bad_epochs, self._best_state),
+            "rebaseline": self._rebaseline,
             "rng": torch.get_rng_state(),
             "extra": self.model.extra_state() if hasattr(self.model, "extra_state") else None,
         }
@@ -150,6 +152,7 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         self.history = state["history"]
         self.best_loss, self.best_epoch, self.bad_epochs, self._best_state = state["best"]
+        self._rebaseline = bool(state.get("rebaseline", False))
         torch.set_rng_state(state["rng"])
         if state.get("extra") is not None and hasattr(self.model, "load_extra_state"):
             self.model.load_extra_state(state["extra"])
@@ -198,7 +201,8 @@ class Trainer:
 
     def _one_epoch(self, epoch: int) -> dict[str, Any]:
         start = time.perf_counter()
-        self.model.on_epoch_start(epoch)
+        if self.model.on_epoch_start(epoch) and self.best_epoch >= 0:
+            self._rebaseline = True
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         loss, parts = self.model.training_step(epoch)
@@ -221,6 +225,18 @@ class Trainer:
         return record
 
     def _early_stop(self, epoch: int, loss: float) -> bool:
+        """Patience on the training loss, re-baselined whenever the objective changes.
+
+        A cluster refresh changes the positive sets, so losses before and after it are not
+        comparable (a refresh can raise the loss with no change in the model). The first epoch
+        after a refresh becomes the new best; the count of epochs without improvement carries on.
+        """
+        if self._rebaseline:
+            self._rebaseline = False
+            self.best_loss, self.best_epoch = loss, epoch
+            self._best_state = copy.deepcopy(self.model.state_dict())
+            self.bad_epochs += 1
+            return epoch + 1 >= self.config.min_epochs and self.bad_epochs >= self.config.patience
         if loss < self.best_loss:
             self.best_loss, self.best_epoch, self.bad_epochs = loss, epoch, 0
             self._best_state = copy.deepcopy(self.model.state_dict())

@@ -39,8 +39,45 @@ def test_early_stopping_on_training_loss(tiny):
     # lr so small the loss barely moves, and dropout noise makes it wander: patience 1 stops it
     _, history = fit(tiny, cfg(epochs=50, patience=1, lr=1e-7), progress=False)
     assert len(history["epochs"]) < 50 and history["stopped"].startswith("early stop")
-    losses = [r["loss"] for r in history["epochs"]]
+    refreshes = [r["epoch"] for r in history["cluster_refreshes"] if r["epoch"] > 0]
+    since = max(refreshes, default=0)  # losses are compared within one positive set only
+    losses = [r["loss"] for r in history["epochs"] if r["epoch"] >= since]
     assert history["best_loss"] == min(losses)
+
+
+class _StepModel(torch.nn.Module):
+    """Loss = w^2 + offset; the offset jumps when the 'positives' change at epoch ``jump``."""
+
+    def __init__(self, jump: int, losses_before: float, losses_after: float,
+                 report_change: bool = True):
+        super().__init__()
+        self.report_change = report_change
+        self.w = torch.nn.Parameter(torch.tensor(1.0))
+        self.jump, self.before, self.after = jump, losses_before, losses_after
+        self.offset = losses_before
+
+    def on_epoch_start(self, epoch):
+        if epoch == self.jump:
+            self.offset = self.after
+            return self.report_change
+        return epoch == 0  # the first refresh is not a change of objective
+
+    def training_step(self, epoch):
+        return self.w ** 2 + self.offset, {}
+
+
+def test_early_stopping_rebaselines_when_positives_change():
+    # The objective jumps up by 5 at epoch 3 while the model keeps improving: patience must not
+    # count the jump as 'no improvement', and the restored state must come from after it.
+    model = _StepModel(jump=3, losses_before=0.0, losses_after=5.0)
+    config = cfg(epochs=12, patience=2, lr=0.05, grad_balance_every=0)
+    history = Trainer(model, config, progress=False).fit()
+    assert history["stopped"] == "reached 12 epochs"
+    assert history["best_epoch"] == 11 and history["best_loss"] > 5.0
+    # Without the re-baseline the jump would look like 2 bad epochs and stop at epoch 4.
+    plain = _StepModel(jump=3, losses_before=0.0, losses_after=5.0, report_change=False)
+    stopped = Trainer(plain, config, progress=False).fit()
+    assert stopped["stopped"].startswith("early stop at epoch 4")
 
 
 def test_resume_continues_to_the_same_result(tiny, tmp_path):
