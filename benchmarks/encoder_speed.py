@@ -126,12 +126,19 @@ def _peak_mb(method: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()  # CUDA runs asynchronously: time the work, not the launch
+
+
 def _time_steps(step, repeats: int) -> dict:
     step()  # warm-up (builds caches, faults in memory)
+    _sync()
     wall, cpu = [], []
     for _ in range(repeats):
         t, c = time.perf_counter(), time.process_time()
         step()
+        _sync()
         wall.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
     return {"wall_s": statistics.median(wall), "cpu_s": statistics.median(cpu),
@@ -160,15 +167,16 @@ def _products_floor(x_rows: int, graphs: dict[str, torch.Tensor], repeats: int) 
     return statistics.median(total[1:])
 
 
-def worker(kind: str, cache: Path, repeats: int) -> dict:
+def worker(kind: str, cache: Path, repeats: int, device: str = "cpu") -> dict:
     warnings.simplefilter("ignore", UserWarning)
     blob = torch.load(cache)
-    x, graphs = blob["x"], blob["graphs"]
+    dev = torch.device(device)
+    x, graphs = blob["x"].to(dev), {m: ei.to(dev) for m, ei in blob["graphs"].items()}
     torch.manual_seed(0)
     if kind == "ours":
         from hetcrf_lite.encoder import HANEncoder
 
-        model = HANEncoder(x.size(1), HIDDEN, list(graphs), heads=HEADS).train()
+        model = HANEncoder(x.size(1), HIDDEN, list(graphs), heads=HEADS).to(dev).train()
 
         def step():
             model.zero_grad(set_to_none=True)
@@ -177,7 +185,7 @@ def worker(kind: str, cache: Path, repeats: int) -> dict:
         from torch_geometric.nn import HANConv
 
         eid = {("n", m, "n"): ei for m, ei in graphs.items()}
-        model = HANConv(x.size(1), HIDDEN, (["n"], list(eid)), heads=HEADS).train()
+        model = HANConv(x.size(1), HIDDEN, (["n"], list(eid)), heads=HEADS).to(dev).train()
 
         def step():
             model.zero_grad(set_to_none=True)
@@ -187,8 +195,13 @@ def worker(kind: str, cache: Path, repeats: int) -> dict:
     base, method = _memory_baseline()
     res = _time_steps(step, repeats)
     peak = _peak_mb(method)
-    res.update(peak_mb=peak - base, peak_rss_mb=peak, baseline_rss_mb=base, memory_method=method)
-    if kind == "ours":
+    res.update(peak_mb=peak - base, peak_rss_mb=peak, baseline_rss_mb=base, memory_method=method,
+               device=str(dev))
+    if dev.type == "cuda":  # device memory is what counts there: the peak the allocator held
+        res["peak_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+        res["memory_method"] = "torch.cuda.max_memory_allocated"
+        res["device_name"] = torch.cuda.get_device_name(dev)
+    elif kind == "ours":
         res["products_floor_s"] = _products_floor(x.size(0), graphs, min(repeats, 3))
     return res
 
@@ -268,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="timed runs of our encoder")
     p.add_argument("--pyg-repeats", type=int, default=3, help="timed runs of HANConv")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (timed with synchronisation)")
     p.add_argument("--skip-pyg", action="store_true", help="do not run HANConv")
     p.add_argument("--skip-check", action="store_true", help="skip the equality check")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per subprocess")
@@ -278,13 +292,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.worker:
         res = check_worker(args.cache) if args.worker == "check" else worker(
-            args.worker, args.cache, args.repeats)
+            args.worker, args.cache, args.repeats, args.device)
         print(json.dumps(res))
         return 0
 
     OUT.mkdir(parents=True, exist_ok=True)
     report = {"machine": machine(), "threads": args.threads, "hidden": HIDDEN, "heads": HEADS,
-              "results": {}}
+              "device": args.device, "results": {}}
     for name in args.datasets:
         x, graphs, source = load(name)
         graphs = {m: graphs[m] for m in METAPATHS[name]}
@@ -295,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                "edges": edges, "attention_values": sum(edges.values()) * HEADS,
                "product_macs": 4 * sum(edges.values()) * HEADS * (HIDDEN // HEADS + 1)}
         print(f"[{name}] N={x.size(0)} edges={edges}; running our encoder ...", flush=True)
-        common = ["--cache", str(cache)]
+        common = ["--cache", str(cache), "--device", args.device]
         res["ours"] = run_worker(["--worker", "ours", "--repeats", str(args.repeats), *common],
                                  args.threads, args.timeout)
         if not args.skip_pyg:  # one at a time: HANConv needs several GB

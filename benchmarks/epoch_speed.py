@@ -105,7 +105,13 @@ def epoch_worker(name: str, warmup: int, epochs: int) -> dict:
     timed = sec[warmup:]
     cpu = [b - a for a, b in zip(stamps[warmup:-1], stamps[warmup + 1:])]
     refreshes = [r["seconds"] for r in model.refresh_log()]
+    if model.device_.type == "cuda":  # on a GPU the device memory is the one that counts
+        cuda = {"cuda_peak_mb": torch.cuda.max_memory_allocated(model.device_) / 2**20,
+                "device_name": torch.cuda.get_device_name(model.device_)}
+    else:
+        cuda = {}
     return {"dataset": name, **_sizes(ds), "load_s": load_s, "device": str(model.device_),
+            **cuda,
             "threads": torch.get_num_threads(), "config": config.to_dict(),
             "warmup": warmup, "epochs": epochs, "epoch_s": statistics.median(timed),
             "epoch_cpu_s": statistics.median(cpu),

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.nn import GCNConv
 
+from hetcrf_lite import contrastive
 from hetcrf_lite.contrastive import (FusionView, ProjectionHead, SchemaView, SecondStageGCN,
                                      gradient_balance, infonce, infonce_minibatch,
                                      sample_neighbors)
@@ -105,6 +106,99 @@ def test_infonce_skips_anchors_without_positives():
         assert torch.isfinite(loss) and bool(torch.isfinite(z1.grad).all()), negatives
     with pytest.raises(DataError):
         infonce(z1, z2, torch.zeros(2, 0, dtype=torch.long), 0.5)
+
+
+# --------------------------------------------------------------------------------------------
+# The fused two-way InfoNCE (negatives="all") against the autograd reference
+def sparse_positives(n: int, seed: int, without: int = 4) -> torch.Tensor:
+    """Multi-positive [2, P] sets, no duplicate pairs; the first ``without`` anchors have none."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(n, n, generator=g) < 0.15
+    mask[:without] = False
+    mask[without, without] = True  # at least one anchor with a positive
+    return mask.nonzero().t()
+
+
+def reference(z1, z2, pos, tau, lam):
+    has_pos = torch.bincount(pos[0], minlength=z1.shape[0]) > 0
+    return contrastive._infonce_reference(z1, z2, pos, has_pos, tau, lam, "all", None, 0.1)
+
+
+def loss_and_grads(fn, z1, z2, *args):
+    a, b = z1.detach().requires_grad_(True), z2.detach().requires_grad_(True)
+    loss = fn(a, b, *args)
+    return (loss, *torch.autograd.grad(loss, (a, b))), loss.grad_fn
+
+
+@pytest.mark.parametrize("tau", [0.8, 0.1])
+def test_fused_infonce_equals_reference(tau):
+    torch.manual_seed(3)
+    n = 30
+    z1, z2 = torch.randn(n, 6, dtype=torch.float64), torch.randn(n, 6, dtype=torch.float64)
+    pos = sparse_positives(n, 0)
+    assert pos[0].unique().numel() < n and (pos[1] != pos[0]).any()  # some anchors lack positives
+    for lam in (0.0, 0.3, 0.5, 1.0):
+        got, fn = loss_and_grads(infonce, z1, z2, pos, tau, lam)
+        assert type(fn).__name__ == "_FusedInfoNCEBackward"  # the fused path ran
+        want, _ = loss_and_grads(reference, z1, z2, pos, tau, lam)
+        for g, w in zip(got, want):
+            assert torch.allclose(g, w, rtol=0, atol=1e-10), (lam, float((g - w).abs().max()))
+    # the two directions really differ, so a swapped direction would fail above
+    one_way = [float(infonce(z1, z2, pos, tau, lam)) for lam in (0.0, 1.0)]
+    assert one_way[0] != pytest.approx(one_way[1])
+
+
+def test_fused_infonce_gradcheck():
+    torch.manual_seed(4)
+    z1 = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    pos = torch.tensor([[0, 0, 1, 2, 2, 4, 4], [0, 3, 1, 2, 5, 1, 0]])  # anchors 3, 5: none
+    has_pos = torch.bincount(pos[0], minlength=6) > 0
+
+    def fused(a, b):
+        return contrastive._FusedInfoNCE.apply(F.normalize(a, dim=1), F.normalize(b, dim=1),
+                                               pos, has_pos, 0.3, 0.4)
+
+    assert torch.autograd.gradcheck(fused, (z1, z2))
+    # the Function alone, on unnormalised inputs (cosines above 1 are still exact)
+    assert torch.autograd.gradcheck(
+        lambda a, b: contrastive._FusedInfoNCE.apply(a, b, pos, has_pos, 0.7, 0.5), (z1, z2))
+
+
+def test_fused_infonce_float32_one_view_and_retained_graph():
+    torch.manual_seed(5)
+    n = 40
+    z1, z2 = torch.randn(n, 8, dtype=torch.float64), torch.randn(n, 8, dtype=torch.float64)
+    pos = sparse_positives(n, 1)
+    want = loss_and_grads(reference, z1, z2, pos, 0.5, 0.3)[0]
+    got = loss_and_grads(infonce, z1.float(), z2.float(), pos, 0.5, 0.3)[0]
+    for g, w in zip(got, want):
+        assert g.dtype == torch.float32 and torch.allclose(g.double(), w, rtol=1e-5, atol=1e-6)
+    # only one view needs a gradient; a retained graph backpropagated twice (E is recomputed)
+    a = z1.clone().requires_grad_(True)
+    loss = infonce(a, z2, pos, 0.5, 0.3)
+    (g1,) = torch.autograd.grad(loss, a, retain_graph=True)
+    (g2,) = torch.autograd.grad(loss, a)
+    assert torch.allclose(g1, want[1], rtol=0, atol=1e-10) and torch.equal(g1, g2)
+
+
+def test_fused_infonce_falls_back_at_tiny_tau():
+    # anchor 0's only positive is the opposite vector: e^{(s-1)/tau} = e^{-2/tau}, 0 in float32
+    z1 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    z2 = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]])
+    pos = torch.tensor([[0, 1, 2], [1, 2, 2]])
+    has_pos = torch.ones(3, dtype=torch.bool)
+    tau = 0.01
+    assert not contrastive._fused_tau_ok(tau, torch.float32)
+    raw = contrastive._FusedInfoNCE.apply(z1, z2, pos, has_pos, tau, 0.5)
+    assert not torch.isfinite(raw)  # what the fallback avoids
+    got = infonce(z1, z2, pos, tau)
+    assert torch.isfinite(got) and torch.equal(got, reference(z1, z2, pos, tau, 0.5))
+    assert float(got) == pytest.approx(float(reference(z1.double(), z2.double(), pos, tau, 0.5)),
+                                       rel=1e-5)
+    # float64 has the range: the fused path runs at the same tau and agrees
+    assert contrastive._fused_tau_ok(tau, torch.float64)
+    assert float(infonce(z1.double(), z2.double(), pos, tau)) == pytest.approx(float(got), rel=1e-5)
 
 
 # --------------------------------------------------------------------------------------------
