@@ -34,6 +34,13 @@ class HetCRFConfig:
     heads: int = 1  # attention heads of the node-level GAT (HeCo uses 1)
     feat_drop: float = 0.3  # dropout on the input features
     attn_drop: float = 0.5  # dropout on node-level attention weights
+    # Input of a featureless target type (identity features: AMiner, Freebase), an ablation:
+    # identity (one-hot ids, the default) | embedding (a trainable N x hidden_channels table,
+    # N(0, 1) init, replaces the one-hot input) | random (fixed N(0, 1) codes N x hidden_channels
+    # drawn from `seed`, the same values the embedding starts from). Feature reconstruction
+    # still targets the node ids under `embedding`, and the codes themselves under `random`
+    # (docs/method.md). Other values than identity need identity target features.
+    feature_init: str = "identity"
     # --- generative channel -------------------------------------------------------------------
     use_feat_recon: bool = True  # masked attribute reconstruction
     w_feat: float = 1.0
@@ -48,6 +55,10 @@ class HetCRFConfig:
     edge_drop: float = 0.5  # fraction of each meta-path's edges dropped before encoding
     gamma_edge: float = 1.0
     edge_dense_threshold: int = 10000  # dense N x N reconstruction up to this many nodes (choice)
+    # One encoder pass on masked features AND dropped edges, both reconstruction losses from it
+    # (HGMAE encodes them apart): 2 encoder passes per step instead of 3. No effect unless both
+    # reconstructions are on (use_* true, w_* > 0).
+    shared_generative_pass: bool = False
     # --- contrastive channel ------------------------------------------------------------------
     use_contrastive: bool = True
     w_cl: float = 1.0
@@ -105,6 +116,7 @@ class HetCRFConfig:
             "pos_score": ("count", "normalised"),
             "device": ("auto", "cpu", "cuda"),
             "lr_schedule": ("constant", "cosine"),
+            "feature_init": ("identity", "embedding", "random"),
         }
         for name, allowed in choices.items():
             need(getattr(self, name) in allowed, name, f"must be one of {', '.join(allowed)}")
@@ -137,6 +149,8 @@ class HetCRFConfig:
              or (isinstance(self.num_clusters, int) and self.num_clusters >= 2),
              "num_clusters", "must be None (= number of classes), 'auto' or an integer >= 2")
         need(self.edge_dense_threshold >= 0, "edge_dense_threshold", "must be >= 0")
+        need(isinstance(self.shared_generative_pass, bool), "shared_generative_pass",
+             "must be true or false")
         need(self.eval_lr is None or self.eval_lr > 0, "eval_lr", "must be > 0 or None")
         active = [self.use_feat_recon and self.w_feat > 0, self.use_edge_recon and self.w_edge > 0,
                   self.use_contrastive and self.w_cl > 0]

@@ -16,16 +16,21 @@ Any encoder works that is called as ``encoder(x, edge_index_dict)`` and returns 
 ``None`` (``hetcrf_lite.encoder.EncoderOutput``).
 
 **Choice: where features are masked.** The [MASK] token replaces rows of the tensor handed to the
-encoder. Dense features (ACM, DBLP) are masked as they are. Identity features (AMiner, Freebase)
-are stored as sparse COO; they are densified for masking when ``N * F <= densify_limit``
-(default ``2**26`` entries, 256 MiB in float32): AMiner's 6564 x 6564 identity is 43 M entries
-(172 MiB), Freebase's 12 M, so the four benchmarks mask in feature space exactly as GraphMAE does.
-Beyond the limit, pass ``input_proj`` (a module mapping the sparse ``x`` to a dense ``[N, C]``,
-run before the encoder, whose ``in_channels`` is then ``C``) and ``mask_channels=C``: masking then
-happens in the projected space with a ``C``-dimensional token, which for one-hot inputs is the
-same model class (a masked node's projected row ``W e_i`` is replaced by a free vector). The
-reconstruction target is always the raw ``x``; for sparse ``x`` only the masked rows are
-densified (``N_masked x F``).
+encoder. Dense features (ACM, DBLP) are masked as they are, with a learnable ``F``-wide token
+(GraphMAE). Sparse features (identity features of AMiner and Freebase, sparse bag-of-words) are
+masked without densifying when ``token_column=True`` (what :class:`~hetcrf_lite.model.HetCRF`
+uses): the input carries one extra, empty column, and a token row becomes the one-hot of that
+column (:func:`mask_sparse_features`). The encoder's input layer ``P x + c`` then turns a token
+row into ``P[:, F] + c``: the token is a free vector in the projected space (the model class of
+GraphMAE's projected token ``P t``), while every other row, feature dropout included, goes
+through exactly the encoder's usual math. This beats the two alternatives: densifying (AMiner's
+6564 x 6564 identity is 43 M entries, masked, dropped out and projected every step) and masking
+after a separate input projection (``input_proj`` with ``mask_channels``, kept for encoders that
+cannot take the extra column), which adds a second linear layer and moves feature dropout from
+the inputs to the projected rows. Without ``token_column``, sparse features are densified for
+masking when ``N * F <= densify_limit`` (the small-graph path). The reconstruction target is
+always the features themselves; for sparse ``x`` only the masked rows are densified
+(``N_masked x F``), and for an identity not even those (see :class:`FeatureReconstruction`).
 
 **Decoder cost.** The decoders attend and aggregate in the hidden space with the encoder's
 :class:`~hetcrf_lite.encoder.MetaPathGATConv` (sparse products, no per-edge messages) and apply
@@ -50,6 +55,9 @@ from .errors import ConfigError, DataError
 __all__ = [
     "sce_loss",
     "mask_features",
+    "is_identity",
+    "with_token_column",
+    "mask_sparse_features",
     "MaskSchedule",
     "DecoderGATConv",
     "HANDecoder",
@@ -174,11 +182,7 @@ def mask_features(
     Returns:
         ``(x_masked [N, C], masked_idx [n], token_idx [n_token])``, index tensors sorted.
     """
-    if not 0.0 <= mask_rate < 1.0:
-        raise ConfigError(f"mask_rate={mask_rate} must lie in [0, 1)")
-    if leave_unchanged < 0 or replace_rate < 0 or leave_unchanged + replace_rate > 1.0:
-        raise ConfigError(f"leave_unchanged={leave_unchanged} and replace_rate={replace_rate} "
-                          "must be >= 0 and sum to at most 1")
+    _check_mask_rates(mask_rate, leave_unchanged, replace_rate)
     x = _as_dense(x, densify_limit)
     token = mask_token.reshape(1, -1)
     if token.shape[1] != x.shape[1]:
@@ -186,18 +190,162 @@ def mask_features(
                           "FeatureReconstruction takes (in_channels=feature width, "
                           "hidden_channels, ...); when masking a projected input, set "
                           "mask_channels to its width")
-    n_nodes, dev = x.shape[0], x.device
+    masked, token_idx, replaced, donors = _draw_mask(x.shape[0], mask_rate, leave_unchanged,
+                                                     replace_rate, generator, x.device)
+    out = x.index_put((replaced,), x[donors])  # out of place: x stays intact
+    out = out.index_put((token_idx,), token.to(out.dtype).expand(token_idx.numel(), -1))
+    return out, masked.sort().values, token_idx.sort().values  # grad of the token rows -> token
+
+
+def _check_mask_rates(mask_rate: float, leave_unchanged: float, replace_rate: float) -> None:
+    if not 0.0 <= mask_rate < 1.0:
+        raise ConfigError(f"mask_rate={mask_rate} must lie in [0, 1)")
+    if leave_unchanged < 0 or replace_rate < 0 or leave_unchanged + replace_rate > 1.0:
+        raise ConfigError(f"leave_unchanged={leave_unchanged} and replace_rate={replace_rate} "
+                          "must be >= 0 and sum to at most 1")
+
+
+def _draw_mask(n_nodes: int, mask_rate: float, leave_unchanged: float, replace_rate: float,
+               generator: torch.Generator | None,
+               device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """GraphMAE's draws, shared by the dense and the sparse masking so that one seed gives one
+    mask whatever the storage: ``(masked [n], token_idx, replaced, donors)``, unsorted."""
     num_mask = int(mask_rate * n_nodes)
     gdev = _gen_device(generator)
-    masked = torch.randperm(n_nodes, generator=generator, device=gdev)[:num_mask].to(dev)  # [n]
+    masked = torch.randperm(n_nodes, generator=generator, device=gdev)[:num_mask].to(device)
     n_keep, n_rep = int(leave_unchanged * num_mask), int(replace_rate * num_mask)
     n_tok = num_mask - n_keep - n_rep
-    order = torch.randperm(num_mask, generator=generator, device=gdev).to(dev)
+    order = torch.randperm(num_mask, generator=generator, device=gdev).to(device)
     token_idx = masked[order[:n_tok]]  # [n_token]
     replaced = masked[order[n_tok:n_tok + n_rep]]  # [n_rep]
-    donors = torch.randperm(n_nodes, generator=generator, device=gdev)[:n_rep].to(dev)  # [n_rep]
-    out = x.index_put((replaced,), x[donors])  # out of place: x stays intact
-    out = out.index_put((token_idx,), token.to(out.dtype).expand(n_tok, -1))  # grad -> token
+    donors = torch.randperm(n_nodes, generator=generator, device=gdev)[:n_rep].to(device)
+    return masked, token_idx, replaced, donors
+
+
+def is_identity(x: Tensor, extra_columns: int = 0) -> bool:
+    """Whether ``x`` is the identity (one-hot node ids) held sparse, as
+    :func:`~hetcrf_lite.data.identity_features` builds it for featureless node types.
+
+    Exact test, ``O(N)``: sparse COO of shape ``[N, N + extra_columns]`` with exactly ``N``
+    stored entries, at ``(i, i)``, all equal to 1 (the ``extra_columns`` trailing columns empty:
+    ``extra_columns=1`` recognises :func:`with_token_column` of an identity). Dense tensors are
+    never scanned: a dense identity takes the dense path.
+
+    Args:
+        x (torch.Tensor): features ``[N, C]``.
+        extra_columns (int, optional): empty columns expected after the identity. (default: ``0``)
+    """
+    if not x.is_sparse or x.dim() != 2:
+        return False
+    n = x.shape[0]
+    if x.shape[1] != n + extra_columns or x._nnz() != n:
+        return False
+    x = x.coalesce()  # no-op when already coalesced (data.identity_features builds it so)
+    ids = torch.arange(n, device=x.device)
+    idx = x.indices()
+    return bool(torch.equal(idx[0], ids) and torch.equal(idx[1], ids)
+                and bool((x.values() == 1).all()))
+
+
+def _one_hot_columns(x: Tensor, width: int) -> Tensor | None:
+    """``[N]`` column of each row's single entry when sparse ``x`` is one-hot within its first
+    ``width`` columns (identity features, :func:`with_token_column` of them, or a subset of their
+    rows), else ``None``. Exact, ``O(N)``: one stored entry per row, all equal to 1."""
+    if not x.is_sparse or x.dim() != 2 or x._nnz() != x.shape[0]:
+        return None
+    x = x.coalesce()
+    row, col = x.indices()
+    if not torch.equal(row, torch.arange(x.shape[0], device=x.device)):
+        return None
+    if bool((col >= width).any()) or not bool((x.values() == 1).all()):
+        return None
+    return col
+
+
+def with_token_column(x: Tensor) -> Tensor:
+    """Sparse features ``[N, F]`` with one empty column appended, ``[N, F + 1]``: the [MASK]
+    column of :func:`mask_sparse_features` (the encoder then takes ``F + 1`` input channels;
+    the clean input never uses the extra column, so clean encodings are unchanged).
+
+    Args:
+        x (torch.Tensor): sparse COO features ``[N, F]``.
+    """
+    if not x.is_sparse:
+        raise DataError("with_token_column pads sparse COO features; dense features are masked "
+                        "with a feature-space token (mask_features)")
+    x = x.coalesce()
+    return torch.sparse_coo_tensor(x.indices(), x.values(), (x.shape[0], x.shape[1] + 1),
+                                   check_invariants=False, is_coalesced=True)
+
+
+def mask_sparse_features(
+    x: Tensor,
+    mask_rate: float,
+    leave_unchanged: float = 0.0,
+    replace_rate: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""GraphMAE's masking of sparse features without densifying: the token is a column.
+
+    ``x`` is :func:`with_token_column` of the features: its last column :math:`c` is the [MASK]
+    column. The same draws as :func:`mask_features` (same seed, same nodes), but a token row
+    becomes the one-hot :math:`\mathbf{e}_c` instead of a dense learnable row:
+
+    .. math::
+        \tilde{\mathbf{x}}_i = \begin{cases}
+        \mathbf{e}_c & i \in V_{\mathrm{token}} \\
+        \mathbf{x}_{\pi(i)} & i \in V_{\mathrm{replace}} \\
+        \mathbf{x}_i & \text{otherwise}\end{cases}
+
+    After the encoder's input layer :math:`\mathbf{P}\tilde{\mathbf{x}}_i + \mathbf{c}`, a
+    token row is :math:`\mathbf{P}_{:,c} + \mathbf{c}`: the [MASK] token *is* the encoder's
+    input-weight column :math:`c` (a [MASK] entry of the input vocabulary, as in BERT), a free
+    vector in the projected space like GraphMAE's projected token :math:`\mathbf{P}\mathbf{t}`.
+    Every other row goes through exactly the encoder's usual math (feature dropout included).
+    ``O(nnz)``, and the output is built coalesced (row-major, columns sorted), so the encoder's
+    sparse dropout does not sort it again.
+
+    Args:
+        x (torch.Tensor): sparse COO ``[N, C]``, last column empty (the [MASK] column).
+        mask_rate (float): fraction of nodes masked, in ``[0, 1)``.
+        leave_unchanged (float, optional): share of masked nodes left as they are.
+            (default: ``0.0``)
+        replace_rate (float, optional): share of masked nodes given a random node's features.
+            (default: ``0.1``)
+        generator (torch.Generator, optional): source of randomness. (default: ``None``)
+
+    Returns:
+        ``(x_masked [N, C] sparse, masked_idx [n], token_idx [n_token])``, index tensors sorted.
+    """
+    _check_mask_rates(mask_rate, leave_unchanged, replace_rate)
+    if not x.is_sparse:
+        raise DataError("mask_sparse_features takes sparse COO features with a [MASK] column "
+                        "(with_token_column(x)); mask dense features with mask_features")
+    x = x.coalesce()
+    n, c = x.shape
+    dev = x.device
+    row, col = x.indices()
+    val = x.values()
+    if bool((col == c - 1).any()):
+        raise DataError(f"the last column ({c - 1}) of x is the [MASK] column and must be empty: "
+                        "pass with_token_column(features)")
+    masked, token_idx, replaced, donors = _draw_mask(n, mask_rate, leave_unchanged,
+                                                     replace_rate, generator, dev)
+    deg = torch.bincount(row, minlength=n)  # [N] entries per row
+    ptr = torch.cumsum(deg, 0) - deg  # [N] first entry of each row
+    src = torch.arange(n, device=dev).index_put((replaced,), donors)  # row copied by each row
+    first, cnt = ptr[src], deg[src]  # [N]
+    # a token row reads one virtual entry appended after the stored ones: (c, 1)
+    first = first.index_fill(0, token_idx, val.numel())
+    cnt = cnt.index_fill(0, token_idx, 1)
+    col_ext = torch.cat([col, col.new_full((1,), c - 1)])  # [nnz + 1]
+    val_ext = torch.cat([val, val.new_ones(1)])  # [nnz + 1]
+    out_row = torch.repeat_interleave(torch.arange(n, device=dev), cnt)  # [nnz']
+    offset = torch.arange(out_row.numel(), device=dev) - torch.repeat_interleave(
+        torch.cumsum(cnt, 0) - cnt, cnt)  # [nnz'] position inside the row
+    pos = torch.repeat_interleave(first, cnt) + offset  # [nnz'] entry read
+    out = torch.sparse_coo_tensor(torch.stack([out_row, col_ext[pos]]), val_ext[pos], (n, c),
+                                  check_invariants=False, is_coalesced=True)  # valid by build
     return out, masked.sort().values, token_idx.sort().values
 
 
@@ -368,7 +516,29 @@ class FeatureReconstruction(nn.Module):
         \mathbf{X}_{V_{\mathrm{mask}}})
 
     Only masked rows are decoded and, for sparse ``x``, only they are densified
-    (``N_masked x F``). See the module docstring for where the token lives.
+    (``N_masked x F``). Where the token lives (see the module docstring): a learnable ``F``-wide
+    row for dense ``x``; with ``token_column=True`` an extra input column of sparse ``x``
+    (:func:`mask_sparse_features`: nothing densified, every un-masked row encoded exactly as
+    the clean input); after ``input_proj`` with ``mask_channels`` wide tokens otherwise.
+
+    **One-hot targets without the F-wide rows.** When the target is an identity
+    (:func:`is_identity`; AMiner, Freebase; or any sparse one-hot rows, such as a subset of an
+    identity's rows), masked node :math:`i`'s target row is :math:`\mathbf{e}_i` (the one-hot of
+    its column). The decoder is a GAT aggregation in the hidden space followed by a
+    linear output map (:class:`HANDecoder`), so its output is affine in the fused aggregation
+    :math:`\mathbf{g}_i = \Vert_m \beta_m \mathbf{a}^m_i / K` (``K`` heads averaged):
+    :math:`\hat{\mathbf{x}}_i = \mathbf{W}\mathbf{g}_i + \mathbf{b}` with
+    :math:`\mathbf{W} = [\mathbf{W}^1 \cdots \mathbf{W}^M]` ``[F, M K C]`` and
+    :math:`\mathbf{b} = \sum_m \beta_m \mathbf{b}^m`. Then, exactly,
+
+    .. math::
+        \cos(\hat{\mathbf{x}}_i, \mathbf{e}_i) = \frac{\hat{x}_{i,i}}
+        {\lVert \hat{\mathbf{x}}_i \rVert}, \qquad
+        \lVert \hat{\mathbf{x}}_i \rVert^2 = \mathbf{g}_i^{\top} (\mathbf{W}^{\top}\mathbf{W})
+        \mathbf{g}_i + 2\, \mathbf{b}^{\top}\mathbf{W}\mathbf{g}_i + \lVert\mathbf{b}\rVert^2
+
+    one Gram matrix per step and ``O((M K C)^2)`` per row instead of ``O(F M K C)``: the
+    ``N_masked x F`` decoded block (AMiner: 3282 x 6564 at mask rate 0.5) is never formed.
 
     Args:
         in_channels (int): feature dimension ``F`` (the reconstruction target).
@@ -386,15 +556,19 @@ class FeatureReconstruction(nn.Module):
         fusion (str, optional): decoder fusion, ``"semantic"`` or ``"mean"``.
             (default: ``"semantic"``)
         attn_drop (float, optional): decoder attention dropout. (default: ``0.0``)
-        densify_limit (int, optional): largest ``N * F`` densified for masking sparse ``x``.
-            (default: ``2**26``)
+        densify_limit (int, optional): largest ``N * F`` densified for masking sparse ``x``
+            (without ``token_column``). (default: ``2**26``)
+        token_column (bool, optional): mask sparse ``x`` with a [MASK] column
+            (:func:`mask_sparse_features`); ``x`` is then :func:`with_token_column` of the
+            features (``F + 1`` wide, as the encoder's input) and the module holds no token of
+            its own. (default: ``False``)
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, metapaths: list[str],
                  mask_rate: float | MaskSchedule = 0.5, leave_unchanged: float = 0.0,
                  replace_rate: float = 0.1, gamma: float = 2.0, mask_channels: int | None = None,
                  heads: int = 1, fusion: str = "semantic", attn_drop: float = 0.0,
-                 densify_limit: int = 2**26) -> None:
+                 densify_limit: int = 2**26, token_column: bool = False) -> None:
         super().__init__()
         if gamma < 1.0:
             raise ConfigError(f"gamma={gamma}: the SCE exponent must be >= 1")
@@ -403,11 +577,18 @@ class FeatureReconstruction(nn.Module):
         if leave_unchanged < 0 or replace_rate < 0 or leave_unchanged + replace_rate > 1.0:
             raise ConfigError(f"leave_unchanged={leave_unchanged} + replace_rate={replace_rate} "
                               "must be non-negative and at most 1")
+        if token_column and mask_channels is not None:
+            raise ConfigError("token_column=True makes the token an input column of the encoder; "
+                              "mask_channels (a token after an input projection) does not apply")
         self.metapaths = list(metapaths)
+        self.in_channels, self.token_column = in_channels, token_column
         self.leave_unchanged, self.replace_rate, self.gamma = leave_unchanged, replace_rate, gamma
         self.densify_limit = densify_limit
-        # GraphMAE initialises the token at zero and learns it
-        self.mask_token = nn.Parameter(torch.zeros(1, mask_channels or in_channels))
+        if token_column:
+            self.register_parameter("mask_token", None)  # the encoder's input column holds it
+        else:
+            # GraphMAE initialises the token at zero and learns it
+            self.mask_token = nn.Parameter(torch.zeros(1, mask_channels or in_channels))
         self.enc_to_dec = nn.Linear(hidden_channels, hidden_channels, bias=False)
         self.decoder = HANDecoder(hidden_channels, in_channels, metapaths, heads, fusion, attn_drop)
 
@@ -423,40 +604,91 @@ class FeatureReconstruction(nn.Module):
     def corrupt(self, x: Tensor, mask_rate: float | None = None, epoch: int | None = None,
                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Mask ``x`` at ``mask_rate``, or at the scheduled rate of ``epoch`` when ``mask_rate``
-        is ``None``; see :func:`mask_features`."""
+        is ``None``; see :func:`mask_features` (:func:`mask_sparse_features` with
+        ``token_column``)."""
         rate = self._rate(mask_rate, epoch)
+        if self.token_column:
+            return mask_sparse_features(x, rate, self.leave_unchanged, self.replace_rate,
+                                        generator)
         return mask_features(x, rate, self.mask_token, self.leave_unchanged, self.replace_rate,
                              generator, self.densify_limit)
 
     def loss_from(self, enc_out: Any, x: Tensor, masked_idx: Tensor,
                   edge_index_dict: dict[str, Tensor]) -> Tensor:
         """SCE between decoded and original rows of ``masked_idx``, from an encoder output
-        computed on the masked input."""
+        computed on the masked input. ``x`` holds the targets: ``[N, F]``, or the
+        :func:`with_token_column` input ``[N, F + 1]`` (its empty [MASK] column is ignored)."""
         if masked_idx.numel() == 0:
             return enc_out.h.sum() * 0.0  # keeps the graph connected for backward()
         h = self.enc_to_dec(enc_out.h)  # [N, hidden]
         h = h.index_fill(0, masked_idx, 0.0)  # re-mask: the decoder must infer masked rows
+        padded = x.is_sparse and x.shape[1] == self.in_channels + 1
+        cols = _one_hot_columns(x, self.in_channels)  # [N] or None
+        if cols is not None:  # identity features, or rows of them
+            return self._one_hot_loss(h, edge_index_dict, masked_idx, cols[masked_idx])
         x_hat = self.decoder(h, edge_index_dict, index=masked_idx)  # [n, F]
         target = x.index_select(0, masked_idx)  # [n, F], sparse stays sparse
         target = target.to_dense() if target.is_sparse else target
+        if padded:
+            target = target[:, :self.in_channels]  # drop the (empty) [MASK] column
         return sce_loss(x_hat, target.to(x_hat.dtype), self.gamma)
+
+    def _fusion_weights(self, aggs: list[Tensor], h: Tensor) -> Tensor:
+        """:class:`HANDecoder`'s meta-path weights ``[M]`` from its aggregations (its own
+        formula, repeated here because its ``forward`` returns only the fused output)."""
+        dec = self.decoder
+        if dec.fusion == "semantic":
+            w = torch.stack([(torch.tanh(dec.sem_lin(a)) @ dec.sem_q).mean() for a in aggs])
+            return torch.softmax(w, dim=0)  # [M]
+        return h.new_full((len(aggs),), 1.0 / len(aggs))  # [M]
+
+    def _one_hot_loss(self, h: Tensor, edge_index_dict: dict[str, Tensor], rows: Tensor,
+                      cols: Tensor) -> Tensor:
+        """SCE of decoded rows ``rows`` against the one-hot targets ``e_{cols}``, through the
+        Gram matrix of the decoder's output map (see the class docstring).
+
+        Neither torch nor PyG has this: a plain decoder would form the ``[n, F]`` block (AMiner:
+        21 M entries, then as many for its gradient) only to read one entry of each row and its
+        norm; both follow from ``W^T W``, ``W^T b`` and ``b``."""
+        dec = self.decoder
+        convs = [dec.convs[m] for m in dec.metapaths]
+        aggs = [conv.aggregate(h, edge_index_dict[m])
+                for conv, m in zip(convs, dec.metapaths)]  # M x [N, K C]
+        beta = self._fusion_weights(aggs, h)  # [M]
+        g = torch.cat([b * a[rows] / conv.heads
+                       for b, a, conv in zip(beta, aggs, convs)], dim=1)  # [n, M K C]
+        weight = torch.cat([conv.lin.weight for conv in convs], dim=1)  # [F, M K C]
+        bias = sum(b * conv.lin.bias for b, conv in zip(beta, convs))  # [F]
+        num = (weight[cols] * g).sum(-1) + bias[cols]  # [n] entry c_i of the decoded row
+        gram = weight.t() @ weight  # [M K C, M K C]
+        sq = ((g @ gram) * g).sum(-1) + 2.0 * (g @ (weight.t() @ bias)) + bias.dot(bias)  # [n]
+        norm = sq.clamp_min(1e-24).sqrt()  # clamp inside: finite gradient at 0
+        cos = num / norm.clamp_min(1e-12)  # F.normalize's eps; the target has norm 1
+        return (1.0 - cos).pow(self.gamma).mean()
 
     def forward(self, encoder: Callable[..., Any], x: Tensor, edge_index_dict: dict[str, Tensor],
                 mask_rate: float | None = None, epoch: int | None = None,
                 generator: torch.Generator | None = None,
-                input_proj: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, dict]:
+                input_proj: Callable[[Tensor], Tensor] | None = None,
+                target: Tensor | None = None) -> tuple[Tensor, dict]:
         """Mask, encode with ``encoder``, decode and score.
 
         The rate is ``mask_rate`` if given, else the schedule's rate at ``epoch``.
         ``input_proj``, when given, maps ``x`` before masking (mask in the projected space).
-        Returns ``(loss, info)``; ``info`` holds ``mask_rate``, ``num_masked``, ``num_token``
-        and the ``encoder_output`` of the masked pass.
+        ``target``, when given, is what is reconstructed instead of ``x`` (e.g. the identity,
+        when ``x`` is a learned embedding table). Returns ``(loss, info)``; ``info`` holds
+        ``mask_rate``, ``num_masked``, ``num_token`` and the ``encoder_output`` of the masked
+        pass.
         """
+        if self.token_column and input_proj is not None:
+            raise ConfigError("token_column=True masks the sparse input itself; input_proj "
+                              "(masking after a projection) needs token_column=False")
         rate = self._rate(mask_rate, epoch)
         x_in = x if input_proj is None else input_proj(x)
         x_masked, masked_idx, token_idx = self.corrupt(x_in, mask_rate=rate, generator=generator)
         enc_out = encoder(x_masked, edge_index_dict)
-        loss = self.loss_from(enc_out, x, masked_idx, edge_index_dict)
+        loss = self.loss_from(enc_out, x if target is None else target, masked_idx,
+                              edge_index_dict)
         info = {"mask_rate": rate, "num_masked": int(masked_idx.numel()),
                 "num_token": int(token_idx.numel()), "encoder_output": enc_out}
         return loss, info
@@ -465,8 +697,21 @@ class FeatureReconstruction(nn.Module):
 # ------------------------------------------------------------------------------------------
 # Meta-path edge reconstruction
 # ------------------------------------------------------------------------------------------
+def _symmetric_split(edge_index: Tensor) -> tuple[Tensor, Tensor]:
+    """The ``i < j`` pairs ``[2, E_<]`` and the self-loops ``[2, L]`` of a symmetric
+    ``edge_index``, in their original order; the counts of ``i < j`` and ``i > j`` edges must
+    match (a cheap symmetry check)."""
+    row, col = edge_index
+    upper = row < col  # [E]
+    if int(upper.sum()) != int((row > col).sum()):
+        raise DataError("drop_edges(symmetric=True) needs a symmetric edge_index (as meta-path "
+                        "graphs are); pass symmetric=False for a directed graph")
+    return edge_index[:, upper], edge_index[:, row == col]
+
+
 def drop_edges(edge_index: Tensor, drop_rate: float, generator: torch.Generator | None = None,
-               keep_self_loops: bool = True, symmetric: bool = True) -> tuple[Tensor, Tensor]:
+               keep_self_loops: bool = True, symmetric: bool = True,
+               split: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """Drop each edge (each pair, with ``symmetric``) with probability ``drop_rate``.
 
     Written here instead of ``torch_geometric.utils.dropout_edge`` because that takes no
@@ -476,7 +721,10 @@ def drop_edges(edge_index: Tensor, drop_rate: float, generator: torch.Generator 
     dropped would otherwise have no neighbour at all for attention); with ``symmetric`` one
     draw decides the pair ``(i, j), (j, i)``, so the thinned graph stays a symmetric meta-path
     graph. The pairs are the ``i < j`` edges, mirrored back afterwards: ``O(E)``, no sort (a
-    ``unique`` over pair keys costs 0.5 s per call on ACM's 4.3 M P-S-P edges).
+    ``unique`` over pair keys costs 0.5 s per call on ACM's 4.3 M P-S-P edges). Splitting the
+    edges into pairs and self-loops (with the symmetry check) is about half of a call's cost
+    there and never changes for a graph: callers that thin the same graph every step pass it as
+    ``split`` (:class:`EdgeReconstruction` caches it per meta-path); the result is the same.
 
     Args:
         edge_index (torch.Tensor): ``[2, E]``; symmetric when ``symmetric`` is set.
@@ -484,6 +732,10 @@ def drop_edges(edge_index: Tensor, drop_rate: float, generator: torch.Generator 
         generator (torch.Generator, optional): source of randomness. (default: ``None``)
         keep_self_loops (bool, optional): never drop ``(i, i)``. (default: ``True``)
         symmetric (bool, optional): drop ``(i, j)`` and ``(j, i)`` together. (default: ``True``)
+        split (tuple[torch.Tensor, torch.Tensor], optional): precomputed ``(pairs [2, E_<],
+            self_loops [2, L])``: the ``i < j`` edges and the self-loops of this
+            ``edge_index``, each in their original order, as :class:`EdgeReconstruction`
+            caches them (``symmetric`` only). (default: ``None``, computed here)
 
     Returns:
         ``(kept [2, E'], dropped [2, E - E'])``; with ``symmetric`` the kept pairs come first,
@@ -491,27 +743,27 @@ def drop_edges(edge_index: Tensor, drop_rate: float, generator: torch.Generator 
     """
     if not 0.0 <= drop_rate < 1.0:
         raise ConfigError(f"edge drop_rate={drop_rate} must lie in [0, 1)")
+    if split is not None and not symmetric:
+        raise ConfigError("drop_edges: split (pairs, self-loops) applies to symmetric=True only")
     row, col = edge_index
     gdev = _gen_device(generator)
 
-    def draw(mask: Tensor) -> Tensor:  # True = keep, one draw per selected column
-        return torch.rand(int(mask.sum()), generator=generator, device=gdev).to(row.device) \
-            >= drop_rate
+    def draw(count: int) -> Tensor:  # True = keep, one draw per edge (or pair)
+        return torch.rand(count, generator=generator, device=gdev).to(row.device) >= drop_rate
 
     if not symmetric:
         keep = torch.ones_like(row, dtype=torch.bool)
         movable = row != col if keep_self_loops else torch.ones_like(keep)
-        keep[movable] = draw(movable)
+        keep[movable] = draw(int(movable.sum()))
         return edge_index[:, keep], edge_index[:, ~keep]
-    upper, loops = row < col, row == col
-    if int(upper.sum()) != int((row > col).sum()):
-        raise DataError("drop_edges(symmetric=True) needs a symmetric edge_index (as meta-path "
-                        "graphs are); pass symmetric=False for a directed graph")
-    pairs = edge_index[:, upper]
-    keep_pair = draw(upper)
-    self_loops = edge_index[:, loops]
+    pairs, self_loops = _symmetric_split(edge_index) if split is None else split
+    if 2 * pairs.shape[1] + self_loops.shape[1] != edge_index.shape[1]:
+        raise DataError(f"drop_edges: split holds {pairs.shape[1]} pairs and "
+                        f"{self_loops.shape[1]} self-loops, which do not make up the "
+                        f"{edge_index.shape[1]} edges of edge_index: pass the split of this graph")
+    keep_pair = draw(pairs.shape[1])
     keep_loop = (torch.ones(self_loops.shape[1], dtype=torch.bool, device=row.device)
-                 if keep_self_loops else draw(loops))
+                 if keep_self_loops else draw(self_loops.shape[1]))
     kept_pairs, dropped_pairs = pairs[:, keep_pair], pairs[:, ~keep_pair]
     kept = torch.cat([kept_pairs, kept_pairs.flip(0), self_loops[:, keep_loop]], dim=1)
     dropped = torch.cat([dropped_pairs, dropped_pairs.flip(0), self_loops[:, ~keep_loop]], dim=1)
@@ -599,12 +851,23 @@ class EdgeReconstruction(nn.Module):
                 if decoder == "gat" else (lambda: nn.Linear(hidden_channels, hidden_channels)))
         self.decoders = nn.ModuleDict({m: make() for m in self.metapaths})
         self._target_cache = _OperatorCache()
+        self._split_cache = _OperatorCache()  # drop_edges' (pairs, self-loops) per meta-path
 
     def corrupt(self, edge_index_dict: dict[str, Tensor], generator: torch.Generator | None = None,
                 drop_rate: float | None = None) -> dict[str, Tensor]:
-        """The thinned meta-path graphs (see :func:`drop_edges`)."""
+        """The thinned meta-path graphs (see :func:`drop_edges`).
+
+        Each graph's split into ``i < j`` pairs and self-loops is computed once and cached per
+        meta-path while the same ``edge_index`` tensor (same object, not modified in place) is
+        passed; any other tensor (a subgraph, a copy on another device) is split afresh.
+        The cache holds a reference to the graph and about half its edges."""
         rate = self.drop_rate if drop_rate is None else drop_rate
-        return {m: drop_edges(edge_index_dict[m], rate, generator)[0] for m in self.metapaths}
+        out = {}
+        for m in self.metapaths:
+            ei = edge_index_dict[m]
+            split = self._split_cache.get(m, ei, ei.shape[1], lambda: _symmetric_split(ei))
+            out[m] = drop_edges(ei, rate, generator, split=split)[0]
+        return out
 
     def weights(self, enc_out: Any) -> Tensor:
         """Per-meta-path loss weights ``[M]``: semantic attention, or uniform without it."""

@@ -23,7 +23,8 @@ from .contrastive import (ProjectionHead, SchemaView, SecondStageGCN, gradient_b
 from .data import HINDataset
 from .encoder import EncoderOutput, build_encoder
 from .errors import ConfigError
-from .generative import EdgeReconstruction, FeatureReconstruction, MaskSchedule
+from .generative import (EdgeReconstruction, FeatureReconstruction, MaskSchedule, is_identity,
+                         with_token_column)
 from .metapaths import metapath_positives
 from .train import resolve_device
 
@@ -52,18 +53,26 @@ class HetCRF(nn.Module):
         self.dataset = dataset
         self.metapath_names = list(dataset.metapaths)
         self.num_nodes = dataset.num_nodes
-        self.x = dataset.x.to(self.device_)
+        # the encoder's clean input; the reconstruction target when it differs from it
+        self.x, self._feat_target, token_column = self._input_features(dataset, config)
         self.edge_index_dict = {k: v.to(self.device_) for k, v in dataset.metapath_adj.items()}
         self.generator = torch.Generator().manual_seed(config.seed)  # masks, drops, samples
         hidden = config.hidden_channels
-        self.encoder = build_encoder(config.encoder, in_channels=dataset.num_features,
+        self.encoder = build_encoder(config.encoder, in_channels=self.x.shape[1],
                                      hidden_channels=hidden, metapaths=self.metapath_names,
                                      heads=config.heads, feat_drop=config.feat_drop,
                                      attn_drop=config.attn_drop)
-        self.feat_recon = (FeatureReconstruction(dataset.num_features, hidden,
+        if token_column:
+            with torch.no_grad():  # the [MASK] input column starts at zero, as GraphMAE's token
+                self.encoder.proj.weight[:, -1] = 0.0
+        target = self.x if self._feat_target is None else self._feat_target
+        self.feat_recon = (FeatureReconstruction(target.shape[1] - int(token_column), hidden,
                                                  self.metapath_names, gamma=config.gamma_feat,
                                                  leave_unchanged=config.leave_unchanged,
-                                                 replace_rate=config.replace_rate)
+                                                 replace_rate=config.replace_rate,
+                                                 mask_channels=(hidden if config.feature_init ==
+                                                                "embedding" else None),
+                                                 token_column=token_column)
                            if config.use_feat_recon else None)
         self.mask_schedule = MaskSchedule(config.mask_rate, config.mask_rate_step,
                                           config.mask_rate_end)
@@ -79,7 +88,7 @@ class HetCRF(nn.Module):
             self.projection = ProjectionHead(hidden, hidden)
             if config.views == "raw":
                 # Ablation: the schema view is fed raw (masked) features, as HeCo does.
-                self.raw_projection = nn.Linear(dataset.num_features, hidden)
+                self.raw_projection = nn.Linear(self.x.shape[1], hidden)
         self.base_pos = self._base_positives(dataset).to(self.device_)
         self.augmenter = None
         if config.use_contrastive and config.cluster_aug:
@@ -92,6 +101,51 @@ class HetCRF(nn.Module):
         self.to(self.device_)
 
     # --------------------------------------------------------------------------------------------
+    def _input_features(self, dataset: HINDataset,
+                        config: HetCRFConfig) -> tuple[Tensor, Tensor | None, bool]:
+        """``(x, target, token_column)``: the encoder's clean input, the feature-reconstruction
+        target when it is not ``x`` (``None`` otherwise), and whether ``x`` carries a [MASK]
+        column (:func:`~hetcrf_lite.generative.with_token_column`).
+
+        ``feature_init``: ``identity`` keeps the dataset's features; sparse ones (identity
+        features, sparse bag-of-words) get the [MASK] column when feature reconstruction is on,
+        so masking never densifies them. ``embedding`` is the table of an
+        ``nn.Embedding(N, hidden_channels)`` (its ``N(0, 1)`` init, seeded by ``seed``), held as
+        the parameter ``x`` since every row is looked up every step; the target stays the node
+        ids. ``random`` is the same draw, fixed, and is its own target."""
+        x = dataset.x.to(self.device_)
+        if config.feature_init == "identity":
+            token_column = bool(x.is_sparse and config.use_feat_recon and config.w_feat > 0)
+            return (with_token_column(x) if token_column else x), None, token_column
+        if not is_identity(dataset.x):
+            raise ConfigError(
+                f"feature_init={config.feature_init!r} replaces identity (one-hot) features, but "
+                f"dataset {dataset.name!r} has {'sparse' if x.is_sparse else 'dense'} target "
+                f"features of shape {tuple(x.shape)}: keep feature_init: identity there; the "
+                "ablation is for featureless target types (aminer, freebase, "
+                "make_synthetic_hin(feature_mode='none'))")
+        g = torch.Generator().manual_seed(config.seed)
+        codes = torch.randn(self.num_nodes, config.hidden_channels, generator=g)  # [N, hidden]
+        codes = codes.to(self.device_)
+        if config.feature_init == "embedding":
+            return nn.Parameter(codes), x, False
+        return codes, None, False
+
+    def _shared_generative_losses(self, epoch: int) -> tuple[Tensor, Tensor]:
+        """Feature and edge reconstruction losses from ONE encoder pass on masked features and
+        dropped edges (``shared_generative_pass``), through the channels' own ``corrupt`` /
+        ``loss_from``. The draws come in the separate passes' order (mask, then drops); the
+        feature decoder aggregates over the full meta-path graphs and the edge decoder over the
+        thinned ones, as with separate passes: only the encoder's input changes."""
+        x_masked, masked_idx, _ = self.feat_recon.corrupt(self.x, self.mask_schedule(epoch),
+                                                          generator=self.generator)
+        visible = self.edge_recon.corrupt(self.edge_index_dict, self.generator)
+        enc = self.encoder(x_masked, visible)
+        target = self.x if self._feat_target is None else self._feat_target
+        feat = self.feat_recon.loss_from(enc, target, masked_idx, self.edge_index_dict)
+        edge, _ = self.edge_recon.loss_from(enc, self.edge_index_dict, visible, self.generator)
+        return feat, edge
+
     def _base_positives(self, dataset: HINDataset) -> Tensor:
         cfg = self.config
         if not cfg.metapath_positives:
@@ -173,17 +227,24 @@ class HetCRF(nn.Module):
         cfg = self.config
         total = torch.zeros((), device=self.device_)
         parts: dict[str, float] = {}
-        if self.feat_recon is not None and cfg.w_feat > 0:
-            rate = self.mask_schedule(epoch)
-            loss, _ = self.feat_recon(self.encoder, self.x, self.edge_index_dict, rate,
-                                      generator=self.generator)
-            total = total + cfg.w_feat * loss
-            parts["feat"] = float(loss.detach())
-        if self.edge_recon is not None and cfg.w_edge > 0:
-            loss, _ = self.edge_recon(self.encoder, self.x, self.edge_index_dict,
-                                      generator=self.generator)
-            total = total + cfg.w_edge * loss
-            parts["edge"] = float(loss.detach())
+        feat_on = self.feat_recon is not None and cfg.w_feat > 0
+        edge_on = self.edge_recon is not None and cfg.w_edge > 0
+        gen: dict[str, Tensor] = {}
+        if feat_on and edge_on and cfg.shared_generative_pass:
+            gen["feat"], gen["edge"] = self._shared_generative_losses(epoch)
+        else:
+            if feat_on:
+                gen["feat"], _ = self.feat_recon(self.encoder, self.x, self.edge_index_dict,
+                                                 self.mask_schedule(epoch),
+                                                 generator=self.generator,
+                                                 target=self._feat_target)
+            if edge_on:
+                gen["edge"], _ = self.edge_recon(self.encoder, self.x, self.edge_index_dict,
+                                                 generator=self.generator)
+        for name, weight in (("feat", cfg.w_feat), ("edge", cfg.w_edge)):
+            if name in gen:
+                total = total + weight * gen[name]
+                parts[name] = float(gen[name].detach())
         if cfg.use_contrastive and cfg.w_cl > 0:
             loss = self.contrastive_loss(self.encoder(self.x, self.edge_index_dict))
             total = total + cfg.w_cl * loss

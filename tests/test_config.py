@@ -57,3 +57,30 @@ def test_missing_config_file_and_unknown_dataset(tmp_path):
         HetCRFConfig.load(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="no shipped config"):
         default_config("cora")
+
+
+# Feature handling switches (issues #4, #6).
+@pytest.mark.parametrize("field, value", [
+    ("feature_init", "onehot"),
+    ("feature_init", None),
+    ("shared_generative_pass", "yes"),
+    ("shared_generative_pass", 1),
+])
+def test_feature_switches_are_validated(field, value):
+    with pytest.raises(ConfigError, match=field):
+        HetCRFConfig(**{field: value})
+
+
+def test_feature_switches_round_trip(tmp_path):
+    cfg = default_config("aminer", feature_init="embedding", shared_generative_pass=True)
+    cfg.save(tmp_path / "c.yaml")
+    back = HetCRFConfig.load(tmp_path / "c.yaml")
+    assert back == cfg and back.feature_init == "embedding" and back.shared_generative_pass
+    assert HetCRFConfig().feature_init == "identity" and not HetCRFConfig().shared_generative_pass
+
+
+def test_shipped_configs_log_gradient_balance_every_10_epochs():
+    for name in ("acm", "dblp", "aminer", "freebase"):
+        assert default_config(name).grad_balance_every == 10, name
+    # notebook 06 plots the synthetic config's per-epoch log
+    assert default_config("synthetic").grad_balance_every == 1

@@ -274,6 +274,60 @@ def test_drop_edges():
         drop_edges(torch.tensor([[0, 1], [1, 2]]), 0.5)
 
 
+def test_drop_edges_precomputed_split_same_result():
+    from hetcrf_lite.generative import _symmetric_split
+    ei = random_graph(60, 0.2, 4)
+    split = _symmetric_split(ei)
+    assert 2 * split[0].shape[1] + split[1].shape[1] == ei.shape[1]
+    assert bool((split[0][0] < split[0][1]).all()) and bool((split[1][0] == split[1][1]).all())
+    for keep_loops in (True, False):
+        plain = drop_edges(ei, 0.3, torch.Generator().manual_seed(2), keep_loops)
+        given = drop_edges(ei, 0.3, torch.Generator().manual_seed(2), keep_loops, split=split)
+        assert all(torch.equal(a, b) for a, b in zip(plain, given))
+    with pytest.raises(DataError, match="split"):  # a split of another graph
+        drop_edges(ei, 0.3, split=_symmetric_split(random_graph(60, 0.1, 5)))
+    with pytest.raises(ConfigError):
+        drop_edges(ei, 0.3, symmetric=False, split=split)
+
+
+def test_edge_reconstruction_caches_the_split_per_graph(toy, monkeypatch):
+    from hetcrf_lite import generative
+    _, eid = toy
+    calls = []
+    real = generative._symmetric_split
+    monkeypatch.setattr(generative, "_symmetric_split", lambda ei: calls.append(ei) or real(ei))
+    rec = EdgeReconstruction(8, MPS, drop_rate=0.4)
+
+    def uncached(graphs, seed):  # the same draws, split afresh by drop_edges itself
+        g = torch.Generator().manual_seed(seed)
+        return {m: drop_edges(graphs[m], 0.4, g)[0] for m in MPS}
+
+    for seed in (0, 1, 0):
+        before = len(calls)
+        got = rec.corrupt(eid, torch.Generator().manual_seed(seed))
+        assert len(calls) - before == (2 if seed == 0 and before == 0 else 0)  # then cached
+        want = uncached(eid, seed)
+        assert all(torch.equal(got[m], want[m]) for m in MPS)
+    # another graph of the same size (nodes relabelled): not served from the cache
+    perm = torch.randperm(12, generator=torch.Generator().manual_seed(3))
+    relabelled = {m: perm[e] for m, e in eid.items()}
+    assert relabelled["pap"].shape == eid["pap"].shape
+    got = rec.corrupt(relabelled, torch.Generator().manual_seed(0))
+    want = uncached(relabelled, 0)
+    assert all(torch.equal(got[m], want[m]) for m in MPS)
+    assert not torch.equal(got["pap"], rec.corrupt(eid, torch.Generator().manual_seed(0))["pap"])
+    # a subgraph, and the same tensor modified in place, are split again too
+    sub = {m: e[:, (e < 10).all(0)] for m, e in eid.items()}
+    got = rec.corrupt(sub, torch.Generator().manual_seed(1))
+    assert all(torch.equal(got[m], uncached(sub, 1)[m]) for m in MPS)
+    rec.corrupt(eid)  # the cache holds one graph per meta-path: eid again
+    before = len(calls)
+    eid["psp"].copy_(perm[eid["psp"]])
+    got = rec.corrupt(eid, torch.Generator().manual_seed(1))
+    assert len(calls) - before == 1  # only psp changed
+    assert all(torch.equal(got[m], uncached(eid, 1)[m]) for m in MPS)
+
+
 def test_segment_sce_equals_dense_rows():
     torch.manual_seed(0)
     pred, target = torch.randn(4, 6), (torch.rand(4, 6) < 0.5).float()
@@ -406,3 +460,181 @@ def test_with_han_encoder(toy):
     total = feat(enc, x, eid, generator=g)[0] + edge(enc, x, eid, generator=g)[0]
     total.backward()
     assert torch.isfinite(total)
+
+
+# --------------------------------------------------------------------------------------------
+# Sparse / one-hot features: [MASK] column, identity detection, Gram-matrix SCE (issue #6)
+# --------------------------------------------------------------------------------------------
+from hetcrf_lite.data import identity_features  # noqa: E402
+from hetcrf_lite.generative import (is_identity, mask_sparse_features,  # noqa: E402
+                                    with_token_column)
+
+
+def _old_feature_loss(rec, enc, x, eid, rate, seed):
+    """The dense feature loss exactly as the code before the sparse / one-hot paths computed it:
+    GraphMAE's draws inline, token rows, every masked row decoded F wide, SCE."""
+    g = torch.Generator().manual_seed(seed)
+    n = x.shape[0]
+    num_mask = int(rate * n)
+    masked = torch.randperm(n, generator=g)[:num_mask]
+    n_keep, n_rep = int(rec.leave_unchanged * num_mask), int(rec.replace_rate * num_mask)
+    n_tok = num_mask - n_keep - n_rep
+    order = torch.randperm(num_mask, generator=g)
+    token_idx, replaced = masked[order[:n_tok]], masked[order[n_tok:n_tok + n_rep]]
+    donors = torch.randperm(n, generator=g)[:n_rep]
+    xm = x.index_put((replaced,), x[donors])
+    xm = xm.index_put((token_idx,), rec.mask_token.expand(n_tok, -1))
+    masked = masked.sort().values
+    h = rec.enc_to_dec(enc(xm, eid).h).index_fill(0, masked, 0.0)
+    return sce_loss(rec.decoder(h, eid, index=masked), x[masked], rec.gamma)
+
+
+def test_dense_feature_loss_unchanged_from_the_old_path(toy):
+    x, eid = toy
+    torch.manual_seed(5)
+    enc = StandInEncoder(6, 8, MPS)
+    rec = FeatureReconstruction(6, 8, MPS, leave_unchanged=0.2, replace_rate=0.3, gamma=2.0)
+    with torch.no_grad():
+        rec.mask_token.normal_()  # a non-zero token: token rows must land where they did
+    for rate, seed in [(0.5, 0), (0.75, 3)]:
+        new = rec(enc, x, eid, rate, generator=torch.Generator().manual_seed(seed))[0]
+        assert torch.equal(new, _old_feature_loss(rec, enc, x, eid, rate, seed))
+
+
+def test_is_identity():
+    x = identity_features(5)
+    assert is_identity(x) and not is_identity(x.to_dense())
+    assert is_identity(with_token_column(x), extra_columns=1)
+    assert not is_identity(with_token_column(x))
+    ids = torch.arange(5)
+    assert is_identity(torch.sparse_coo_tensor(torch.stack([ids.flip(0), ids.flip(0)]),
+                                               torch.ones(5), (5, 5)))  # uncoalesced order
+    assert not is_identity(torch.sparse_coo_tensor(torch.stack([ids, ids.roll(1)]),
+                                                   torch.ones(5), (5, 5)))  # a permutation
+    assert not is_identity(torch.sparse_coo_tensor(torch.stack([ids, ids]), torch.full((5,), 2.0),
+                                                   (5, 5)))
+    assert not is_identity(torch.eye(5, 6).to_sparse())  # an empty extra column not asked for
+    extra = torch.tensor([[0, 0, 1, 2, 3, 4], [0, 1, 1, 2, 3, 4]])
+    assert not is_identity(torch.sparse_coo_tensor(extra, torch.ones(6), (5, 5)))
+
+
+@pytest.mark.parametrize("kind", ["identity", "bag_of_words"])
+@pytest.mark.parametrize("leave, replace", [(0.0, 0.1), (0.2, 0.3)])
+def test_mask_sparse_features_equals_dense_masking(kind, leave, replace):
+    n = 40
+    if kind == "identity":
+        feats = identity_features(n)
+    else:
+        g = torch.Generator().manual_seed(1)
+        dense = torch.rand(n, 7, generator=g) * (torch.rand(n, 7, generator=g) < 0.3)
+        dense[3] = 0.0  # an empty row
+        feats = dense.to_sparse()
+    x = with_token_column(feats)
+    c = x.shape[1]
+    gen = torch.Generator().manual_seed(5)
+    out, masked, tok = mask_sparse_features(x, 0.6, leave, replace, gen)
+    token = torch.zeros(1, c)
+    token[0, c - 1] = 1.0  # the dense mask of the same draws, with e_c as the token
+    ref, ref_masked, ref_tok = mask_features(x.to_dense(), 0.6, token, leave, replace,
+                                             torch.Generator().manual_seed(5))
+    assert out.is_sparse and out.is_coalesced() and out.shape == (n, c)
+    assert torch.equal(out.to_dense(), ref)
+    assert torch.equal(masked, ref_masked) and torch.equal(tok, ref_tok) and masked.numel() == 24
+    assert torch.equal(out.coalesce().indices(), out.to_dense().nonzero().t())  # built sorted
+    with pytest.raises(DataError, match="MASK"):  # no [MASK] column: the last one is used
+        mask_sparse_features(identity_features(n), 0.5)
+    with pytest.raises(DataError, match="sparse"):
+        mask_sparse_features(x.to_dense(), 0.5)
+    with pytest.raises(ConfigError, match="mask_rate"):
+        mask_sparse_features(x, 1.0)
+
+
+def test_padded_clean_input_encodes_as_the_identity(toy):
+    encoder = pytest.importorskip("hetcrf_lite.encoder")
+    _, eid = toy
+    n = 12
+    torch.manual_seed(6)
+    plain = encoder.HANEncoder(n, 8, MPS, heads=2)
+    padded = encoder.HANEncoder(n + 1, 8, MPS, heads=2)
+    state = plain.state_dict()
+    state["proj.weight"] = torch.cat([state["proj.weight"], torch.randn(8, 1)], dim=1)
+    padded.load_state_dict(state)
+    plain.eval(), padded.eval()
+    x = identity_features(n)
+    assert torch.allclose(plain(x, eid).h, padded(with_token_column(x), eid).h, atol=1e-6)
+
+
+@pytest.mark.parametrize("heads, fusion, gamma", [(1, "semantic", 1.0), (2, "mean", 2.0),
+                                                  (2, "semantic", 3.0)])
+def test_one_hot_loss_equals_dense_sce_with_gradients(toy, heads, fusion, gamma):
+    _, eid = toy
+    n = 12
+    torch.manual_seed(11)
+    enc = StandInEncoder(n + 1, 8, MPS).double()
+    rec = FeatureReconstruction(n, 8, MPS, heads=heads, fusion=fusion, gamma=gamma,
+                                token_column=True).double()
+    with torch.no_grad():  # non-zero decoder biases exercise the b terms of the norm
+        for conv in rec.decoder.convs.values():
+            conv.lin.bias.normal_()
+    x = with_token_column(identity_features(n).double())
+    xm, masked, _ = rec.corrupt(x, 0.5, generator=torch.Generator().manual_seed(2))
+    calls = []
+    rec.decoder.register_forward_hook(lambda *_: calls.append(1))
+    params = [*enc.parameters(), *rec.parameters()]
+    fast = rec.loss_from(enc(xm, eid), x, masked, eid)
+    assert not calls, "the one-hot path must not decode F-wide rows"
+    h = rec.enc_to_dec(enc(xm, eid).h).index_fill(0, masked, 0.0)
+    target = torch.eye(n, dtype=torch.float64)[masked]
+    dense = sce_loss(rec.decoder(h, eid, index=masked), target, gamma)
+    assert float(dense.detach()) > 0.1 and abs(float(fast.detach() - dense.detach())) < 1e-6
+    got = torch.autograd.grad(fast, params, allow_unused=True)
+    ref = torch.autograd.grad(dense, params, allow_unused=True)
+    assert sum(g is not None for g in ref) >= 6
+    for g, r in zip(got, ref):
+        assert (g is None) == (r is None)
+        if r is not None:
+            assert torch.allclose(g, r, atol=1e-6, rtol=0)
+    # the unpadded identity as the target takes the same path
+    unpadded = rec.loss_from(enc(xm, eid), identity_features(n).double(), masked, eid)
+    assert abs(float(unpadded.detach() - dense.detach())) < 1e-6
+    # rows of an identity (a node subset, another order): one-hot targets e_{perm[i]}
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(3))
+    rows = torch.sparse_coo_tensor(torch.stack([torch.arange(n), perm]),
+                                   torch.ones(n, dtype=torch.float64), (n, n))
+    out = enc(xm, eid)
+    fast = rec.loss_from(out, rows, masked, eid)
+    h = rec.enc_to_dec(out.h).index_fill(0, masked, 0.0)
+    dense = sce_loss(rec.decoder(h, eid, index=masked), rows.to_dense()[masked], gamma)
+    assert len(calls) == 2 and abs(float(fast.detach() - dense.detach())) < 1e-6
+
+
+def test_token_column_reconstruction(toy):
+    encoder = pytest.importorskip("hetcrf_lite.encoder")
+    _, eid = toy
+    n = 12
+    torch.manual_seed(7)
+    x = with_token_column(identity_features(n))
+    enc = encoder.HANEncoder(n + 1, 8, MPS)
+    rec = FeatureReconstruction(n, 8, MPS, token_column=True, replace_rate=0.2)
+    assert rec.mask_token is None
+    loss, info = rec(enc, x, eid, 0.5, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and info["num_token"] == 5
+    assert float(enc.proj.weight.grad[:, -1].abs().sum()) > 0  # the [MASK] column learns
+    # bag-of-words: the target is the masked rows without the [MASK] column
+    feats = torch.rand(n, 6) * (torch.rand(n, 6) < 0.5)
+    feats[:, 0] = 1.0  # no empty row
+    rec6 = FeatureReconstruction(6, 8, MPS, token_column=True)
+    enc6 = StandInEncoder(7, 8, MPS)
+    xs = with_token_column(feats.to_sparse())
+    xm, masked, _ = rec6.corrupt(xs, 0.5, generator=torch.Generator().manual_seed(1))
+    out = enc6(xm, eid)
+    h = rec6.enc_to_dec(out.h).index_fill(0, masked, 0.0)
+    ref = sce_loss(rec6.decoder(h, eid, index=masked), feats[masked], rec6.gamma)
+    assert torch.allclose(rec6.loss_from(out, xs, masked, eid), ref, atol=1e-6)
+    with pytest.raises(DataError, match="MASK"):
+        rec(enc, identity_features(n), eid, 0.5)
+    with pytest.raises(ConfigError, match="input_proj"):
+        rec(enc, x, eid, 0.5, input_proj=lambda t: t)
+    with pytest.raises(ConfigError, match="mask_channels"):
+        FeatureReconstruction(n, 8, MPS, token_column=True, mask_channels=4)

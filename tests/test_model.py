@@ -76,7 +76,7 @@ def test_positive_strategies_change_the_positive_sets(tiny):
     no_aug = HetCRF(tiny, cfg(metapath_positives=False, cluster_aug=False))
     assert torch.equal(no_aug.positives()[0], no_aug.positives()[1])  # anchor only
     mp_only = HetCRF(tiny, cfg(cluster_aug=False))
-    assert torch.equal(mp_only.positives(), tiny.pos)
+    assert torch.equal(mp_only.positives().cpu(), tiny.pos)  # model may live on cuda
     full = HetCRF(tiny, cfg(cluster_every=1))
     full.on_epoch_start(0)  # first refresh adds key-deviated positives
     assert full.positives().shape[1] > tiny.pos.shape[1]
@@ -131,3 +131,117 @@ def test_full_batch_refuses_a_graph_that_cannot_fit(tiny, monkeypatch):
     with pytest.raises(ConfigError, match="batch_size"):
         HetCRF(tiny, cfg())
     HetCRF(tiny, cfg(batch_size=64))  # the mini-batch mode is accepted
+
+
+# --------------------------------------------------------------------------------------------
+# Feature handling: identity features without densifying, feature_init, shared generative pass
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def featureless():
+    return make_synthetic_hin(num_nodes=120, num_classes=3, feature_mode="none", rates=(5,),
+                              seed=2)
+
+
+@pytest.mark.parametrize("changes, expected", [
+    (dict(), 1.0560530424118042),
+    (dict(feat_drop=0.2, attn_drop=0.1, mask_rate=0.4, replace_rate=0.2, leave_unchanged=0.1),
+     1.0699306726455688),
+])
+def test_dense_feature_reconstruction_unchanged(changes, expected):
+    # Reference values computed with the code before the sparse / one-hot feature paths.
+    ds = make_synthetic_hin(num_nodes=120, num_classes=3, feature_mode="dense", rates=(5,), seed=2)
+    model, _, parts = first_step(ds, cfg(**changes))
+    assert not model.x.is_sparse and model.feat_recon.mask_token.shape == (1, 64)
+    assert parts["feat"] == pytest.approx(expected, rel=1e-6, abs=0)
+
+
+def test_identity_features_are_never_densified(featureless, monkeypatch):
+    import hetcrf_lite.generative as gen
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an identity-feature step must not take the dense path")
+
+    monkeypatch.setattr(gen, "_as_dense", refuse)  # masking by densifying
+    monkeypatch.setattr(gen.HANDecoder, "forward", refuse)  # decoding F-wide rows
+    model, loss, parts = first_step(featureless, cfg())
+    n = featureless.num_nodes
+    assert model.x.is_sparse and model.x.shape == (n, n + 1) and model.x._nnz() == n
+    assert model.feat_recon.token_column and model.feat_recon.mask_token is None
+    assert not model.encoder.proj.weight.detach()[:, -1].any()  # zero-initialised token
+    loss.backward()
+    assert float(model.encoder.proj.weight.grad[:, -1].abs().sum()) > 0  # ... and it learns
+    assert set(parts) == {"feat", "edge", "infonce"}
+
+
+def _train(dataset, config, steps=3):
+    seed_everything(config.seed)
+    model = HetCRF(dataset, config)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    x0 = model.x.detach().clone()
+    losses = []
+    for epoch in range(steps):
+        model.on_epoch_start(epoch)
+        loss, parts = model.training_step(epoch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(parts)
+    return model, x0, losses
+
+
+def test_feature_init_modes(featureless):
+    n, hidden = featureless.num_nodes, 16
+    runs = {mode: _train(featureless, cfg(feature_init=mode))
+            for mode in ("identity", "embedding", "random")}
+    for mode, (model, _, losses) in runs.items():
+        assert all(torch.isfinite(torch.tensor(list(p.values()))).all() for p in losses), mode
+    ident, emb, rnd = (runs[m][0] for m in ("identity", "embedding", "random"))
+    assert ident.encoder.in_channels == n + 1
+    assert emb.encoder.in_channels == hidden and rnd.encoder.in_channels == hidden
+    # embedding: a trainable table (same start as the random codes), target the node ids
+    assert any(p is emb.x for p in emb.parameters()) and emb.x.shape == (n, hidden)
+    assert torch.equal(runs["embedding"][1], runs["random"][1])
+    assert not torch.equal(emb.x.detach(), runs["embedding"][1])
+    assert emb.feat_recon.decoder.convs[emb.metapath_names[0]].lin.out_features == n
+    # random: fixed codes, reconstructed themselves
+    assert not any(p is rnd.x for p in rnd.parameters())
+    assert torch.equal(rnd.x, runs["random"][1])
+    assert rnd.feat_recon.decoder.convs[rnd.metapath_names[0]].lin.out_features == hidden
+    feats = {m: runs[m][2][0]["feat"] for m in runs}
+    assert len({round(v, 6) for v in feats.values()}) == 3  # each mode computes something else
+    # the codes come from the seed
+    assert torch.equal(HetCRF(featureless, cfg(feature_init="random")).x, rnd.x)
+    assert not torch.equal(HetCRF(featureless, cfg(feature_init="random", seed=1)).x, rnd.x)
+
+
+def test_feature_init_needs_identity_features(tiny):
+    from hetcrf_lite.errors import ConfigError
+
+    for mode in ("embedding", "random"):
+        with pytest.raises(ConfigError, match=r"feature_init='%s'.*synthetic.*identity" % mode):
+            HetCRF(tiny, cfg(feature_init=mode))
+
+
+@pytest.mark.parametrize("dataset", ["tiny", "featureless"])
+def test_shared_generative_pass_saves_one_encoder_pass(request, dataset):
+    ds = request.getfixturevalue(dataset)
+
+    def step(config):
+        seed_everything(config.seed)
+        model = HetCRF(ds, config)
+        calls = []
+        forward = model.encoder.forward
+        model.encoder.forward = lambda *a, **k: calls.append(1) or forward(*a, **k)
+        loss, parts = model.training_step(0)
+        loss.backward()
+        return loss, parts, len(calls)
+
+    base = cfg(cluster_aug=False)
+    off_loss, off_parts, off_calls = step(base)
+    on_loss, on_parts, on_calls = step(base.replace(shared_generative_pass=True))
+    assert (off_calls, on_calls) == (3, 2)
+    assert set(on_parts) == {"feat", "edge", "infonce"} and torch.isfinite(on_loss)
+    assert abs(on_loss.item() - off_loss.item()) > 1e-6
+    # one channel off: the switch has nothing to share
+    _, _, calls = step(base.replace(shared_generative_pass=True, use_edge_recon=False))
+    assert calls == 2
