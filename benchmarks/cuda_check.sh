@@ -33,7 +33,7 @@ stage() {  # name, seconds, command...
 
 for s in "$@"; do
   case $s in
-    tests) stage tests 150 python3 -m pytest tests -x -q -p no:cacheprovider \
+    tests) stage tests "${TESTS_S:-150}" python3 -m pytest tests -x -q -p no:cacheprovider \
              --ignore=tests/test_notebooks.py -k "not distributed and not cli" ;;
     tune)
       stage tune_aminer "${TUNE_S:-110}" python3 benchmarks/tune.py --dataset aminer \
@@ -45,10 +45,12 @@ for s in "$@"; do
         --embed-modes concat encoder contrastive --budget-s $(( ${TUNE_S:-110} - 30 )) \
         --out "$OUT" ;;
     bench)
-      stage encoder_speed 120 python3 benchmarks/encoder_speed.py --json "$OUT/encoder_speed.json"
-      stage epoch_speed 150 python3 benchmarks/epoch_speed.py --json "$OUT/epoch_speed.json" ;;
+      stage encoder_speed "${ENCODER_S:-120}" python3 benchmarks/encoder_speed.py --device cuda \
+        --skip-check --json "$OUT/encoder_speed.json"
+      stage epoch_speed "${EPOCH_S:-150}" python3 benchmarks/epoch_speed.py \
+        --json "$OUT/epoch_speed.json" ;;
     notebooks)
-      HETCRF_FIGURES=$(mktemp -d) stage notebooks 200 python3 -m pytest --nbval-lax \
+      HETCRF_FIGURES=$(mktemp -d) stage notebooks "${NOTEBOOKS_S:-200}" python3 -m pytest --nbval-lax \
         --nbval-cell-timeout=300 -p no:cacheprovider notebooks -q ;;
     reproduce)
       stage reproduce "${REPRODUCE_S:-300}" python3 benchmarks/reproduce.py --seeds 0 1 2 \
