@@ -2,7 +2,9 @@
 
 Every function returns a matplotlib ``Figure`` and never calls ``plt.show()``, so notebooks,
 scripts and tests use the same code. :func:`save_figure` writes under ``figures/`` (or the folder
-named by ``HETCRF_FIGURES``, which ``make test`` points at a temporary folder).
+named by ``HETCRF_FIGURES``, which ``make test`` points at a temporary folder). Array arguments
+may be numpy arrays, sequences or torch tensors on any device (a model's outputs live on its
+device, e.g. cuda): tensors are detached and copied to the CPU at the boundary.
 """
 from __future__ import annotations
 
@@ -20,6 +22,16 @@ import numpy as np
 import torch
 
 from .errors import DataError
+
+
+def _numpy(values: Any, dtype: Any = None) -> np.ndarray:
+    """``values`` as a numpy array; a tensor (any device, requiring grad or not) is detached and
+    copied to the CPU first, since ``np.asarray`` cannot read a cuda tensor."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    elif isinstance(values, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in values):
+        values = [float(v) if isinstance(v, torch.Tensor) else v for v in values]  # 0-d tensors
+    return np.asarray(values, dtype=dtype)
 
 
 def figures_dir() -> Path:
@@ -46,10 +58,12 @@ def plot_loss_curves(history: dict[str, Any]) -> plt.Figure:
     """Total (weighted) loss and each unweighted loss part per epoch, from a trainer history."""
     epochs = [r["epoch"] for r in history["epochs"]]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(epochs, [r["loss"] for r in history["epochs"]], color="black", lw=2, label="total")
+    ax.plot(epochs, _numpy([r["loss"] for r in history["epochs"]], float), color="black", lw=2,
+            label="total")
     names = sorted({k for r in history["epochs"] for k in r["parts"]})
     for name in names:
-        ax.plot(epochs, [r["parts"].get(name, np.nan) for r in history["epochs"]], label=name)
+        ax.plot(epochs, _numpy([r["parts"].get(name, np.nan) for r in history["epochs"]], float),
+                label=name)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_title("HetCRF training loss")
@@ -60,9 +74,10 @@ def plot_loss_curves(history: dict[str, Any]) -> plt.Figure:
 
 def plot_semantic_attention(beta: Sequence[float], names: Sequence[str],
                             title: str = "semantic attention") -> plt.Figure:
-    """Bars of the meta-path weights beta (which meta-paths the model trusts)."""
+    """Bars of the meta-path weights beta (which meta-paths the model trusts); ``beta`` may be a
+    tensor on any device."""
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(names), 3))
-    ax.bar(list(names), np.asarray(beta, dtype=float), color="tab:blue")
+    ax.bar(list(names), _numpy(beta, float), color="tab:blue")
     ax.set_ylim(0, 1)
     ax.set_ylabel("beta")
     ax.set_title(title)
@@ -82,7 +97,7 @@ def plot_gradient_balance(summaries: dict[str, list[dict[str, float]]],
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for label, rows in summaries.items():
-            ax.plot([r[key] for r in rows], label=label)
+            ax.plot(_numpy([r[key] for r in rows], float), label=label)
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("logged epoch")
     axes[0][0].legend(fontsize=8)
@@ -90,12 +105,13 @@ def plot_gradient_balance(summaries: dict[str, list[dict[str, float]]],
     return fig
 
 
-def umap_projection(emb: np.ndarray, seed: int = 0, n_neighbors: int = 15,
+def umap_projection(emb: np.ndarray | torch.Tensor, seed: int = 0, n_neighbors: int = 15,
                     min_dist: float = 0.1) -> np.ndarray:
-    """2-D UMAP of ``emb`` (cosine metric, seeded; single-threaded so the seed holds)."""
+    """2-D UMAP of ``emb`` (cosine metric, seeded; single-threaded so the seed holds); ``emb``
+    may be a tensor on any device."""
     import umap
 
-    emb = np.asarray(emb, dtype=np.float32)
+    emb = _numpy(emb, np.float32)
     if not np.isfinite(emb).all():
         raise DataError("embeddings contain NaN or Inf; UMAP needs finite values")
     reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, metric="cosine",
@@ -106,12 +122,13 @@ def umap_projection(emb: np.ndarray, seed: int = 0, n_neighbors: int = 15,
     return points
 
 
-def plot_embedding_2d(points: np.ndarray, labels: np.ndarray, title: str = "",
-                      ax: plt.Axes | None = None) -> plt.Figure:
-    """Scatter of 2-D points coloured by class (unlabelled, -1, in light grey)."""
+def plot_embedding_2d(points: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor,
+                      title: str = "", ax: plt.Axes | None = None) -> plt.Figure:
+    """Scatter of 2-D points coloured by class (unlabelled, -1, in light grey); arrays or
+    tensors on any device."""
     fig = ax.figure if ax is not None else plt.figure(figsize=(5, 4.5))
     ax = ax or fig.add_subplot()
-    labels = np.asarray(labels)
+    points, labels = _numpy(points), _numpy(labels)
     unl = labels < 0
     if unl.any():
         ax.scatter(points[unl, 0], points[unl, 1], s=3, c="lightgrey", label="unlabelled")
