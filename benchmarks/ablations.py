@@ -806,7 +806,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clustering-runs", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 8),
                         help="worker processes, one torch thread each (default: CPU count)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads with --jobs 1")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads with --jobs 1 (default 1)")
     parser.add_argument("--plan", action="store_true",
                         help="print the distinct runs and an estimated time; train nothing "
                              "(times 2 epochs of the shipped config per dataset)")
@@ -817,10 +817,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--md", type=Path, default=ROOT / "docs" / "ablations.md")
     parser.add_argument("--figures", type=Path, default=ROOT / "figures")
     args = parser.parse_args(argv)
-    if args.threads:
-        import torch
+    import torch
+    from threadpoolctl import threadpool_limits
 
-        torch.set_num_threads(args.threads)
+    # One thread unless asked: two threads on a busy 2-core machine run these small sparse
+    # products about 10x slower (docs/performance.md), and K-means follows the same limit.
+    torch.set_num_threads(args.threads or 1)
+    _limits_main = threadpool_limits(args.threads or 1)  # noqa: F841 (kept alive for the run)
     epochs = {ds: args.epochs or DEFAULT_EPOCHS[ds] for ds in args.datasets}
     eval_settings = {"runs": args.eval_runs, "rates": list(RATES),
                      "clustering_runs": args.clustering_runs}

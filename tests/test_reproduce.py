@@ -1,0 +1,139 @@
+"""benchmarks/reproduce.py: the MetaPath2Vec baseline (walk relations, determinism, that it
+learns), which earlier rows a re-run keeps, and the report's once-per-dataset baselines."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hetcrf_lite.errors import MetaPathError
+from hetcrf_lite.eval import ClassificationResult, ClusteringResult, Results
+from hetcrf_lite.synthetic import make_synthetic_hin
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+import reproduce  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def hin():
+    # 300 papers, 3 planted classes; PAP and PSP; rate 20 only (no small-class warnings)
+    return make_synthetic_hin(num_nodes=300, num_classes=3, rates=(20,), seed=0)
+
+
+def centroid_accuracy(emb: np.ndarray, y: np.ndarray) -> float:
+    """Cosine nearest-class-centroid accuracy, centroids from even nodes, scored on odd ones."""
+    train = np.arange(len(y)) % 2 == 0
+    emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    cent = np.stack([emb[train & (y == c)].mean(0) for c in range(int(y.max()) + 1)])
+    return float(((emb[~train] @ cent.T).argmax(1) == y[~train]).mean())
+
+
+def test_metapath_cycle_follows_relation_directions(hin):
+    edge_index_dict, cycle = reproduce.metapath_cycle(hin)
+    assert [(s, d) for s, _, d in cycle] == [("paper", "author"), ("author", "paper"),
+                                            ("paper", "subject"), ("subject", "paper")]
+    for src, rel, dst in cycle:  # row 0 indexes the source type, row 1 the destination
+        ei = edge_index_dict[(src, rel, dst)]
+        assert int(ei[0].max()) < hin.data[src].num_nodes
+        assert int(ei[1].max()) < hin.data[dst].num_nodes
+    _, one = reproduce.metapath_cycle(hin, ["PSP"])
+    assert [(s, d) for s, _, d in one] == [("paper", "subject"), ("subject", "paper")]
+
+
+def test_metapath_cycle_rejects_unknown_metapath(hin):
+    with pytest.raises(MetaPathError, match="PXP"):
+        reproduce.metapath_cycle(hin, ["PXP"])
+
+
+def test_metapath2vec_deterministic_and_leaves_global_rng(hin):
+    torch.manual_seed(123)
+    a = reproduce.metapath2vec_embeddings(hin, seed=0, epochs=1, batch_size=64)
+    after = torch.rand(3)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    assert torch.equal(after, expected)  # the caller's RNG stream is untouched
+    b = reproduce.metapath2vec_embeddings(hin, seed=0, epochs=1, batch_size=64)
+    c = reproduce.metapath2vec_embeddings(hin, seed=1, epochs=1, batch_size=64)
+    assert a.shape == (300, 64) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_metapath2vec_learns_classes_where_pyg_init_does_not(hin):
+    y = hin.labels.numpy()
+    ours = reproduce.metapath2vec_embeddings(hin, seed=0, epochs=3, batch_size=32)
+    pyg_init = reproduce.metapath2vec_embeddings(hin, seed=0, epochs=3, batch_size=32,
+                                                 init_std=1.0)
+    acc, acc_pyg = centroid_accuracy(ours, y), centroid_accuracy(pyg_init, y)
+    assert acc > 0.7  # chance is 1/3
+    assert acc > acc_pyg + 0.15  # N(0, 1) init (PyG's) is still mostly noise after 3 epochs
+
+
+def fake_results(macro: float) -> dict:
+    runs = [macro - 1.0, macro + 1.0]
+    clf = {rate: ClassificationResult(macro_f1=runs, micro_f1=runs, auc=runs, macro_step=[9, 9],
+                                      micro_step=[9, 9])
+           for rate in (20, 40, 60)}
+    return Results(classification=clf, clustering=ClusteringResult(nmi=[50.0], ari=[40.0]),
+                   meta={"dataset": "acm"}).to_dict()
+
+
+ENV = {"platform": "test", "cpu_count": 2, "torch": "x", "torch_threads": 1,
+       "torch_geometric": "y", "scikit_learn": "z"}
+
+
+def hetcrf_row(ds: str, seed: int, macro: float) -> dict:
+    return {"dataset": ds, "kind": "hetcrf", "seed": seed, "env": ENV, "epochs": 2,
+            "stopped": "reached 2 epochs", "seconds_per_epoch": 1.0, "train_seconds": 2.0,
+            "peak_rss_mb": 100.0, "hetcrf": fake_results(macro)}
+
+
+def baseline_row(ds: str, lr_macro: float, m2v_macro: float) -> dict:
+    return {"dataset": ds, "kind": "baselines", "seed": 0, "env": ENV,
+            "lr_raw": fake_results(lr_macro), "metapath2vec": fake_results(m2v_macro),
+            "metapath2vec_seconds": 30.0, "metapath2vec_cpu_seconds": 25.0,
+            "metapath2vec_epochs": 12, "peak_rss_mb": 300.0}
+
+
+def test_report_has_one_baseline_row_per_dataset(tmp_path):
+    rows = [baseline_row("acm", 70.0, 60.0)]
+    rows += [hetcrf_row("acm", s, 88.0 + s) for s in (2, 0, 1)]
+    rows += [hetcrf_row("dblp", 0, 90.0)]
+    md, js = tmp_path / "r.md", tmp_path / "r.json"
+    reproduce.write_report(rows, md, js, "python benchmarks/reproduce.py --seeds 0 1 2")
+    text = md.read_text()
+    acm = next(line for line in text.splitlines() if line.startswith("| acm | 0,1,2 |"))
+    # HetCRF averaged over the three seeds; the baselines shown as run, once
+    assert "89.00±1.00 / 89.00±1.00 / 89.00±1.00" in acm
+    assert "70.00±1.00 / 70.00±1.00 / 70.00±1.00" in acm
+    assert "60.00±1.00 / 60.00±1.00 / 60.00±1.00" in acm
+    dblp = next(line for line in text.splitlines() if line.startswith("| dblp | 0 |"))
+    assert dblp.count("not run") == 2
+    assert "once per dataset" in text and "metapath2vec.npy" in text
+    assert "| acm | 0 | 12 | 30 | 25 | 300 |" in text  # the baselines' cost line
+    assert text.count("| acm | ") == 1 + 3 + 1 + 3 + 1  # table, targets, clustering, cost x2
+
+
+def test_kept_rows_replaces_only_what_is_rerun():
+    legacy = hetcrf_row("acm", 1, 80.0)
+    legacy["lr_raw"] = legacy["metapath2vec"] = fake_results(30.0)
+    del legacy["kind"]  # written before the baselines had their own row
+    old = [baseline_row("acm", 70.0, 60.0), hetcrf_row("acm", 0, 88.0), legacy,
+           baseline_row("dblp", 70.0, 80.0), hetcrf_row("dblp", 0, 90.0)]
+    kept = reproduce.kept_rows(old, ["acm"], [0], baselines=True)
+    assert [(r["dataset"], reproduce.kind(r), r["seed"]) for r in kept] == [
+        ("acm", "hetcrf", 1), ("dblp", "baselines", 0), ("dblp", "hetcrf", 0)]
+    assert "lr_raw" not in kept[0] and "metapath2vec" not in kept[0]
+    kept = reproduce.kept_rows(old, ["acm"], [0], baselines=False)  # --no-baselines
+    assert ("acm", "baselines") in [(r["dataset"], reproduce.kind(r)) for r in kept]
+
+
+def test_help_runs():
+    out = subprocess.run([sys.executable, str(BENCH / "reproduce.py"), "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "--seeds" in out and "--m2v-epochs" in out
