@@ -167,7 +167,7 @@ ABLATIONS: dict[str, Ablation] = {
         lambda info: {"raw features (masked)": dict(views="raw"), "encoder embeddings": dict()}),
     "channels": Ablation(
         "Channels", "Generative only, contrastive only, or both.",
-        lambda info: {"generative only": dict(use_contrastive=False),
+        lambda info: {"generative only": dict(use_contrastive=False, embed="encoder"),
                       "contrastive only": dict(use_feat_recon=False, use_edge_recon=False),
                       "both": dict()}),
     "depth": Ablation(
