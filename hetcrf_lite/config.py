@@ -92,6 +92,9 @@ class HetCRFConfig:
     min_epochs: int = 0
     batch_size: int | None = None  # None = full batch; else anchors per mini-batch step
     num_sampled_negatives: int = 0  # extra random negatives per mini-batch
+    # Subgraph mini-batches (hetcrf_lite.minibatch): meta-path neighbours drawn per seed and
+    # meta-path at each hop (-1: all); one hop, 2 each: see docs/performance.md (choice)
+    fanout: list[int] = field(default_factory=lambda: [2])
     grad_balance_every: int = 1  # log gradient_balance every k epochs (0 = never)
     device: str = "auto"  # auto | cpu | cuda
     eval_lr: float | None = None  # logistic-regression lr; None = 0.05 on ACM, else 0.01
@@ -145,6 +148,9 @@ class HetCRFConfig:
              "pos_num", "must be an integer >= 1 (the anchor counts as one) or None")
         need(self.batch_size is None or (isinstance(self.batch_size, int) and self.batch_size >= 2),
              "batch_size", "must be None (full batch) or an integer >= 2")
+        need(isinstance(self.fanout, list) and len(self.fanout) >= 1 and all(
+            isinstance(k, int) and (k >= 1 or k == -1) for k in self.fanout), "fanout",
+             "must be a non-empty list of integers >= 1 or -1 (all neighbours), one per hop")
         need(self.num_clusters is None or self.num_clusters == "auto"
              or (isinstance(self.num_clusters, int) and self.num_clusters >= 2),
              "num_clusters", "must be None (= number of classes), 'auto' or an integer >= 2")

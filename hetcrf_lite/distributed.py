@@ -9,9 +9,13 @@ Two concerns of scale live here:
   naming the mini-batch option (``batch_size``) instead.
 * **Several processes.** :func:`train_ddp` trains one :class:`~hetcrf_lite.model.HetCRF` per
   process with :class:`torch.nn.parallel.DistributedDataParallel` (gloo on CPU, NCCL on GPU):
-  every rank starts from the same parameters, samples its own anchors, masks and dropped edges
-  (its own seed), and the gradients are averaged across ranks before every Adam step, so the
-  ranks stay identical. With ``batch_size = B`` and ``W`` ranks a step sees ``W * B`` anchors.
+  every rank starts from the same parameters, and the gradients are averaged across ranks before
+  every Adam step, so the ranks stay identical. With ``batch_size = B`` the run trains on
+  subgraph mini-batches (:class:`~hetcrf_lite.minibatch.MiniBatchTrainer`): an epoch's seed
+  order is shared, each rank takes its own ``B`` seeds of every step and samples its own
+  fan-out, masks and dropped edges (its own seed), so a step sees ``W * B`` seeds on ``W``
+  ranks and an epoch takes ``ceil(N / (W * B))`` steps. Without ``batch_size`` every rank runs
+  the full-batch step on its own corruptions.
 
 Launch on one machine with ``torchrun`` (or ``--nproc`` without it)::
 
@@ -24,9 +28,8 @@ and on two machines (run on each, ``--node_rank`` 0 and 1; the address is node 0
     torchrun --nnodes=2 --node_rank=0 --nproc_per_node=1 --master_addr=10.0.0.1 \\
         --master_port=29500 -m hetcrf_lite.distributed --dataset acm --batch-size 1024
 
-What data parallelism buys here: message passing is full-graph on every rank (the mini-batch
-mode samples contrastive anchors, not subgraphs), so each rank holds the whole graph and pays the
-whole encoder; more ranks mean more anchors and more corruptions per step, not a cheaper step.
+What data parallelism buys here: each rank holds the whole graph (it samples from it), but a
+step runs on the rank's own subgraph, so ``W`` ranks finish an epoch in ``1 / W`` of the steps.
 """
 from __future__ import annotations
 
@@ -354,14 +357,16 @@ def train_ddp(rank: int, world_size: int, config: HetCRFConfig,
     Joins the process group (or reuses the one this process has), builds the dataset with
     ``dataset_fn`` (every rank its own identical copy), builds the model
     (:func:`build_rank_model`), wraps it (:class:`DistributedHetCRF`) and runs
-    :class:`~hetcrf_lite.train.Trainer`: Adam, early stopping on the loss averaged over ranks.
+    trainer: :class:`~hetcrf_lite.minibatch.MiniBatchTrainer` on subgraph mini-batches when
+    ``config.batch_size`` is set, :class:`~hetcrf_lite.train.Trainer` (full batch) otherwise;
+    Adam, early stopping on the loss averaged over ranks.
     Rank 0 alone writes ``out_dir`` and shows progress. A process group created here is
     destroyed on return.
 
     Args:
         rank (int): this process's rank.
         world_size (int): number of processes.
-        config (HetCRFConfig): the run's settings; ``batch_size`` anchors per rank and step.
+        config (HetCRFConfig): the run's settings; ``batch_size`` seeds per rank and step.
         dataset_fn (callable): returns the :class:`HINDataset` (picklable for ``spawn``).
         init_method (str, optional): see :func:`init_distributed`. (default: ``None``)
         backend (str, optional): see :func:`init_distributed`. (default: ``None``)
@@ -383,8 +388,14 @@ def train_ddp(rank: int, world_size: int, config: HetCRFConfig,
         model = build_rank_model(dataset, config, rank)
         wrapped = DistributedHetCRF(model, device_ids=[dev.index] if dev.type == "cuda" else None,
                                     find_unused_parameters=find_unused_parameters)
-        trainer = Trainer(wrapped, config, out_dir=out_dir if rank == 0 else None,
-                          progress=progress and rank == 0)
+        rank_out, rank_progress = out_dir if rank == 0 else None, progress and rank == 0
+        if config.batch_size is not None:
+            from .minibatch import MiniBatchTrainer
+
+            trainer = MiniBatchTrainer(wrapped, config, dataset, out_dir=rank_out,
+                                       progress=rank_progress, rank=rank, world_size=world_size)
+        else:
+            trainer = Trainer(wrapped, config, out_dir=rank_out, progress=rank_progress)
         history = trainer.fit()
         history["world_size"] = world_size
         return model, history
@@ -440,7 +451,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="synthetic",
                    help="acm | dblp | aminer | freebase | synthetic (default: synthetic)")
     p.add_argument("--config", help="a config YAML instead of the dataset's shipped one")
-    p.add_argument("--batch-size", type=int, help="anchors per rank and step")
+    p.add_argument("--batch-size", type=int,
+                   help="seeds per rank and step: trains on subgraph mini-batches")
+    p.add_argument("--fanout", type=int, nargs="+",
+                   help="meta-path neighbours drawn per seed, meta-path and hop (default: the "
+                        "config's)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
@@ -453,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config = HetCRFConfig.load(args.config) if args.config else default_config(args.dataset)
     changes = {k: v for k, v in (("batch_size", args.batch_size), ("epochs", args.epochs),
+                                  ("fanout", args.fanout),
                                   ("seed", args.seed), ("device", args.device)) if v is not None}
     config = config.replace(**changes) if changes else config
     dataset_fn = functools.partial(load_named_dataset, args.dataset, args.num_nodes, 0,

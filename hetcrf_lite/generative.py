@@ -40,6 +40,7 @@ would be 3.4 GiB).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -49,7 +50,7 @@ from torch import Tensor, nn
 from torch_geometric.utils import coalesce, scatter
 
 from .contrastive import _ConstSpMM, _csr_pair, _OperatorCache
-from .encoder import MetaPathGATConv
+from .encoder import MetaPathGATConv, _graph_plan
 from .errors import ConfigError, DataError
 
 __all__ = [
@@ -697,50 +698,76 @@ class FeatureReconstruction(nn.Module):
 # ------------------------------------------------------------------------------------------
 # Meta-path edge reconstruction
 # ------------------------------------------------------------------------------------------
-def _symmetric_split(edge_index: Tensor) -> tuple[Tensor, Tensor]:
-    """The ``i < j`` pairs ``[2, E_<]`` and the self-loops ``[2, L]`` of a symmetric
-    ``edge_index``, in their original order; the counts of ``i < j`` and ``i > j`` edges must
-    match (a cheap symmetry check)."""
-    row, col = edge_index
-    upper = row < col  # [E]
-    if int(upper.sum()) != int((row > col).sum()):
-        raise DataError("drop_edges(symmetric=True) needs a symmetric edge_index (as meta-path "
-                        "graphs are); pass symmetric=False for a directed graph")
-    return edge_index[:, upper], edge_index[:, row == col]
+class _SymmetricSplit:
+    """How :func:`drop_edges` thins one symmetric graph: the pair each edge belongs to.
 
-
-def drop_edges(edge_index: Tensor, drop_rate: float, generator: torch.Generator | None = None,
-               keep_self_loops: bool = True, symmetric: bool = True,
-               split: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-    """Drop each edge (each pair, with ``symmetric``) with probability ``drop_rate``.
-
-    Written here instead of ``torch_geometric.utils.dropout_edge`` because that takes no
-    generator (runs would not be reproducible) and cannot spare self-loops.
-
-    Choices: self-loops are kept (meta-path graphs carry them, and a node whose every edge was
-    dropped would otherwise have no neighbour at all for attention); with ``symmetric`` one
-    draw decides the pair ``(i, j), (j, i)``, so the thinned graph stays a symmetric meta-path
-    graph. The pairs are the ``i < j`` edges, mirrored back afterwards: ``O(E)``, no sort (a
-    ``unique`` over pair keys costs 0.5 s per call on ACM's 4.3 M P-S-P edges). Splitting the
-    edges into pairs and self-loops (with the symmetry check) is about half of a call's cost
-    there and never changes for a graph: callers that thin the same graph every step pass it as
-    ``split`` (:class:`EdgeReconstruction` caches it per meta-path); the result is the same.
-
-    Args:
-        edge_index (torch.Tensor): ``[2, E]``; symmetric when ``symmetric`` is set.
-        drop_rate (float): probability of dropping an edge, in ``[0, 1)``.
-        generator (torch.Generator, optional): source of randomness. (default: ``None``)
-        keep_self_loops (bool, optional): never drop ``(i, i)``. (default: ``True``)
-        symmetric (bool, optional): drop ``(i, j)`` and ``(j, i)`` together. (default: ``True``)
-        split (tuple[torch.Tensor, torch.Tensor], optional): precomputed ``(pairs [2, E_<],
-            self_loops [2, L])``: the ``i < j`` edges and the self-loops of this
-            ``edge_index``, each in their original order, as :class:`EdgeReconstruction`
-            caches them (``symmetric`` only). (default: ``None``, computed here)
-
-    Returns:
-        ``(kept [2, E'], dropped [2, E - E'])``; with ``symmetric`` the kept pairs come first,
-        then their mirrors, then the self-loops.
+    The pairs are the ``i < j`` edges, numbered ``0 .. P-1`` in their order in ``edge_index``;
+    ``pair_id[e]`` is that number for the edge and for its mirror ``(j, i)``, and ``P +`` the
+    rank among the self-loops for a self-loop. One draw per pair then thins the graph with a
+    single gather, and the kept edges stay in the input's column order (a graph sorted by
+    (destination, source) stays sorted: the encoder needs no sort and no separate transposed
+    plan for it). Costs 4 bytes per edge (int32), against 8 for the ``[2, P]`` int64 pairs it
+    replaces; the pairs and self-loops (``split[0]``, ``split[1]``, as a tuple) are rebuilt from
+    the graph when asked for.
     """
+
+    def __init__(self, edge_index: Tensor) -> None:
+        row, col = edge_index
+        upper, lower = row < col, row > col  # [E]
+        num_pairs = int(upper.sum())
+        sym_error = DataError("drop_edges(symmetric=True) needs a symmetric edge_index (as "
+                              "meta-path graphs are); pass symmetric=False for a directed graph")
+        if num_pairs != int(lower.sum()):
+            raise sym_error
+        E = row.numel()
+        idx = torch.int32 if E < 2**31 - 1 else torch.int64
+        pair_id = torch.empty(E, dtype=idx, device=row.device)
+        pair_id[upper] = torch.arange(num_pairs, dtype=idx, device=row.device)
+        loops = row == col
+        num_loops = E - 2 * num_pairs
+        pair_id[loops] = torch.arange(num_pairs, num_pairs + num_loops, dtype=idx,
+                                      device=row.device)
+        if num_pairs:
+            # Each mirror edge takes the number of its pair: the pair keys (min, max) of the
+            # i < j and of the i > j edges, each sorted, must agree one by one (a symmetric
+            # multiset, duplicates included); the t-th mirror in key order gets the t-th pair.
+            n = int(edge_index.max()) + 1
+            up_key, up_rank = torch.sort(row[upper] * n + col[upper], stable=True)  # [P]
+            low_key, low_rank = torch.sort(col[lower] * n + row[lower], stable=True)  # [P]
+            if not torch.equal(up_key, low_key):
+                raise sym_error
+            del up_key, low_key
+            mirror_pos = torch.nonzero(lower).squeeze(1)[low_rank]  # [P] positions in E
+            pair_id[mirror_pos] = up_rank.to(idx)
+        self.edge_index, self.pair_id = edge_index, pair_id
+        self.num_pairs, self.num_loops = num_pairs, num_loops
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.pair_id.numel())
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> Tensor:
+        """``split[0]``: the ``i < j`` pairs ``[2, P]``; ``split[1]``: the self-loops ``[2, L]``,
+        each in their order in ``edge_index``."""
+        row, col = self.edge_index
+        return (self.edge_index[:, row < col], self.edge_index[:, row == col])[i]
+
+
+def _symmetric_split(edge_index: Tensor) -> _SymmetricSplit:
+    """The pair split of a symmetric ``edge_index`` (:class:`_SymmetricSplit`): ``split[0]`` the
+    ``i < j`` pairs ``[2, E_<]``, ``split[1]`` the self-loops ``[2, L]``, in their original
+    order. Raises :class:`DataError` unless the ``i < j`` and ``i > j`` edges mirror each other
+    exactly."""
+    return _SymmetricSplit(edge_index)
+
+
+def _drop_mask(edge_index: Tensor, drop_rate: float, generator: torch.Generator | None = None,
+               keep_self_loops: bool = True, symmetric: bool = True,
+               split: _SymmetricSplit | None = None) -> Tensor:
+    """``[E]`` bool, ``True`` for the edges :func:`drop_edges` keeps (same arguments)."""
     if not 0.0 <= drop_rate < 1.0:
         raise ConfigError(f"edge drop_rate={drop_rate} must lie in [0, 1)")
     if split is not None and not symmetric:
@@ -755,19 +782,53 @@ def drop_edges(edge_index: Tensor, drop_rate: float, generator: torch.Generator 
         keep = torch.ones_like(row, dtype=torch.bool)
         movable = row != col if keep_self_loops else torch.ones_like(keep)
         keep[movable] = draw(int(movable.sum()))
-        return edge_index[:, keep], edge_index[:, ~keep]
-    pairs, self_loops = _symmetric_split(edge_index) if split is None else split
-    if 2 * pairs.shape[1] + self_loops.shape[1] != edge_index.shape[1]:
-        raise DataError(f"drop_edges: split holds {pairs.shape[1]} pairs and "
-                        f"{self_loops.shape[1]} self-loops, which do not make up the "
-                        f"{edge_index.shape[1]} edges of edge_index: pass the split of this graph")
-    keep_pair = draw(pairs.shape[1])
-    keep_loop = (torch.ones(self_loops.shape[1], dtype=torch.bool, device=row.device)
-                 if keep_self_loops else draw(self_loops.shape[1]))
-    kept_pairs, dropped_pairs = pairs[:, keep_pair], pairs[:, ~keep_pair]
-    kept = torch.cat([kept_pairs, kept_pairs.flip(0), self_loops[:, keep_loop]], dim=1)
-    dropped = torch.cat([dropped_pairs, dropped_pairs.flip(0), self_loops[:, ~keep_loop]], dim=1)
-    return kept, dropped
+        return keep
+    split = _symmetric_split(edge_index) if split is None else split
+    if not isinstance(split, _SymmetricSplit) or split.num_edges != edge_index.shape[1]:
+        got = (f"one of {split.num_edges} edges" if isinstance(split, _SymmetricSplit)
+               else type(split).__name__)
+        raise DataError(f"drop_edges: split is {got}, not the split of this edge_index "
+                        f"({edge_index.shape[1]} edges): pass _symmetric_split(edge_index)")
+    keep_pair = draw(split.num_pairs)  # the draws of the pairs, then of the self-loops
+    keep_loop = (torch.ones(split.num_loops, dtype=torch.bool, device=row.device)
+                 if keep_self_loops else draw(split.num_loops))
+    return torch.cat([keep_pair, keep_loop]).index_select(0, split.pair_id)  # [E]
+
+
+def drop_edges(edge_index: Tensor, drop_rate: float, generator: torch.Generator | None = None,
+               keep_self_loops: bool = True, symmetric: bool = True,
+               split: _SymmetricSplit | None = None) -> tuple[Tensor, Tensor]:
+    """Drop each edge (each pair, with ``symmetric``) with probability ``drop_rate``.
+
+    Written here instead of ``torch_geometric.utils.dropout_edge`` because that takes no
+    generator (runs would not be reproducible) and cannot spare self-loops.
+
+    Choices: self-loops are kept (meta-path graphs carry them, and a node whose every edge was
+    dropped would otherwise have no neighbour at all for attention); with ``symmetric`` one
+    draw decides the pair ``(i, j), (j, i)``, so the thinned graph stays a symmetric meta-path
+    graph. The pairs are the ``i < j`` edges; each mirror edge is matched to its pair once per
+    graph (two sorts of the pair keys, which also check the symmetry exactly) and every call is
+    then one draw per pair and one gather, ``O(E)``. Matching the pairs is most of an uncached
+    call's cost and never changes for a graph: callers that thin the same graph every step pass
+    it as ``split`` (:class:`EdgeReconstruction` caches it per meta-path); the result is the
+    same.
+
+    Args:
+        edge_index (torch.Tensor): ``[2, E]``; symmetric when ``symmetric`` is set.
+        drop_rate (float): probability of dropping an edge, in ``[0, 1)``.
+        generator (torch.Generator, optional): source of randomness. (default: ``None``)
+        keep_self_loops (bool, optional): never drop ``(i, i)``. (default: ``True``)
+        symmetric (bool, optional): drop ``(i, j)`` and ``(j, i)`` together. (default: ``True``)
+        split (optional): the precomputed pair split of this ``edge_index``,
+            ``_symmetric_split(edge_index)``, as :class:`EdgeReconstruction` caches it
+            (``symmetric`` only). (default: ``None``, computed here)
+
+    Returns:
+        ``(kept [2, E'], dropped [2, E - E'])``, each in the column order of ``edge_index`` (a
+        graph sorted by (destination, source), as meta-path graphs are stored, stays sorted).
+    """
+    keep = _drop_mask(edge_index, drop_rate, generator, keep_self_loops, symmetric, split)
+    return edge_index[:, keep], edge_index[:, ~keep]
 
 
 class EdgeReconstruction(nn.Module):
@@ -851,7 +912,8 @@ class EdgeReconstruction(nn.Module):
                 if decoder == "gat" else (lambda: nn.Linear(hidden_channels, hidden_channels)))
         self.decoders = nn.ModuleDict({m: make() for m in self.metapaths})
         self._target_cache = _OperatorCache()
-        self._split_cache = _OperatorCache()  # drop_edges' (pairs, self-loops) per meta-path
+        self._split_cache = _OperatorCache()  # drop_edges' pair split per meta-path
+        self._ones: Tensor | None = None  # values of the binary adjacencies (_plan_adjacency)
 
     def corrupt(self, edge_index_dict: dict[str, Tensor], generator: torch.Generator | None = None,
                 drop_rate: float | None = None) -> dict[str, Tensor]:
@@ -860,13 +922,14 @@ class EdgeReconstruction(nn.Module):
         Each graph's split into ``i < j`` pairs and self-loops is computed once and cached per
         meta-path while the same ``edge_index`` tensor (same object, not modified in place) is
         passed; any other tensor (a subgraph, a copy on another device) is split afresh.
-        The cache holds a reference to the graph and about half its edges."""
+        The cache holds a reference to the graph and 4 bytes per edge. The thinned graphs keep
+        the column order of the input (see :func:`drop_edges`)."""
         rate = self.drop_rate if drop_rate is None else drop_rate
         out = {}
         for m in self.metapaths:
             ei = edge_index_dict[m]
             split = self._split_cache.get(m, ei, ei.shape[1], lambda: _symmetric_split(ei))
-            out[m] = drop_edges(ei, rate, generator, split=split)[0]
+            out[m] = ei[:, _drop_mask(ei, rate, generator, split=split)]  # drop_edges' kept
         return out
 
     def weights(self, enc_out: Any) -> Tensor:
@@ -905,6 +968,9 @@ class EdgeReconstruction(nn.Module):
         dec = self.decode(enc_out, visible_edge_index_dict)
         n = enc_out.h.shape[0]
         all_rows = n <= self.dense_threshold
+        most = max((e.shape[1] for e in edge_index_dict.values()), default=0)
+        if self._ones is None or self._ones.numel() < most:  # one buffer for every meta-path
+            self._ones = torch.ones(most, device=enc_out.h.device)
         losses = []
         for m in self.metapaths:
             if all_rows:
@@ -919,13 +985,44 @@ class EdgeReconstruction(nn.Module):
 
     def _target(self, name: str, edge_index: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
         """Binary adjacency (rows = ``edge_index[0]``) and its transpose as sparse CSR, and the
-        row degrees; cached per meta-path while the same ``edge_index`` tensor is passed."""
+        row degrees; cached per meta-path while the same ``edge_index`` tensor is passed.
+
+        A meta-path graph as :mod:`hetcrf_lite.data` stores it (symmetric, sorted by (destination,
+        source), no duplicate) *is* the CSR the encoder already holds for it: the adjacency
+        borrows that plan's row pointers and column indices, ``A^T = A`` is the same object and
+        only the ones are new (one buffer shared by all meta-paths). Any other graph is
+        coalesced and converted (24 bytes per edge: DBLP's 12 million edges took 276 MB)."""
         def build() -> tuple[Tensor, Tensor, Tensor]:
+            shared = self._plan_adjacency(edge_index, n)
+            if shared is not None:
+                return shared
             ei = coalesce(edge_index, num_nodes=n)  # duplicates would count twice in A @ D
             adj, adj_t = _csr_pair(ei, torch.ones(ei.shape[1], device=ei.device), n)
             return adj, adj_t, torch.bincount(ei[0], minlength=n)  # [N] degrees
 
         return self._target_cache.get(name, edge_index, n, build)
+
+    def _plan_adjacency(self, edge_index: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor] | None:
+        """``(A, A, degrees)`` on the encoder's cached plan of ``edge_index`` when the graph is
+        symmetric, sorted by (destination, source) and free of duplicates; else ``None``."""
+        if edge_index.shape[1] == 0 or int(edge_index.max()) >= n:
+            return None
+        plan = _graph_plan(edge_index, n, chunk_size=None)  # the encoder's, whatever its blocks
+        row, col = plan.row, plan.col
+        if plan.order is not None:
+            return None
+        if bool(((col[1:] <= col[:-1]) & (row[1:] == row[:-1])).any()):
+            return None  # within a destination the sources must increase strictly
+        if not plan.transpose().symmetric:
+            return None
+        E = plan.num_edges
+        if self._ones is None or self._ones.numel() < E:
+            self._ones = torch.ones(E, device=col.device)  # values of every binary A, shared
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            adj = torch.sparse_csr_tensor(plan.ptr.to(col.dtype), col, self._ones[:E], (n, n),
+                                          check_invariants=False)
+        return adj, adj, plan.ptr.diff()  # [N] degrees
 
     def _full_loss(self, name: str, d: Tensor, edge_index: Tensor) -> Tensor:
         adj, adj_t, deg = self._target(name, edge_index, d.shape[0])
@@ -948,7 +1045,7 @@ class EdgeReconstruction(nn.Module):
         cnt = deg[anchors]  # [B]
         e_seg = torch.repeat_interleave(b, cnt)  # [E_b]
         first = torch.repeat_interleave(adj.crow_indices()[anchors] - (cnt.cumsum(0) - cnt), cnt)
-        e_col = adj.col_indices()[first + torch.arange(e_seg.numel(), device=dev)]  # [E_b]
+        e_col = adj.col_indices()[first + torch.arange(e_seg.numel(), device=dev)].long()  # [E_b]
         n_neg = torch.ceil(cnt.double() * self.neg_ratio).long().clamp_min(1)  # [B]
         q_seg = torch.repeat_interleave(b, n_neg)
         q_col = torch.randint(n, (q_seg.numel(),), generator=generator, device=gdev).to(dev)

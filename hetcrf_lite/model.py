@@ -327,3 +327,95 @@ class HetCRF(nn.Module):
         self.generator.set_state(state["generator"])
         if self.augmenter is not None and state.get("augmenter") is not None:
             self.augmenter.load_state_dict(state["augmenter"])
+
+    # --------------------------------------------------------------------------------------------
+    def graph_bound(self, sub: HINDataset, node_ids: Tensor) -> Any:
+        """A ``with`` block in which the model runs on ``sub``, an induced subgraph of its graph.
+
+        Inside, every per-graph attribute points at ``sub``: ``dataset``, ``num_nodes``, the
+        encoder input ``x`` (rebuilt from ``sub``'s features as ``__init__`` builds it, or, for
+        ``feature_init`` ``embedding`` / ``random``, rows ``node_ids`` of the table, so the
+        gradient reaches those rows) and the feature target, ``edge_index_dict``, the schema
+        view's relation edges, the base positives and the augmenter's cluster labels and extra
+        positives (pairs with both ends in the set, relabelled); ``_last_views`` and the
+        gradient-balance anchors start empty. Parameters are shared, so a step taken inside
+        trains the model. Leaving the block, also by an exception, restores the full graph.
+        Used by :mod:`hetcrf_lite.minibatch`; binding ``arange(N)`` changes nothing.
+
+        Args:
+            sub (HINDataset): the sub-dataset (:func:`hetcrf_lite.minibatch.induced_subgraph`).
+            node_ids (Tensor): ``[|S|]`` distinct full-graph ids of its target nodes, in its order.
+        """
+        from contextlib import contextmanager
+
+        from torch_geometric.utils import subgraph
+
+        if getattr(self, "_bound", False):
+            raise ConfigError("graph_bound: the model is already bound to a subgraph; leave that "
+                              "with block first")
+        if node_ids.numel() != sub.num_nodes:
+            raise ConfigError(f"graph_bound: {node_ids.numel()} node_ids for a subgraph of "
+                              f"{sub.num_nodes} target nodes")
+        dev, n_full = self.device_, self.num_nodes
+        ids = node_ids.to(dev, torch.long)
+        table = self.config.feature_init != "identity"  # x is a per-node table: slice its rows
+
+        def restrict(pairs: Tensor) -> Tensor:  # [2, P] pairs inside the set, relabelled
+            return subgraph(ids.to(pairs.device), pairs, relabel_nodes=True, num_nodes=n_full)[0]
+
+        @contextmanager
+        def bound() -> Any:
+            missing = object()  # attributes absent before binding stay absent after it
+            saved = {k: self.__dict__.get(k, missing)
+                     for k in ("dataset", "num_nodes", "x", "_feat_target", "edge_index_dict",
+                               "base_pos", "_last_views", "_balance_anchors")}
+            param = self._parameters.pop("x", None)  # feature_init: embedding
+            full_x = param if param is not None else saved["x"]
+            sv = getattr(self, "schema_view", None)
+            sv_saved = None if sv is None else (
+                {b: getattr(sv, b) for b in sv._stored.values()}, dict(sv._stored_sizes),
+                sv.num_nodes)
+            aug = self.augmenter
+            aug_saved = None if aug is None else (aug.labels, aug.extra)
+            self._bound = True
+            try:
+                self.dataset, self.num_nodes = sub, sub.num_nodes
+                if table:
+                    self.x = full_x.index_select(0, ids)  # [|S|, hidden] rows of the table
+                    target = saved["_feat_target"]
+                    self._feat_target = None if target is None or target is missing \
+                        else sub.x.to(dev)  # the identity rows of the set
+                else:
+                    self.x, self._feat_target, _ = self._input_features(sub, self.config)
+                self.edge_index_dict = {k: v.to(dev) for k, v in sub.metapath_adj.items()}
+                self.base_pos = restrict(saved["base_pos"])
+                self._last_views = None
+                self.__dict__.pop("_balance_anchors", None)
+                if sv is not None:
+                    for t, b in sv._stored.items():
+                        rel = sub.neighbors(t).to(dev)  # [2, E_t] neighbours relabelled
+                        setattr(sv, b, rel)
+                        sv._stored_sizes[t] = int(rel[1].max()) + 1 if rel.numel() else 0
+                    sv.num_nodes = sub.num_nodes
+                if aug is not None and aug.labels is not None:
+                    aug.labels = aug.labels[ids.to(aug.labels.device)]
+                    aug.extra = restrict(aug.extra)
+                yield
+            finally:
+                for k, v in saved.items():
+                    self.__dict__.pop(k, None)
+                    if v is not missing:
+                        self.__dict__[k] = v
+                if param is not None:
+                    self.__dict__.pop("x", None)
+                    self._parameters["x"] = param
+                if sv is not None:
+                    for b, rel in sv_saved[0].items():
+                        setattr(sv, b, rel)
+                    sv._stored_sizes.update(sv_saved[1])
+                    sv.num_nodes = sv_saved[2]
+                if aug is not None:
+                    aug.labels, aug.extra = aug_saved
+                self._bound = False
+
+        return bound()

@@ -334,3 +334,86 @@ def test_bad_edge_index_raises_data_error(x):
 def test_repr():
     assert repr(MetaPathGATConv(F_IN, 16, heads=4)) == "MetaPathGATConv(12, 16, heads=4)"
     assert repr(MetaPathGCNEncoder(F_IN, 16, ["pap"])).startswith("MetaPathGCNEncoder(12, 16")
+
+
+# --------------------------------------------------------------------------------------------
+# Memory layout of plans and dropout masks (issue #6)
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("heads", [3, 8, 11])
+def test_attention_dropout_mask_is_bit_packed_and_read_back_exactly(heads):
+    from hetcrf_lite.encoder import _AttentionDropout
+    torch.manual_seed(0)
+    E, k = 50, 20
+    drop = _AttentionDropout(E, heads, 0.4, torch.device("cpu"))
+    assert drop.mask.dtype == torch.uint8 and drop.mask.shape == (E, (heads + 7) // 8)
+    drawn = torch.empty(heads, E)
+    for e0 in range(0, E, k):  # drawn block by block, as the forward pass does
+        e1 = min(e0 + k, E)
+        drawn[:, e0:e1] = drop.draw(e0, e1, torch.empty(heads, e1 - e0))
+    assert set(drawn.unique().tolist()) == {0.0, 1.0}
+    edges = torch.randperm(E, generator=torch.Generator().manual_seed(1)).to(torch.int32)
+    got = drop.gather(edges, torch.empty(heads, E))
+    assert torch.equal(got, drawn[:, edges.long()])
+
+
+def test_gradcheck_with_attention_dropout_over_eight_heads():
+    """Nine heads: the dropout mask spans two bytes per edge."""
+    n = 15
+    ei = sym_graph(n, 30, seed=8)
+    conv = MetaPathGATConv(4, 18, heads=9, dropout=0.3, chunk_size=11).double().train()
+    xd = torch.randn(n, 4, dtype=torch.float64, requires_grad=True)
+
+    def f(inp):
+        torch.manual_seed(12)
+        return conv(inp, ei)
+
+    assert torch.autograd.gradcheck(f, (xd,), fast_mode=True)
+
+
+def test_plan_holds_int32_sources_only_and_leaves_with_its_graph(x):
+    """A plan stores int32 sources (destinations are rebuilt per block) and keeps no reference to
+    the edge_index: the cached plan goes when the tensor goes, so a graph thinned for one step
+    does not outlive it (a view of it, through ``_base``, would keep it alive forever)."""
+    import gc
+    import weakref
+
+    from hetcrf_lite.encoder import _PLAN_CACHE, _graph_plan
+    ei = sym_graph(N, 200, seed=9)
+    plan = _graph_plan(ei, N)
+    assert plan.order is None and torch.equal(plan.row.long(), ei[1])
+    assert plan.col.dtype == torch.int32 and torch.equal(plan.col.long(), ei[0])
+    assert torch.equal(torch.cat([plan.block_rows(n0, n1, crow, e1 - e0)
+                                  for (n0, n1, e0, e1), crow in zip(plan.blocks, plan.crows)]),
+                       plan.row)
+    tp = plan.transpose()
+    assert plan.symmetric and tp.col is plan.col and plan.perm.dtype == torch.int32
+    perm = plan.perm.long()  # reverse edge of each edge
+    assert torch.equal(plan.col[perm].long(), plan.row) and torch.equal(plan.row[perm],
+                                                                        plan.col.long())
+    conv = MetaPathGATConv(F_IN, 8, heads=2, dropout=0.2).train()
+    for dtype in (torch.int64, torch.int32):
+        tmp = ei[:, ::2].to(dtype)  # unsymmetric, sorted: a graph that lives for one step
+        conv(x, tmp).sum().backward()
+        key, alive = id(tmp), weakref.ref(tmp)
+        assert key in _PLAN_CACHE
+        del tmp
+        gc.collect()
+        assert alive() is None and key not in _PLAN_CACHE
+
+
+def test_gcn_operators_share_the_plan_and_equal_gcn_norm():
+    from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
+    from hetcrf_lite.encoder import _gcn_operators, _graph_plan
+    directed = torch.randint(0, N, (2, 300), generator=torch.Generator().manual_seed(2))
+    key = torch.unique(directed[1] * N + directed[0])  # sorted by (dst, src), no duplicates
+    directed = torch.stack([key % N, key // N])
+    for ei, symmetric in ((sym_graph(N, 150, seed=10), True), (directed, False)):
+        plan = _graph_plan(ei, N)
+        a, a_t = _gcn_operators(plan, torch.float32)
+        assert (a is a_t) == symmetric and a.col_indices().data_ptr() == plan.col.data_ptr()
+        idx, w = gcn_norm(ei, None, N, add_self_loops=False)
+        dense = torch.zeros(N, N)
+        dense[idx[1], idx[0]] = w  # rows = destinations
+        torch.testing.assert_close(a.to_dense(), dense)
+        torch.testing.assert_close(a_t.to_dense(), dense.t())

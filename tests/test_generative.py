@@ -638,3 +638,72 @@ def test_token_column_reconstruction(toy):
         rec(enc, x, eid, 0.5, input_proj=lambda t: t)
     with pytest.raises(ConfigError, match="mask_channels"):
         FeatureReconstruction(n, 8, MPS, token_column=True, mask_channels=4)
+
+
+# --------------------------------------------------------------------------------------------
+# Memory: edge drops in input order, pair split, adjacency on the encoder's plan (issue #6)
+# --------------------------------------------------------------------------------------------
+def test_drop_edges_keeps_the_input_order_and_the_pair_draws():
+    from hetcrf_lite.generative import _symmetric_split
+    ei = random_graph(40, 0.3, 6).flip(0)  # sorted by (destination, source), as data.py stores
+    kept, dropped = drop_edges(ei, 0.4, torch.Generator().manual_seed(3))
+    key = lambda e: (e[1] * 40 + e[0]).tolist()  # noqa: E731
+    assert key(kept) == sorted(key(kept)) and key(dropped) == sorted(key(dropped))
+    # one draw per i < j pair, in the order of those edges, then the self-loops (kept)
+    upper = ei[:, ei[0] < ei[1]]
+    keep_pair = torch.rand(upper.shape[1], generator=torch.Generator().manual_seed(3)) >= 0.4
+    want = {tuple(p) for p in upper[:, keep_pair].t().tolist()}
+    want |= {(j, i) for i, j in want} | {(i, i) for i in range(40)}
+    assert set(map(tuple, kept.t().tolist())) == want and kept.shape[1] == len(want)
+    split = _symmetric_split(ei)
+    assert split.pair_id.dtype == torch.int32 and split.pair_id.shape == (ei.shape[1],)
+    row, col = ei
+    mirror = {(int(a), int(b)): int(p) for a, b, p in zip(row, col, split.pair_id)}
+    assert all(mirror[(a, b)] == mirror[(b, a)] for a, b in mirror)  # a pair shares its id
+
+
+def test_symmetric_split_checks_mirrors_and_keeps_duplicates_symmetric():
+    from hetcrf_lite.generative import _symmetric_split
+    # as many i < j as i > j edges, but (0, 1) has no mirror: the old count check passed this
+    with pytest.raises(DataError, match="symmetric"):
+        _symmetric_split(torch.tensor([[0, 2, 1], [1, 0, 1]]))
+    ei = torch.tensor([[0, 1, 0, 1, 2, 3, 2], [1, 0, 1, 0, 3, 2, 2]])  # (0, 1) twice each way
+    for seed in range(8):
+        kept, _ = drop_edges(ei, 0.5, torch.Generator().manual_seed(seed))
+        edges = sorted(map(tuple, kept.t().tolist()))
+        assert edges == sorted((b, a) for a, b in edges)  # symmetric as a multiset
+        assert (2, 2) in edges
+
+
+def test_edge_target_borrows_the_encoder_plan_and_matches_the_coalesced_one(toy):
+    encoder = pytest.importorskip("hetcrf_lite.encoder")
+    x, eid = toy
+    n = x.shape[0]
+    sorted_eid = {m: e.flip(0).contiguous() for m, e in eid.items()}  # (dst, src) order
+    torch.manual_seed(4)
+    enc = encoder.HANEncoder(6, 8, MPS, heads=2)
+    out = enc(x, sorted_eid)  # builds the plans
+    rec = EdgeReconstruction(8, MPS, drop_rate=0.5)
+    fallback = EdgeReconstruction(8, MPS, drop_rate=0.5)
+    fallback.load_state_dict(rec.state_dict())
+    fallback._plan_adjacency = lambda edge_index, n: None  # the coalesce-and-convert route
+    for m in MPS:
+        rec._ones = None
+        adj, adj_t, deg = rec._target(m, sorted_eid[m], n)
+        plan = encoder._graph_plan(sorted_eid[m], n, chunk_size=None)
+        assert adj is adj_t and adj.col_indices().data_ptr() == plan.col.data_ptr()
+        dense = torch.zeros(n, n)
+        dense[sorted_eid[m][0], sorted_eid[m][1]] = 1.0
+        assert torch.equal(adj.to_dense(), dense)
+        assert torch.equal(deg, dense.sum(1).long())
+        ref, ref_t, ref_deg = fallback._target(m, sorted_eid[m], n)
+        assert torch.equal(ref.to_dense(), dense) and torch.equal(ref_deg, deg)
+    l1, _ = rec.loss_from(out, sorted_eid, sorted_eid)
+    l2, _ = fallback.loss_from(out, sorted_eid, sorted_eid)
+    torch.testing.assert_close(l1, l2)
+    # unsorted input (random_graph is sorted by source): served by the fallback, same loss
+    rec2 = EdgeReconstruction(8, MPS, drop_rate=0.5)
+    rec2.load_state_dict(rec.state_dict())
+    assert rec2._plan_adjacency(eid["psp"], n) is None
+    l3, _ = rec2.loss_from(out, eid, sorted_eid)
+    torch.testing.assert_close(l1, l3)
