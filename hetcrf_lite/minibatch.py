@@ -51,9 +51,9 @@ with other jobs, load 5-9: memory figures are reliable, times are not):
   node mask: on the whole P-A-P graph of 1 M nodes (22 M edges) it takes 1.16 s per step; on
   the rows of the chosen nodes, gathered from a CSR index first, 0.08 s, same output.
 * **Inference layer by layer, not one full-graph pass.** The model's own no-grad pass
-  (``contrastive_embedding``) at 1 M nodes peaks 5.9 GB above the loaded graph (190 s) and
+  (``contrastive_embedding``) at 1 M nodes peaks 5.9 GB above the loaded graph (187 s) and
   leaves the second stage's CSR copies of every meta-path graph cached; the layer-wise pass,
-  equal to it to float rounding, 1.4 GB (74 s).
+  equal to it to float rounding, 1.4 GB (60 s).
 """
 from __future__ import annotations
 
@@ -542,7 +542,8 @@ class MiniBatchTrainer(Trainer):
     seed: ``ceil(N / (world_size * batch_size))`` Adam steps, each on an induced subgraph.
 
     Per epoch: the cluster positives are refreshed when due (:func:`refresh_clusters`, exact
-    layer-wise inference; early stopping re-baselines after a refresh, as in the parent); then for every seed batch the node set is sampled
+    layer-wise inference; early stopping re-baselines after a refresh, as in the parent); then
+    for every seed batch the node set is sampled
     (:meth:`SubgraphSampler.sample_nodes`: fan-out and the seeds' positives), its sub-dataset
     built, the model bound to it (:meth:`~hetcrf_lite.model.HetCRF.graph_bound`) and one
     ``training_step`` taken. The epoch's loss and parts are the means over its steps; early
