@@ -11,8 +11,11 @@ A-P-T-P-A 7.0 million: 1-2 GB per tensor, several alive at once). :class:`MetaPa
 the same function without any per-edge message: the attention logits need only per-node scalars,
 the weighted sum is a sparse-matrix product per head, and the backward pass is re-expressed as
 sparse products too (see :class:`_GATAggregate`), so no ``[E, heads]`` float tensor outlives a
-block of edges (attention dropout keeps a one-byte mask; attention weights are built only when
-asked for). ``benchmarks/encoder_speed.py`` measures it against ``HANConv``.
+block of edges (attention dropout keeps a one-bit mask per edge and head; attention weights are
+built only when asked for). Per edge a training pass holds 8 bytes of graph plan (int32 sources and
+reverse-edge positions, cached per graph) and one byte of dropout mask (8 heads): on DBLP's 12
+million meta-path edges 92 MB of plans and 12 MB of mask per pass.
+``benchmarks/encoder_speed.py`` measures it against ``HANConv``.
 """
 from __future__ import annotations
 
@@ -415,9 +418,9 @@ class _GATAggregate(torch.autograd.Function):
                 kb = keep.draw(e0, e1, buf.t[: p.numel()].view_as(p))  # t: free after the scores
                 p.mul_(kb)
                 pp.mul_(kb)
-            for h in range(H):
-                U[h, n0:n1] = torch.sparse.mm(_csr(crow, col, p[h], n1 - n0, N), w[h])
-                Up[h, n0:n1] = torch.sparse.mm(_csr(crow, col, pp[h], n1 - n0, N), w[h])
+            crow_h, col_h = _stack_heads(crow, col, H, N, e1 - e0)
+            U[:, n0:n1] = _heads_mm(crow_h, col_h, p, w, n1 - n0)
+            Up[:, n0:n1] = _heads_mm(crow_h, col_h, pp, w, n1 - n0)
             if want_alpha and keep is None:
                 alpha[e0:e1] = (p / _rep(U[:, n0:n1, C], crow)).t()
         Z, Zp = (Zd[0], Zd[1]) if keep is not None else (U[..., C], Up[..., C])  # [H, N]
@@ -464,9 +467,9 @@ class _GATAggregate(torch.autograd.Function):
                 kb = keep.gather(tp.perm[k0:k1], t)
                 p.mul_(kb)
                 pp.mul_(kb)
-            for h in range(H):
-                R[h, j0:j1] = torch.sparse.mm(_csr(crow, col, p[h], j1 - j0, N), g[h])
-                Rp[h, j0:j1] = torch.sparse.mm(_csr(crow, col, pp[h], j1 - j0, N), g[h])
+            crow_h, col_h = _stack_heads(crow, col, H, N, k1 - k0)
+            R[:, j0:j1] = _heads_mm(crow_h, col_h, p, g, j1 - j0)
+            Rp[:, j0:j1] = _heads_mm(crow_h, col_h, pp, g, j1 - j0)
         T2 = slope * R[..., :C] + (1 - slope) * Rp[..., :C]  # sum k q g'
         if keep is None:
             T3 = slope * R[..., C] + (1 - slope) * Rp[..., C]  # sum k p r
@@ -475,6 +478,31 @@ class _GATAggregate(torch.autograd.Function):
         grad_a = (w[..., :C] * T2).sum(-1) - T3  # [H, N]
         grad_w = R[..., :C].permute(1, 0, 2)  # [N, H, C]
         return grad_w, grad_a.t(), grad_b.t(), None, None, None, None
+
+
+def _stack_heads(crow: Tensor, col: Tensor, heads: int, num_nodes: int,
+                 k: int) -> tuple[Tensor, Tensor]:
+    """CSR indices of one edge block repeated once per head, block-diagonally: head ``h``'s rows
+    follow head ``h - 1``'s and its columns are shifted by ``h * N`` (``[H rows + 1]``,
+    ``[H k]``), so that one sparse product serves every head (:func:`_heads_mm`)."""
+    if heads == 1:
+        return crow, col
+    shift = torch.arange(heads, device=col.device, dtype=col.dtype).unsqueeze(1)  # [H, 1]
+    col_h = (col.unsqueeze(0) + shift * num_nodes).view(-1)  # [H k]
+    crow_h = torch.cat([crow[:1], (crow[1:].unsqueeze(0) + shift * k).view(-1)])  # [H rows + 1]
+    return crow_h, col_h
+
+
+def _heads_mm(crow_h: Tensor, col_h: Tensor, values: Tensor, dense: Tensor, rows: int) -> Tensor:
+    """``[H, rows, C]``: for every head ``h``, the block's ``[rows, N]`` matrix with the weights
+    ``values[h]`` (``[H, k]``, contiguous) times ``dense[h]`` (``[H, N, C]``, contiguous).
+
+    One block-diagonal product instead of ``H`` products: the same sums in the same order
+    (bitwise equal), 17-34% faster with 8 heads on DBLP's blocks (MKL's cost per call and per
+    row pass is paid once)."""
+    H, N, C = dense.shape
+    a = _csr(crow_h, col_h, values.reshape(-1), H * rows, H * N)
+    return torch.sparse.mm(a, dense.view(H * N, C)).view(H, rows, C)
 
 
 def _rep(values: Tensor, crow: Tensor) -> Tensor:
