@@ -47,7 +47,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = default_config(args.dataset)
     changes = {k: v for k, v in (("seed", args.seed), ("epochs", args.epochs),
-                                  ("device", args.device)) if v is not None}
+                                  ("device", args.device), ("batch_size", args.batch_size))
+               if v is not None}
     if changes:
         config = config.replace(**changes)
     out = Path(args.out) if args.out else Path("runs") / f"{config.dataset}-seed{config.seed}"
@@ -111,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--epochs", type=int)
     train.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    train.add_argument("--batch-size", type=int, help="seeds per subgraph mini-batch step "
+                       "(default: full batch); for graphs whose full-batch pass does not fit")
     train.add_argument("--out", help="run folder (default runs/<dataset>-seed<seed>)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     train.add_argument("--eval-runs", type=int, default=50, help="logistic-regression repeats")

@@ -90,7 +90,7 @@ class HetCRFConfig:
     epochs: int = 200
     patience: int = 20  # early stopping on the training loss
     min_epochs: int = 0
-    batch_size: int | None = None  # None = full batch; else anchors per mini-batch step
+    batch_size: int | None = None  # None = full batch; else seeds per subgraph step (minibatch.py)
     num_sampled_negatives: int = 0  # extra random negatives per mini-batch
     # Subgraph mini-batches (hetcrf_lite.minibatch): meta-path neighbours drawn per seed and
     # meta-path at each hop (-1: all); one hop, 2 each: see docs/performance.md (choice)

@@ -255,10 +255,16 @@ def fit(dataset, config: HetCRFConfig, out_dir: str | os.PathLike | None = None,
         progress: bool = True, resume: bool = False):
     """Seed, build a :class:`~hetcrf_lite.model.HetCRF` on ``dataset`` and train it.
 
+    Full batch when ``config.batch_size`` is ``None``; otherwise subgraph mini-batches
+    (:func:`hetcrf_lite.minibatch.fit_minibatch`), which never build an ``N x N`` matrix.
     Returns ``(model, history)``; the model holds its lowest-loss parameters.
     """
     from .model import HetCRF
 
+    if config.batch_size is not None:
+        from .minibatch import fit_minibatch  # imports this module: import here, not at the top
+
+        return fit_minibatch(dataset, config, out_dir=out_dir, progress=progress, resume=resume)
     seed_everything(config.seed)
     model = HetCRF(dataset, config)
     trainer = Trainer(model, config, out_dir=out_dir, progress=progress)
@@ -282,7 +288,12 @@ def train_run(config: HetCRFConfig, out_dir: str | os.PathLike, resume: bool = F
     config.save(out / "config.yaml")
     dataset = _load(config.dataset, config)  # the synthetic graph stays seed 0
     model, history = fit(dataset, config, out_dir=out, progress=progress, resume=resume)
-    emb = model.embed().cpu().numpy()
+    if config.batch_size is None:
+        emb = model.embed().cpu().numpy()
+    else:  # chunked inference: a graph trained in mini-batches may not fit a full-graph pass
+        from .minibatch import embed_layerwise
+
+        emb = embed_layerwise(model).cpu().numpy()
     atomic_write_bytes(out / "embeddings.npy", lambda fh: np.save(fh, emb))
     results = evaluate_embeddings(emb, dataset, runs=eval_runs, lr=config.eval_lr)
     metrics = {"results": results.to_dict(), "config": config.to_dict(),

@@ -66,6 +66,18 @@ def test_train_writes_the_run_folder(run):
     assert "Macro-F1" in printed and f"run folder: {out}" in printed
 
 
+def test_train_with_batch_size_trains_on_subgraphs(tmp_path):
+    out = tmp_path / "mb"
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = main(["train", "--dataset", "synthetic", "--epochs", "1", "--batch-size", "512",
+                     "--out", str(out), "--eval-runs", "2", "--quiet"])
+    assert code == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["batch_size"] == 512
+    history = json.loads((out / "history.json").read_text())
+    assert history["epochs"][0]["steps"] == 3  # ceil(1500 / 512) subgraph steps
+    assert np.load(out / "embeddings.npy").shape == (1500, 128)
+
+
 def test_metrics_record_seed_config_and_versions(run):
     out, _ = run
     metrics = json.loads((out / "metrics.json").read_text())

@@ -315,6 +315,18 @@ def test_trainer_epoch_is_a_pass_over_all_seeds_and_repeats_with_the_seed(tiny):
     assert not torch.equal(model.embed(), other.embed())
 
 
+def test_train_fit_with_batch_size_is_the_subgraph_trainer(tiny):
+    from hetcrf_lite.train import fit
+
+    config = cfg(batch_size=64, epochs=2)
+    model, history = fit(tiny, config, progress=False)
+    assert [e["steps"] for e in history["epochs"]] == [math.ceil(N / 64)] * 2
+    same, _ = fit_minibatch(tiny, config, progress=False)
+    assert torch.equal(model.embed(), same.embed())
+    full, full_history = fit(tiny, config.replace(batch_size=None), progress=False)
+    assert "steps" not in full_history["epochs"][0]  # full batch: one step per epoch
+
+
 def test_trainer_resumes_where_it_stopped(tiny, tmp_path):
     config = cfg(batch_size=64, epochs=2)
     straight, _ = fit_minibatch(tiny, config, progress=False)
