@@ -58,7 +58,7 @@ bench: venv
 	$(BIN)/python benchmarks/scaling.py
 
 reproduce: venv
-	$(BIN)/python benchmarks/reproduce.py
+	$(BIN)/python benchmarks/reproduce.py --fresh
 
 ablations: venv
 	$(BIN)/python benchmarks/ablations.py

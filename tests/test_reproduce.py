@@ -119,6 +119,27 @@ def test_report_has_one_baseline_row_per_dataset(tmp_path):
     assert text.count("| acm | ") == 1 + 3 + 1 + 3 + 1  # table, targets, clustering, cost x2
 
 
+def test_report_says_which_datasets_have_one_seed_and_copies_the_notes(tmp_path):
+    rows = [hetcrf_row("acm", s, 88.0) for s in (0, 1, 2)] + [hetcrf_row("dblp", 0, 90.0)]
+    rows[0]["command"] = "python benchmarks/reproduce.py --datasets acm"
+    notes = tmp_path / "notes.md"
+    notes.write_text("## Notes\n\nFreebase: tried a wider grid.\n")
+    md, js = tmp_path / "r.md", tmp_path / "r.json"
+    reproduce.write_report(rows, md, js, "python benchmarks/reproduce.py", notes=notes)
+    text = md.read_text()
+    assert "One training seed for dblp:" in text and "acm:" not in text.split("One training")[1]
+    assert "rows of earlier runs kept" in text  # two distinct commands made the rows
+    assert text.rstrip().endswith("Freebase: tried a wider grid.")
+    reproduce.write_report(rows, md, js, "x", notes=tmp_path / "absent.md")
+    assert "wider grid" not in md.read_text()
+
+
+def test_default_seed_plan_covers_every_dataset():
+    assert set(reproduce.SEEDS_BY_DATASET) == set(reproduce.REFERENCE)
+    assert all(seeds[0] == 0 and len(seeds) in (1, 3)
+               for seeds in reproduce.SEEDS_BY_DATASET.values())
+
+
 def test_kept_rows_replaces_only_what_is_rerun():
     legacy = hetcrf_row("acm", 1, 80.0)
     legacy["lr_raw"] = legacy["metapath2vec"] = fake_results(30.0)
