@@ -116,7 +116,9 @@ def test_report_has_one_baseline_row_per_dataset(tmp_path):
     assert dblp.count("not run") == 2
     assert "once per dataset" in text and "metapath2vec.npy" in text
     assert "| acm | 0 | 12 | 30 | 25 | 300 |" in text  # the baselines' cost line
-    assert text.count("| acm | ") == 1 + 3 + 1 + 3 + 1  # table, targets, clustering, cost x2
+    assert "| acm | Micro-F1 | " in text and "| acm | AUC | " in text
+    # Macro-F1 table, targets, Micro-F1 and AUC, clustering, cost x2
+    assert text.count("| acm | ") == 1 + 3 + 2 + 1 + 3 + 1
 
 
 def test_report_says_which_datasets_have_one_seed_and_copies_the_notes(tmp_path):
