@@ -195,6 +195,8 @@ class ClusterAugmenter:
         self.extra: Tensor | None = None  # [2, P_extra]
         self.last_refresh: int | None = None
         self.history: list[dict[str, Any]] = []
+        # (base_pos, extra, versions of both and of the union, union) of positives()
+        self._union: tuple[Tensor, Tensor, tuple[int, int, int], Tensor] | None = None
 
     def due(self, epoch: int) -> bool:
         """Whether ``maybe_refresh(epoch, ...)`` would recluster."""
@@ -261,9 +263,19 @@ class ClusterAugmenter:
         """Union of ``base_pos`` and the current extra positives, coalesced and sorted."""
         if self.extra is None:
             return base_pos
+        # Cached until either input (or the union itself) is replaced or changed in place: it
+        # is asked for every step, next to the step's memory peak, and each rebuild took ~60
+        # bytes of temporaries per pair (DBLP, 4 million pairs: 62 MB of peak, 0.1-0.2 s).
+        versions = (base_pos._version, self.extra._version)
+        hit = self._union
+        if (hit is not None and hit[0] is base_pos and hit[1] is self.extra
+                and hit[2] == (*versions, hit[3]._version)):
+            return hit[3]
         n = int(self.labels.numel())
         pairs = torch.cat([base_pos, self.extra.to(base_pos.device)], dim=1)
-        return coalesce_pairs(pairs, n)
+        union = coalesce_pairs(pairs, n)
+        self._union = (base_pos, self.extra, (*versions, union._version), union)
+        return union
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume (centroids, assignments, positives, history)."""

@@ -193,6 +193,27 @@ def _graph_plan(edge_index: Tensor, num_nodes: int,
     return plan
 
 
+def _csr_plan(edge_index: Tensor, num_nodes: int) -> _GraphPlan | None:
+    """The cached plan of ``edge_index`` when its CSR arrays *are* the matrix ``A[dst, src]``
+    (columns sorted by (destination, source), no duplicate edge, ids below ``num_nodes``), else
+    ``None``.
+
+    Meta-path graphs as :mod:`hetcrf_lite.data` stores them qualify, so the sparse operators of
+    the other modules can borrow the plan's int32 column indices (4 bytes per edge, shared)
+    instead of building int64 copies of their own (8 bytes per edge, and per copy). With
+    duplicates the borrowed CSR would sum them in another order than a coalesced one, hence
+    ``None``."""
+    if edge_index.shape[1] == 0 or int(edge_index.max()) >= num_nodes:
+        return None
+    plan = _graph_plan(edge_index, num_nodes, chunk_size=None)  # whatever its blocks
+    if plan.order is not None:
+        return None
+    row, col = plan.row, plan.col
+    if bool(((col[1:] <= col[:-1]) & (row[1:] == row[:-1])).any()):
+        return None  # within a destination the sources must increase strictly
+    return plan
+
+
 def _build_plan(edge_index: Tensor, num_nodes: int, chunk_size: int) -> _GraphPlan:
     if edge_index.dim() != 2 or edge_index.size(0) != 2:
         raise DataError(f"edge_index must have shape [2, E], got {list(edge_index.shape)}; "

@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from torch_geometric.utils import coalesce, scatter
 
 from .contrastive import _ConstSpMM, _csr_pair, _OperatorCache
-from .encoder import MetaPathGATConv, _graph_plan
+from .encoder import MetaPathGATConv, _csr_plan
 from .errors import ConfigError, DataError
 
 __all__ = [
@@ -1005,17 +1005,10 @@ class EdgeReconstruction(nn.Module):
     def _plan_adjacency(self, edge_index: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor] | None:
         """``(A, A, degrees)`` on the encoder's cached plan of ``edge_index`` when the graph is
         symmetric, sorted by (destination, source) and free of duplicates; else ``None``."""
-        if edge_index.shape[1] == 0 or int(edge_index.max()) >= n:
+        plan = _csr_plan(edge_index, n)  # the encoder's, whatever its blocks
+        if plan is None or not plan.transpose().symmetric:
             return None
-        plan = _graph_plan(edge_index, n, chunk_size=None)  # the encoder's, whatever its blocks
-        row, col = plan.row, plan.col
-        if plan.order is not None:
-            return None
-        if bool(((col[1:] <= col[:-1]) & (row[1:] == row[:-1])).any()):
-            return None  # within a destination the sources must increase strictly
-        if not plan.transpose().symmetric:
-            return None
-        E = plan.num_edges
+        col, E = plan.col, plan.num_edges
         if self._ones is None or self._ones.numel() < E:
             self._ones = torch.ones(E, device=col.device)  # values of every binary A, shared
         with warnings.catch_warnings():  # "sparse CSR support is in beta"

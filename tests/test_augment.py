@@ -94,6 +94,23 @@ def test_augmenter_schedule_and_positives():
     assert aug.maybe_refresh(10, emb) and len(aug.history) == 2
 
 
+def test_augmenter_positives_cached_until_an_input_changes():
+    emb = blobs(20, [[0, 0], [5, 5]], 1)
+    aug = ClusterAugmenter(2, refresh_every=10, q=0.2, k=3, seed=0)
+    base = torch.stack([torch.arange(40), torch.arange(40)])
+    aug.maybe_refresh(0, emb)
+    pos = aug.positives(base)
+    assert aug.positives(base) is pos  # asked every step: built once
+    assert aug.positives(base.clone()) is not pos  # another tensor
+    again = aug.positives(base)
+    base[1, 0] = 1  # an in-place change invalidates it
+    changed = aug.positives(base)
+    assert changed is not again
+    assert torch.equal(changed, coalesce_pairs(torch.cat([base, aug.extra], 1), 40))
+    aug.maybe_refresh(10, emb)  # new extra positives
+    assert aug.positives(base) is not changed
+
+
 def test_warm_start_unchanged_embeddings_no_drift():
     emb = blobs(25, [[0, 0], [4, 0], [0, 4]], 2, spread=0.8)
     aug = ClusterAugmenter(3, refresh_every=1, q=0.3, k=4, warm_start=True, seed=3)

@@ -8,11 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch_geometric.nn import GCNConv
+from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
 from hetcrf_lite import contrastive
 from hetcrf_lite.contrastive import (FusionView, ProjectionHead, SchemaView, SecondStageGCN,
                                      gradient_balance, infonce, infonce_minibatch,
                                      sample_neighbors)
+from hetcrf_lite.encoder import _graph_plan
 from hetcrf_lite.errors import ConfigError, DataError
 
 # A 4-node example: 2-d embeddings, anchors 0 and 2 have two positives.
@@ -453,6 +455,27 @@ def test_second_stage_gcn_matches_pyg():
     hid = sum(refs[0][m](xr, eid[m]) for m in eid) / 2
     (sum(refs[1][m](F.elu(hid), eid[m]) for m in eid) / 2).square().sum().backward()
     assert torch.allclose(xg.grad, xr.grad, atol=1e-5)
+
+
+def test_second_stage_gcn_borrows_the_encoder_plan():
+    # a meta-path graph as data.py stores it (symmetric, sorted by (destination, source), no
+    # duplicate) shares the encoder's int32 arrays and gives gcn_norm's operator bitwise
+    torch.manual_seed(11)
+    n = 30
+    upper = torch.triu(torch.rand(n, n) < 0.3, 1)
+    ei = (upper | upper.t() | torch.eye(n, dtype=torch.bool)).nonzero().flip(1).t().contiguous()
+    gcn = SecondStageGCN(4, metapaths=["m", "d"])
+    adj, adj_t = gcn.normalized_adjacency("m", ei, n)
+    assert adj_t is adj  # symmetric: one operator
+    assert adj.col_indices().data_ptr() == _graph_plan(ei, n, chunk_size=None).col.data_ptr()
+    norm_ei, w = gcn_norm(ei, None, n, add_self_loops=False)
+    ref, _ = contrastive._csr_pair(norm_ei.flip(0), w, n)  # the PyG route
+    assert torch.equal(adj.crow_indices().long(), ref.crow_indices())
+    assert torch.equal(adj.col_indices().long(), ref.col_indices())
+    assert torch.equal(adj.values(), ref.values())
+    # a duplicate edge takes PyG's route (coalesced, int64)
+    dup = torch.cat([ei[:, :1], ei], dim=1)
+    assert gcn.normalized_adjacency("d", dup, n)[0].col_indices().dtype == torch.int64
 
 
 def test_second_stage_gcn_shared_weights():
