@@ -46,6 +46,16 @@ __all__ = [
 # in cache, while the number of sparse products (2 per head and block, ~11 us call overhead each)
 # stays small. Measured on ACM (HAN encoder, one thread): 2^15-2^16 fastest, 2^13 1.5x slower.
 DEFAULT_CHUNK_SIZE = 32768
+# On a GPU the same loop wants few, large blocks: each block launches a few dozen kernels, and at
+# 2^15 edges DBLP's graphs made ~370 blocks per pass, the launches dominating (our encoder ran 7x
+# slower than HANConv on an H200, docs/performance.md). 2^22 edges: 1-2 blocks per meta-path,
+# [heads, block] buffers of 8 x 4M x 4 B = 128 MiB each. The block size changes no result.
+CUDA_CHUNK_SIZE = 1 << 22
+
+
+def _auto_chunk_size(device: torch.device) -> int:
+    """Edges per block of the edge loop when the layer was given none: see the constants."""
+    return CUDA_CHUNK_SIZE if device.type == "cuda" else DEFAULT_CHUNK_SIZE
 
 # Softmax shift. Any constant per destination leaves the softmax unchanged; it only has to keep
 # exp() in range. One constant per head, c = LeakyReLU(max s_src + max s_dst), bounds every logit
@@ -602,7 +612,8 @@ class MetaPathGATConv(nn.Module):
             during training. (default: :obj:`0.0`)
         bias (bool, optional): Learn an additive bias. (default: :obj:`True`)
         chunk_size (int, optional): Edges per block of the edge loop (a speed knob, not a result
-            knob). (default: :obj:`32768`)
+            knob); :obj:`None` picks by device: 32768 on CPU, 4194304 on CUDA.
+            (default: :obj:`None`)
 
     Shapes:
         - **input:** node features :math:`(N, F_{in})` dense or sparse,
@@ -614,7 +625,7 @@ class MetaPathGATConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, heads: int = 1, concat: bool = True,
                  negative_slope: float = 0.2, dropout: float = 0.0, bias: bool = True,
-                 chunk_size: int = DEFAULT_CHUNK_SIZE):
+                 chunk_size: int | None = None):
         super().__init__()
         if heads < 1 or out_channels < 1 or in_channels < 1:
             raise ConfigError(f"in_channels, out_channels and heads must be positive, got "
@@ -624,8 +635,8 @@ class MetaPathGATConv(nn.Module):
                               "with concat=True it is the total width heads * head_dim.")
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"dropout must lie in [0, 1), got {dropout}.")
-        if chunk_size < 1:
-            raise ConfigError(f"chunk_size must be positive, got {chunk_size}.")
+        if chunk_size is not None and chunk_size < 1:
+            raise ConfigError(f"chunk_size must be positive or None, got {chunk_size}.")
         self.in_channels, self.out_channels, self.heads = in_channels, out_channels, heads
         self.concat, self.negative_slope, self.dropout = concat, negative_slope, dropout
         self.chunk_size = chunk_size
@@ -648,7 +659,8 @@ class MetaPathGATConv(nn.Module):
         wx = _linear(x, self.lin.weight).view(-1, H, C)  # [N, H, C]
         s_src = (wx * self.att_src).sum(-1)  # [N, H]
         s_dst = (wx * self.att_dst).sum(-1)  # [N, H]
-        plan = _graph_plan(edge_index, wx.size(0), self.chunk_size)
+        chunk = self.chunk_size or _auto_chunk_size(wx.device)
+        plan = _graph_plan(edge_index, wx.size(0), chunk)
         drop = self.dropout if self.training else 0.0
         with warnings.catch_warnings():  # "sparse CSR support is in beta" on every new CSR tensor
             warnings.simplefilter("ignore", UserWarning)

@@ -417,3 +417,18 @@ def test_gcn_operators_share_the_plan_and_equal_gcn_norm():
         dense[idx[1], idx[0]] = w  # rows = destinations
         torch.testing.assert_close(a.to_dense(), dense)
         torch.testing.assert_close(a_t.to_dense(), dense.t())
+
+
+def test_block_size_follows_the_device_and_changes_no_result():
+    from hetcrf_lite.encoder import CUDA_CHUNK_SIZE, DEFAULT_CHUNK_SIZE, _auto_chunk_size
+
+    assert _auto_chunk_size(torch.device("cpu")) == DEFAULT_CHUNK_SIZE
+    assert _auto_chunk_size(torch.device("cuda", 0)) == CUDA_CHUNK_SIZE > DEFAULT_CHUNK_SIZE
+    torch.manual_seed(0)
+    x = torch.randn(40, 6, dtype=torch.float64)
+    ei = torch.randint(0, 40, (2, 300))
+    auto = MetaPathGATConv(6, 8, heads=2).double().eval()  # chunk_size=None: 32768 on CPU
+    small = MetaPathGATConv(6, 8, heads=2, chunk_size=7).double().eval()
+    small.load_state_dict(auto.state_dict())
+    assert auto.chunk_size is None
+    torch.testing.assert_close(auto(x, ei), small(x, ei), rtol=1e-12, atol=1e-12)
