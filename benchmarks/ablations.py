@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
+NOTES = ROOT / "docs" / "ablations_notes.md"  # hand-written reading of the tables, copied in
 CACHE_VERSION = 1  # bump when a row's content changes meaning: old cache rows are then ignored
 
 
@@ -731,7 +732,7 @@ def balance_figure(summary: dict[str, Any], path: Path) -> None:
 # ------------------------------------------------------------------------------ report
 def write_markdown(path: Path, summary: dict[str, Any], plan: Plan, rows: dict[str, Any],
                    args: argparse.Namespace, epochs: dict[str, int], figures: Path,
-                   command: str) -> None:
+                   command: str, notes: Path | None = NOTES) -> None:
     from hetcrf_lite.config import default_config
     from hetcrf_lite.train import environment_info
 
@@ -790,6 +791,9 @@ def write_markdown(path: Path, summary: dict[str, Any], plan: Plan, rows: dict[s
                       "positive and negative gradient sums are equal by construction (a unit "
                       "test, not a column). \"none\" has the anchor as its only positive.", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
+    if notes is not None and notes.is_file():  # what the tables say, written by hand
+        lines += ["", f"<!-- the section below is copied from {notes.name}; edit it there -->",
+                  notes.read_text().rstrip(), ""]
     path.write_text("\n".join(lines))
 
 
@@ -816,6 +820,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=OUT / "ablations.json")
     parser.add_argument("--md", type=Path, default=ROOT / "docs" / "ablations.md")
     parser.add_argument("--figures", type=Path, default=ROOT / "figures")
+    parser.add_argument("--notes", type=Path, default=NOTES,
+                        help="hand-written notes appended to the markdown, if the file exists")
     args = parser.parse_args(argv)
     import torch
     from threadpoolctl import threadpool_limits
@@ -847,7 +853,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             bar_figure(name, per_ds, args.figures / f"ablation_{name}.png")
     command = "python benchmarks/ablations.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    write_markdown(args.md, summary, plan, rows, args, epochs, args.figures, command.strip())
+    write_markdown(args.md, summary, plan, rows, args, epochs, args.figures, command.strip(),
+                   notes=args.notes)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
         "command": command.strip(), "date": datetime.now(timezone.utc).isoformat(),

@@ -145,9 +145,12 @@ def test_smoke_run_writes_tables_figures_and_json(tmp_path, capsys):
     argv = ["--datasets", "synthetic", "--seeds", "0", "--epochs", "2", "--only",
             "gradient_balance", "depth", "--eval-runs", "2", "--clustering-runs", "1",
             "--jobs", "1", "--cache", str(out / "c.jsonl"), "--json", str(out / "a.json"),
-            "--md", str(out / "a.md"), "--figures", str(out / "fig")]
+            "--md", str(out / "a.md"), "--figures", str(out / "fig"),
+            "--notes", str(tmp_path / "notes.md")]
+    (tmp_path / "notes.md").write_text("## Reading the tables\n\nDepth 3 over-smooths.\n")
     assert A.main(argv) == 0
     md = (out / "a.md").read_text()
+    assert md.rstrip().endswith("Depth 3 over-smooths.")  # the hand-written notes, copied
     assert "reduced epochs" in md and "Training seeds: [0]" in md
     assert "| synthetic | depth 3 |" in md and "cos (contrastive emb.)" in md
     assert "pos. mass" in md and "| synthetic | none |" in md
