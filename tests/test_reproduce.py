@@ -130,6 +130,9 @@ def test_report_says_which_datasets_have_one_seed_and_copies_the_notes(tmp_path)
     reproduce.write_report(rows, md, js, "python benchmarks/reproduce.py", notes=notes)
     text = md.read_text()
     assert "One training seed for dblp:" in text and "acm:" not in text.split("One training")[1]
+    assert "where the default plan" not in text  # dblp's one seed is the plan
+    reproduce.write_report(rows[:1] + rows[3:], md, js, "x", notes=None)  # acm with seed 0 only
+    assert "One training seed for acm, where the default plan" in md.read_text()
     assert "rows of earlier runs kept" in text  # two distinct commands made the rows
     assert text.rstrip().endswith("Freebase: tried a wider grid.")
     reproduce.write_report(rows, md, js, "x", notes=tmp_path / "absent.md")
