@@ -123,8 +123,7 @@ class _GraphPlan:
     @property
     def row(self) -> Tensor:
         """``[E]`` destination of every edge in CSR order, built on demand (not stored)."""
-        ids = torch.arange(self.num_nodes, device=self.col.device, dtype=self.col.dtype)
-        return torch.repeat_interleave(ids, self.ptr.diff(), output_size=self.num_edges)
+        return self.block_rows(0, self.num_nodes, self.ptr.to(self.col.dtype), self.num_edges)
 
     def block_rows(self, n0: int, n1: int, crow: Tensor, k: int) -> Tensor:
         """``[k]`` destination of every edge of the block ``(n0, n1)`` with local ``crow``."""
