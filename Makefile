@@ -58,7 +58,7 @@ bench: venv
 	$(BIN)/python benchmarks/scaling.py
 
 reproduce: venv
-	$(BIN)/python benchmarks/reproduce.py --fresh
+	$(BIN)/python benchmarks/reproduce.py --fresh --jobs 2
 
 ablations: venv
 	$(BIN)/python benchmarks/ablations.py

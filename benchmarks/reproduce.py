@@ -4,6 +4,10 @@ field's protocol (50 logistic-regression runs per label rate, K-means 10 runs).
     # all four; training seeds 0-2 on ACM and Freebase, 0 on DBLP and AMiner (SEEDS_BY_DATASET)
     HETCRF_DATA=/path/to/heco python benchmarks/reproduce.py
     python benchmarks/reproduce.py --datasets acm --seeds 0 1 2
+    python benchmarks/reproduce.py --fresh --jobs 2   # what `make reproduce` runs
+
+Each job is a one-thread worker; ``--jobs 2`` keeps both cores of a 2-core machine busy, the
+longest jobs first.
 
 Each (dataset, seed) trains HetCRF in a fresh subprocess (so its peak memory is its own) and
 writes its embeddings and config to runs/reproduce/<dataset>-seed<seed>/ (git-ignored; re-run
@@ -21,11 +25,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from tqdm.auto import tqdm
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -43,6 +49,9 @@ M2V_SEED = 0  # the baselines run once per dataset, whatever HetCRF's training s
 # (docs/results.md, Cost): ACM about 3.5 min, Freebase about 3.3 min -> 3 seeds; DBLP and AMiner
 # take 10-20 min per seed -> 1 seed. `--seeds` overrides this for every dataset.
 SEEDS_BY_DATASET = {"acm": (0, 1, 2), "freebase": (0, 1, 2), "dblp": (0,), "aminer": (0,)}
+# Rough CPU seconds of one job at one thread (docs/results.md, Cost): --jobs starts the longest
+# first, so the short ones fill in around them.
+EXPECTED_S = {"aminer": 1200, "dblp": 850, "acm": 210, "freebase": 210}
 NOTES = ROOT / "docs" / "results_notes.md"  # hand-written notes, copied into docs/results.md
 
 
@@ -404,12 +413,14 @@ def write_report(rows: list[dict], path_md: Path, path_json: Path, command: str,
     path_md.write_text("\n".join(lines))
 
 
-def run_worker(cmd: list[str], what: str) -> dict:
-    """Run one worker subprocess (its peak memory is its own) and parse its JSON row."""
+def run_worker(cmd: list[str], what: str) -> tuple[dict, float]:
+    """Run one worker subprocess (its peak memory is its own): its JSON row and wall seconds."""
+    t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        sys.exit(f"{what} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("ROW "))[4:])
+        raise RuntimeError(f"{what} failed:\n{proc.stderr[-3000:]}")
+    row = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("ROW "))[4:])
+    return row, time.perf_counter() - t0
 
 
 def main() -> None:
@@ -425,6 +436,8 @@ def main() -> None:
     parser.add_argument("--m2v-epochs", type=int, default=M2V_EPOCHS,
                         help="MetaPath2Vec epochs (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per worker (default 1)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="workers run at once, each one thread (2 on a 2-core machine)")
     parser.add_argument("--fresh", action="store_true", help="drop rows of earlier runs")
     parser.add_argument("--out", default=str(ROOT / "runs" / "reproduce"))
     parser.add_argument("--md", default=str(ROOT / "docs" / "results.md"))
@@ -459,25 +472,39 @@ def main() -> None:
     common = [sys.executable, __file__, "--out", str(out), "--eval-runs", str(args.eval_runs)]
     common += ["--threads", str(args.threads)] if args.threads else []
     command = "python benchmarks/reproduce.py " + " ".join(sys.argv[1:])
+    jobs = []  # (expected seconds, what, worker command)
     for ds in args.datasets:
         if not args.no_baselines:
-            t0 = time.perf_counter()
-            row = run_worker(common + ["--baselines-worker", ds, "--m2v-epochs",
-                                       str(args.m2v_epochs)], f"{ds} baselines")
-            rows.append({**row, "command": command})
-            print(f"{ds:9s} baselines: Macro-F1@20 LR raw {macro(row['lr_raw'], 20)[0]:.2f}, "
-                  f"MetaPath2Vec {macro(row['metapath2vec'], 20)[0]:.2f} "
-                  f"({time.perf_counter() - t0:.0f} s, {row['peak_rss_mb']:.0f} MB)", flush=True)
-            write_report(rows, Path(args.md), Path(args.json), command)
+            jobs.append((150, f"{ds} baselines", common + [
+                "--baselines-worker", ds, "--m2v-epochs", str(args.m2v_epochs)]))
         for seed in seeds_for[ds]:
             cmd = common + ["--worker", ds, str(seed)]
             cmd += ["--epochs", str(args.epochs)] if args.epochs is not None else []
-            t0 = time.perf_counter()
-            row = run_worker(cmd, f"{ds} seed {seed}")
-            rows.append({**row, "command": command})
-            print(f"{ds:9s} seed {seed}: Macro-F1@20 {macro(row['hetcrf'], 20)[0]:.2f} "
-                  f"({row['epochs']} epochs, {time.perf_counter() - t0:.0f} s, "
-                  f"{row['peak_rss_mb']:.0f} MB)", flush=True)
+            jobs.append((EXPECTED_S.get(ds, 300), f"{ds} seed {seed}", cmd))
+    jobs.sort(key=lambda job: -job[0])
+    order = {ds: i for i, ds in enumerate(args.datasets)}
+
+    def canonical(row: dict) -> tuple:  # the report's order, whatever order jobs finish in
+        return (order.get(row["dataset"], -1), kind(row) != "baselines", row.get("seed", -1))
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        started = {pool.submit(run_worker, cmd, what): what for _, what, cmd in jobs}
+        for future in tqdm(as_completed(started), total=len(started), desc="reproduce",
+                           file=sys.stdout):
+            what = started[future]
+            try:
+                row, seconds = future.result()
+            except RuntimeError as err:  # rows so far are written; queued jobs are dropped
+                pool.shutdown(wait=False, cancel_futures=True)
+                sys.exit(str(err))
+            rows = sorted([*rows, {**row, "command": command}], key=canonical)
+            if kind(row) == "baselines":
+                summary = (f"LR raw {macro(row['lr_raw'], 20)[0]:.2f}, MetaPath2Vec "
+                           f"{macro(row['metapath2vec'], 20)[0]:.2f}")
+            else:
+                summary = f"HetCRF {macro(row['hetcrf'], 20)[0]:.2f} ({row['epochs']} epochs)"
+            print(f"{what}: Macro-F1@20 {summary}, {seconds:.0f} s, "
+                  f"{row['peak_rss_mb']:.0f} MB", flush=True)
             write_report(rows, Path(args.md), Path(args.json), command)
     print(Path(args.md).read_text())
 

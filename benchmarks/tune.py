@@ -45,27 +45,68 @@ def validation_only(dataset):
     return dataclasses.replace(dataset, splits=splits)
 
 
-def score(dataset, changes: dict, seed: int, eval_runs: int,
-          embed_modes: list[str] | None = None) -> dict[str, dict]:
-    """Train once; score each final-embedding mode (no retraining needed): {mode: row}."""
-    from hetcrf_lite.config import default_config
+def validation_scores(emb, val_dataset, eval_runs: int) -> dict:
+    """Validation Macro-F1 per label rate of one embedding (no clustering, no test labels)."""
     from hetcrf_lite.eval import evaluate_embeddings
-    from hetcrf_lite.train import fit, seed_everything
+
+    res = evaluate_embeddings(emb, val_dataset, runs=eval_runs, clustering=False)
+    return {rate: res.classification[rate].summary()["macro_f1"][0] for rate in res.classification}
+
+
+def score(dataset, changes: dict, seed: int, eval_runs: int,
+          embed_modes: list[str] | None = None, curve_every: int = 0) -> dict[str, dict]:
+    """Train once; score each final-embedding mode (no retraining needed): {mode: row}.
+
+    With ``curve_every`` the embeddings are also scored every that many epochs *during*
+    training (the current parameters, not the lowest-loss ones); the torch RNG state is restored
+    after each probe, so the training itself is the same as without probes.
+    """
+    import torch
+
+    from hetcrf_lite.config import default_config
+    from hetcrf_lite.model import HetCRF
+    from hetcrf_lite.train import Trainer, seed_everything
 
     config = default_config(dataset.name, **{"grad_balance_every": 0, **changes, "seed": seed})
-    seed_everything(seed)
+    modes = embed_modes or [config.embed]
+    val_dataset = validation_only(dataset)
+    curve: list[dict] = []
+
+    def probe(epoch: int, record: dict) -> None:
+        if not curve_every or (epoch + 1) % curve_every:
+            return
+        rng = torch.get_rng_state()
+        curve.append({"epoch": epoch + 1, "loss": record["loss"],
+                      **{mode: validation_scores(model.embed(mode), val_dataset, eval_runs)
+                         for mode in modes}})
+        torch.set_rng_state(rng)
+        means = " ".join(f"{mode} {np.mean(list(curve[-1][mode].values())):.2f}" for mode in modes)
+        print(f"    seed {seed} epoch {epoch + 1}: loss {record['loss']:.4f}, val {means}",
+              flush=True)
+
     t0 = time.perf_counter()
-    model, history = fit(dataset, config, progress=False)
+    seed_everything(seed)  # as train.fit does
+    model = HetCRF(dataset, config)
+    history = Trainer(model, config, progress=False, on_epoch_end=probe).fit()
     train_s = time.perf_counter() - t0
     rows = {}
-    for mode in embed_modes or [config.embed]:
-        res = evaluate_embeddings(model.embed(mode), validation_only(dataset), runs=eval_runs,
-                                  clustering=False)
-        val = {rate: res.classification[rate].summary()["macro_f1"][0]
-               for rate in res.classification}
-        rows[mode] = {"val_macro_f1": val, "epochs": len(history["epochs"]),
-                      "stopped": history["stopped"], "train_s": train_s}
+    for mode in modes:
+        rows[mode] = {"val_macro_f1": validation_scores(model.embed(mode), val_dataset, eval_runs),
+                      "epochs": len(history["epochs"]), "best_epoch": history["best_epoch"],
+                      "stopped": history["stopped"], "train_s": train_s,
+                      "curve": [{"epoch": c["epoch"], "loss": c["loss"], "val_macro_f1": c[mode]}
+                                for c in curve]}
     return rows
+
+
+def curve_summary(curves: list[list[dict]]) -> list[dict]:
+    """Per probed epoch: the score (mean over rates and seeds) and each seed's mean over rates."""
+    out = []
+    for points in zip(*curves):  # seeds stopped early contribute up to their last probe
+        by_seed = [float(np.mean(list(p["val_macro_f1"].values()))) for p in points]
+        out.append({"epoch": points[0]["epoch"], "score": float(np.mean(by_seed)),
+                    "by_seed": by_seed})
+    return out
 
 
 def main() -> None:
@@ -78,6 +119,8 @@ def main() -> None:
     parser.add_argument("--embed-modes", nargs="+", default=None,
                         choices=["concat", "encoder", "contrastive"],
                         help="score these final embeddings of each trained model (free)")
+    parser.add_argument("--curve-every", type=int, default=0,
+                        help="also score the embeddings every N epochs during training")
     parser.add_argument("--budget-s", type=float, default=None,
                         help="stop starting new points after this many seconds")
     parser.add_argument("--threads", type=int, default=None)
@@ -108,7 +151,8 @@ def main() -> None:
         if args.budget_s is not None and time.perf_counter() - start > args.budget_s:
             print(f"budget of {args.budget_s:.0f} s spent: {len(points) - done} points skipped")
             break
-        by_seed = [score(dataset, {**fixed, **point}, s, args.eval_runs, args.embed_modes)
+        by_seed = [score(dataset, {**fixed, **point}, s, args.eval_runs, args.embed_modes,
+                         args.curve_every)
                    for s in args.seeds]
         for mode in by_seed[0]:
             runs = [seed_rows[mode] for seed_rows in by_seed]
@@ -119,9 +163,15 @@ def main() -> None:
             rows.append({"point": full, "val_macro_f1": per_rate,
                          "score": float(np.mean(list(per_rate.values()))),
                          "epochs": [run["epochs"] for run in runs],
+                         "best_epoch": [run["best_epoch"] for run in runs],
+                         "curve": curve_summary([run["curve"] for run in runs]),
                          "train_s": float(np.mean([run["train_s"] for run in runs]))})
             print(f"  {full}: val Macro-F1 {per_rate} (score {rows[-1]['score']:.2f}, "
-                  f"{rows[-1]['train_s']:.1f} s)", flush=True)
+                  f"{rows[-1]['train_s']:.1f} s, lowest loss at epochs "
+                  f"{rows[-1]['best_epoch']})", flush=True)
+            for c in rows[-1]["curve"]:
+                print(f"    epoch {c['epoch']:4d}: score {c['score']:.2f} "
+                      f"(seeds {' / '.join(f'{v:.2f}' for v in c['by_seed'])})", flush=True)
     rows.sort(key=lambda r: -r["score"])
     print(f"\n{args.dataset}: validation Macro-F1 (mean over rates and seeds {args.seeds}), "
           "best first")

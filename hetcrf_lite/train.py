@@ -16,7 +16,7 @@ import random
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -93,12 +93,17 @@ class Trainer:
             ``None`` keeps everything in memory. (default: ``None``)
         progress (bool, optional): show a tqdm bar with the loss parts. (default: ``True``)
         checkpoint_every (int, optional): epochs between checkpoints. (default: ``10``)
+        on_epoch_end (callable, optional): called as ``on_epoch_end(epoch, record)`` after each
+            epoch's step, e.g. to probe the embeddings during training
+            (``benchmarks/tune.py --curve-every``). (default: ``None``)
     """
 
     def __init__(self, model: torch.nn.Module, config: HetCRFConfig,
                  out_dir: str | os.PathLike | None = None, progress: bool = True,
-                 checkpoint_every: int = 10) -> None:
+                 checkpoint_every: int = 10,
+                 on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> None:
         self.model = model
+        self.on_epoch_end = on_epoch_end
         self.config = config
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
@@ -177,6 +182,8 @@ class Trainer:
             for epoch in bar:
                 record = self._one_epoch(epoch)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in record["parts"].items()})
+                if self.on_epoch_end is not None:
+                    self.on_epoch_end(epoch, record)
                 if self._early_stop(epoch, record["loss"]):
                     self.history["stopped"] = f"early stop at epoch {epoch} (patience {cfg.patience})"
                     break

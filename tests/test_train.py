@@ -150,3 +150,24 @@ def test_cosine_schedule_anneals_the_learning_rate(tiny):
     assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 1e-9 < lrs[0] < 0.01
     _, flat = fit(tiny, cfg(epochs=4), progress=False)
     assert {r["lr"] for r in flat["epochs"]} == {0.01}
+
+
+def test_on_epoch_end_probes_without_changing_training(tiny):
+    # The hook sees every epoch's record; probing the embeddings there (as tune.py's
+    # --curve-every does) leaves the training itself unchanged.
+    seed_everything(0)
+    plain = Trainer(HetCRF(tiny, cfg(epochs=5)), cfg(epochs=5), progress=False).fit()
+    seed_everything(0)
+    model = HetCRF(tiny, cfg(epochs=5))
+    seen = []
+
+    def probe(epoch, record):
+        rng = torch.get_rng_state()
+        seen.append((epoch, record["loss"], model.embed().shape[0]))
+        torch.set_rng_state(rng)
+
+    probed = Trainer(model, cfg(epochs=5), progress=False, on_epoch_end=probe).fit()
+    assert [e for e, _, _ in seen] == [0, 1, 2, 3, 4]
+    assert all(n == tiny.num_nodes for _, _, n in seen)
+    assert [l for _, l, _ in seen] == [r["loss"] for r in probed["epochs"]]
+    assert [r["loss"] for r in probed["epochs"]] == [r["loss"] for r in plain["epochs"]]
