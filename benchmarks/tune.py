@@ -109,6 +109,35 @@ def curve_summary(curves: list[list[dict]]) -> list[dict]:
     return out
 
 
+def plot_curves(result: dict, path: Path) -> None:
+    """Validation score against epoch for each grid point: one thin line per seed, the mean bold."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["rows"] if r.get("curve")]
+    if not rows:
+        sys.exit("no curve to plot: run with --curve-every N")
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for i, row in enumerate(rows):
+        epochs = [c["epoch"] for c in row["curve"]]
+        color = f"C{i}"
+        for s, seed in enumerate(result["seeds"]):
+            ax.plot(epochs, [c["by_seed"][s] if s < len(c["by_seed"]) else np.nan
+                             for c in row["curve"]], color=color, alpha=0.35, lw=1)
+        label = ", ".join(f"{k}={v}" for k, v in row["point"].items()) or "shipped config"
+        ax.plot(epochs, [c["score"] for c in row["curve"]], color=color, lw=2.2,
+                label=f"{label} (mean of seeds {', '.join(map(str, result['seeds']))})")
+    fixed = ", ".join(f"{k}={v}" for k, v in result["fixed"].items())
+    ax.set(xlabel="epoch", ylabel="validation Macro-F1 (mean over rates)",
+           title=f"{result['dataset']}: validation during training" + (f" ({fixed})" if fixed else ""))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"figure written to {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True)
@@ -121,11 +150,20 @@ def main() -> None:
                         help="score these final embeddings of each trained model (free)")
     parser.add_argument("--curve-every", type=int, default=0,
                         help="also score the embeddings every N epochs during training")
+    parser.add_argument("--figure", default=None,
+                        help="with --curve-every: plot the curves to this PNG")
+    parser.add_argument("--replot", default=None, metavar="TUNE_JSON",
+                        help="only redraw --figure from a saved <dataset>-tune.json")
     parser.add_argument("--budget-s", type=float, default=None,
                         help="stop starting new points after this many seconds")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=str(ROOT / "runs" / "tune"))
     args = parser.parse_args()
+    if args.replot:
+        result = json.loads(Path(args.replot).read_text())
+        plot_curves({"dataset": args.dataset, **result}, Path(args.figure or
+                                                            f"{args.dataset}-curve.png"))
+        return
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -180,9 +218,12 @@ def main() -> None:
         print(f"{r['score']:6.2f}  [{cells}]  epochs {r['epochs']}  {r['point']}")
     best = default_config(args.dataset, **{**fixed, **rows[0]["point"]})
     best.save(out / f"{args.dataset}-best.yaml")
-    (out / f"{args.dataset}-tune.json").write_text(json.dumps(
-        {"command": "python benchmarks/tune.py " + " ".join(sys.argv[1:]), "fixed": fixed,
-         "grid": grid, "seeds": args.seeds, "rows": rows, "env": environment_info()}, indent=2))
+    result = {"command": "python benchmarks/tune.py " + " ".join(sys.argv[1:]),
+              "dataset": args.dataset, "fixed": fixed, "grid": grid, "seeds": args.seeds,
+              "rows": rows, "env": environment_info()}
+    (out / f"{args.dataset}-tune.json").write_text(json.dumps(result, indent=2))
+    if args.figure:
+        plot_curves(result, Path(args.figure))
     print(f"best point written to {out / f'{args.dataset}-best.yaml'}")
 
 

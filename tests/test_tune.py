@@ -48,3 +48,14 @@ def test_curve_summary_means_over_rates_then_seeds():
     assert out == [{"epoch": 10, "score": 57.5, "by_seed": [65.0, 50.0]}]
     assert tune.curve_summary([seed0]) == [{"epoch": 10, "score": 65.0, "by_seed": [65.0]},
                                           {"epoch": 20, "score": 80.0, "by_seed": [80.0]}]
+
+
+def test_plot_curves_writes_a_png_and_refuses_curveless_results(tmp_path):
+    curve = tune.curve_summary([[{"epoch": 10, "val_macro_f1": {20: 60.0}},
+                                 {"epoch": 20, "val_macro_f1": {20: 70.0}}]])
+    result = {"dataset": "acm", "fixed": {"epochs": 20}, "seeds": [0],
+              "rows": [{"point": {}, "curve": curve}]}
+    tune.plot_curves(result, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit, match="--curve-every"):
+        tune.plot_curves({**result, "rows": [{"point": {}, "curve": []}]}, tmp_path / "x.png")
