@@ -109,6 +109,17 @@ def curve_summary(curves: list[list[dict]]) -> list[dict]:
     return out
 
 
+def merge_results(results: list[dict], dataset: str) -> dict:
+    """Several tune results as one: each row's point gains the fixed settings that differ."""
+    keys = {k for r in results for k in r["fixed"]}
+    differ = {k for k in keys if len({json.dumps(r["fixed"].get(k)) for r in results}) > 1}
+    rows = [{**row, "point": {**{k: r["fixed"].get(k, "config default") for k in sorted(differ)},
+                              **row["point"]}}
+            for r in results for row in r["rows"]]
+    return {"dataset": dataset, "seeds": results[0]["seeds"], "rows": rows,
+            "fixed": {k: v for k, v in results[0]["fixed"].items() if k not in differ}}
+
+
 def plot_curves(result: dict, path: Path) -> None:
     """Validation score against epoch for each grid point: one thin line per seed, the mean bold."""
     import matplotlib
@@ -152,17 +163,17 @@ def main() -> None:
                         help="also score the embeddings every N epochs during training")
     parser.add_argument("--figure", default=None,
                         help="with --curve-every: plot the curves to this PNG")
-    parser.add_argument("--replot", default=None, metavar="TUNE_JSON",
-                        help="only redraw --figure from a saved <dataset>-tune.json")
+    parser.add_argument("--replot", nargs="+", default=None, metavar="TUNE_JSON",
+                        help="only redraw --figure from saved <dataset>-tune.json files (several: "
+                             "one figure, lines labelled by the settings they differ in)")
     parser.add_argument("--budget-s", type=float, default=None,
                         help="stop starting new points after this many seconds")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=str(ROOT / "runs" / "tune"))
     args = parser.parse_args()
     if args.replot:
-        result = json.loads(Path(args.replot).read_text())
-        plot_curves({"dataset": args.dataset, **result}, Path(args.figure or
-                                                            f"{args.dataset}-curve.png"))
+        plot_curves(merge_results([json.loads(Path(f).read_text()) for f in args.replot],
+                                  args.dataset), Path(args.figure or f"{args.dataset}-curve.png"))
         return
     import torch
     if args.threads:

@@ -59,3 +59,11 @@ def test_plot_curves_writes_a_png_and_refuses_curveless_results(tmp_path):
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(SystemExit, match="--curve-every"):
         tune.plot_curves({**result, "rows": [{"point": {}, "curve": []}]}, tmp_path / "x.png")
+
+
+def test_merge_results_labels_lines_by_the_settings_they_differ_in():
+    a = {"fixed": {"epochs": 500}, "seeds": [0], "rows": [{"point": {}, "curve": []}]}
+    b = {"fixed": {"epochs": 500, "lr": 0.003}, "seeds": [0], "rows": [{"point": {}, "curve": []}]}
+    merged = tune.merge_results([a, b], "freebase")
+    assert [r["point"] for r in merged["rows"]] == [{"lr": "config default"}, {"lr": 0.003}]
+    assert merged["fixed"] == {"epochs": 500} and merged["dataset"] == "freebase"
