@@ -2,6 +2,7 @@
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,3 +35,22 @@ def test_shipped_configs_load_and_validate():
 def test_ci_runs_make_test_with_shared_data():
     script = (ROOT / ".ci" / "run").read_text()
     assert "make test" in script and "HETCRF_DATA" in script
+
+
+def test_wheel_ships_the_configs_and_checksums(tmp_path):
+    # A non-editable install must find the shipped configs and the dataset checksums.
+    import subprocess
+    import sys
+    import zipfile
+
+    pytest.importorskip("setuptools")  # the build backend, used without an isolated env
+    # (setuptools writes the git-ignored build/ and *.egg-info next to the sources)
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                           "--no-build-isolation", str(ROOT), "-w", str(tmp_path)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = tmp_path.glob("hetcrf_lite-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {f"hetcrf_lite/configs/{p.name}" for p in (ROOT / "hetcrf_lite/configs").glob("*.yaml")}
+    assert len(shipped) == 5 and shipped <= names
+    assert "hetcrf_lite/SHA256SUMS" in names
