@@ -2,6 +2,9 @@
 
     HETCRF_DATA=/path/to/heco python benchmarks/tune.py --dataset aminer \\
         --grid lr=0.001,0.003 tau=0.5,0.8 --seeds 0 --out runs/tune
+    # validation score every 10 epochs while training (how the shipped epoch counts were picked)
+    python benchmarks/tune.py --dataset acm --seeds 0 1 2 --fixed epochs=200 patience=1000 \\
+        --curve-every 10 --figure figures/tune_curve_acm.png
 
 Every grid point trains with ``default_config(dataset, **point)`` and is scored by the field's
 protocol with each label rate's *validation* nodes standing in for its test nodes: the probe
@@ -102,7 +105,7 @@ def score(dataset, changes: dict, seed: int, eval_runs: int,
 def curve_summary(curves: list[list[dict]]) -> list[dict]:
     """Per probed epoch: the score (mean over rates and seeds) and each seed's mean over rates."""
     out = []
-    for points in zip(*curves):  # seeds stopped early contribute up to their last probe
+    for points in zip(*curves):  # ends at the first seed's last probe (early stops)
         by_seed = [float(np.mean(list(p["val_macro_f1"].values()))) for p in points]
         out.append({"epoch": points[0]["epoch"], "score": float(np.mean(by_seed)),
                     "by_seed": by_seed})
