@@ -46,8 +46,8 @@ M2V_EPOCHS = 12  # MetaPath2Vec: fixed epoch count, see metapath2vec_embeddings
 M2V_SEED = 0  # the baselines run once per dataset, whatever HetCRF's training seeds
 # Training seeds of the committed table: three where a 3-seed run fits in 30 minutes on a 2-core
 # CPU, else one (the rule). Measured train + evaluation time per seed, one torch thread
-# (docs/results.md, Cost): ACM about 4 min, Freebase about 6 min -> 3 seeds; DBLP and AMiner
-# take 14-20 min per seed -> 1 seed. `--seeds` overrides this for every dataset.
+# (docs/results.md, Cost): ACM about 4 min, Freebase about 6 min -> 3 seeds; DBLP 13-27 min
+# (its early stop comes at 142-300 epochs) and AMiner 20 min per seed -> 1 seed. `--seeds` overrides this for every dataset.
 SEEDS_BY_DATASET = {"acm": (0, 1, 2), "freebase": (0, 1, 2), "dblp": (0,), "aminer": (0,)}
 # Rough CPU seconds of one job at one thread (docs/results.md, Cost): --jobs starts the longest
 # first, so the short ones fill in around them.
