@@ -61,36 +61,29 @@ def score(dataset, changes: dict, seed: int, eval_runs: int,
     """Train once; score each final-embedding mode (no retraining needed): {mode: row}.
 
     With ``curve_every`` the embeddings are also scored every that many epochs *during*
-    training (the current parameters, not the lowest-loss ones); the torch RNG state is restored
-    after each probe, so the training itself is the same as without probes.
+    training (the current parameters, not the lowest-loss ones), through the trainer's
+    ``on_epoch_end`` hook, which leaves the training itself as it is without probes.
     """
-    import torch
-
     from hetcrf_lite.config import default_config
-    from hetcrf_lite.model import HetCRF
-    from hetcrf_lite.train import Trainer, seed_everything
+    from hetcrf_lite.train import fit
 
     config = default_config(dataset.name, **{"grad_balance_every": 0, **changes, "seed": seed})
     modes = embed_modes or [config.embed]
     val_dataset = validation_only(dataset)
     curve: list[dict] = []
 
-    def probe(epoch: int, record: dict) -> None:
+    def probe(model, epoch: int, record: dict) -> None:
         if not curve_every or (epoch + 1) % curve_every:
             return
-        rng = torch.get_rng_state()
         curve.append({"epoch": epoch + 1, "loss": record["loss"],
                       **{mode: validation_scores(model.embed(mode), val_dataset, eval_runs)
                          for mode in modes}})
-        torch.set_rng_state(rng)
         means = " ".join(f"{mode} {np.mean(list(curve[-1][mode].values())):.2f}" for mode in modes)
         print(f"    seed {seed} epoch {epoch + 1}: loss {record['loss']:.4f}, val {means}",
               flush=True)
 
     t0 = time.perf_counter()
-    seed_everything(seed)  # as train.fit does
-    model = HetCRF(dataset, config)
-    history = Trainer(model, config, progress=False, on_epoch_end=probe).fit()
+    model, history = fit(dataset, config, progress=False, on_epoch_end=probe)
     train_s = time.perf_counter() - t0
     rows = {}
     for mode in modes:
@@ -136,15 +129,14 @@ def plot_curves(result: dict, path: Path) -> None:
     for i, row in enumerate(rows):
         epochs = [c["epoch"] for c in row["curve"]]
         color = f"C{i}"
-        for s, seed in enumerate(result["seeds"]):
-            ax.plot(epochs, [c["by_seed"][s] if s < len(c["by_seed"]) else np.nan
-                             for c in row["curve"]], color=color, alpha=0.35, lw=1)
+        for seed_scores in zip(*(c["by_seed"] for c in row["curve"])):  # one line per seed
+            ax.plot(epochs, seed_scores, color=color, alpha=0.35, lw=1)
         label = ", ".join(f"{k}={v}" for k, v in row["point"].items()) or "shipped config"
         ax.plot(epochs, [c["score"] for c in row["curve"]], color=color, lw=2.2,
                 label=f"{label} (mean of seeds {', '.join(map(str, result['seeds']))})")
     fixed = ", ".join(f"{k}={v}" for k, v in result["fixed"].items())
-    ax.set(xlabel="epoch", ylabel="validation Macro-F1 (mean over rates)",
-           title=f"{result['dataset']}: validation during training" + (f" ({fixed})" if fixed else ""))
+    title = f"{result['dataset']}: validation during training" + (f" ({fixed})" if fixed else "")
+    ax.set(xlabel="epoch", ylabel="validation Macro-F1 (mean over rates)", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -566,19 +566,20 @@ class MiniBatchTrainer(Trainer):
             (default: ``65536``)
         steps_per_epoch (int, optional): cut every epoch after this many steps (smoke tests,
             benchmarks); ``None`` is the full pass. (default: ``None``)
+        on_epoch_end (callable, optional): as for :class:`Trainer`. (default: ``None``)
     """
 
     def __init__(self, model: nn.Module, config: HetCRFConfig, dataset: HINDataset,
                  out_dir: Any = None, progress: bool = True, checkpoint_every: int = 10,
                  rank: int = 0, world_size: int = 1, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                 steps_per_epoch: int | None = None) -> None:
+                 steps_per_epoch: int | None = None, on_epoch_end: Any = None) -> None:
         if config.batch_size is None:
             raise ConfigError("MiniBatchTrainer needs batch_size (seeds per step); without it "
                               "use Trainer (full batch)")
         if steps_per_epoch is not None and steps_per_epoch < 1:
             raise ConfigError(f"steps_per_epoch={steps_per_epoch} must be >= 1 or None")
         super().__init__(model, config, out_dir=out_dir, progress=progress,
-                         checkpoint_every=checkpoint_every)
+                         checkpoint_every=checkpoint_every, on_epoch_end=on_epoch_end)
         self.hetcrf = getattr(model, "hetcrf", model)
         self.sampler = SubgraphSampler(dataset, config.batch_size, config.fanout, config.seed,
                                        rank, world_size)

@@ -93,15 +93,17 @@ class Trainer:
             ``None`` keeps everything in memory. (default: ``None``)
         progress (bool, optional): show a tqdm bar with the loss parts. (default: ``True``)
         checkpoint_every (int, optional): epochs between checkpoints. (default: ``10``)
-        on_epoch_end (callable, optional): called as ``on_epoch_end(epoch, record)`` after each
-            epoch's step, e.g. to probe the embeddings during training
-            (``benchmarks/tune.py --curve-every``). (default: ``None``)
+        on_epoch_end (callable, optional): called as ``on_epoch_end(model, epoch, record)`` after
+            each epoch's step, e.g. to probe the embeddings during training
+            (``benchmarks/tune.py --curve-every``). It runs inside ``torch.random.fork_rng``, so
+            a hook that draws random numbers leaves the training unchanged. (default: ``None``)
     """
 
     def __init__(self, model: torch.nn.Module, config: HetCRFConfig,
                  out_dir: str | os.PathLike | None = None, progress: bool = True,
                  checkpoint_every: int = 10,
-                 on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> None:
+                 on_epoch_end: Callable[[torch.nn.Module, int, dict[str, Any]], None] | None = None
+                 ) -> None:
         self.model = model
         self.on_epoch_end = on_epoch_end
         self.config = config
@@ -183,7 +185,8 @@ class Trainer:
                 record = self._one_epoch(epoch)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in record["parts"].items()})
                 if self.on_epoch_end is not None:
-                    self.on_epoch_end(epoch, record)
+                    with torch.random.fork_rng():  # the hook must not shift training's draws
+                        self.on_epoch_end(self.model, epoch, record)
                 if self._early_stop(epoch, record["loss"]):
                     self.history["stopped"] = f"early stop at epoch {epoch} (patience {cfg.patience})"
                     break
@@ -259,11 +262,13 @@ class Trainer:
 
 
 def fit(dataset, config: HetCRFConfig, out_dir: str | os.PathLike | None = None,
-        progress: bool = True, resume: bool = False):
+        progress: bool = True, resume: bool = False,
+        on_epoch_end: Callable[[torch.nn.Module, int, dict[str, Any]], None] | None = None):
     """Seed, build a :class:`~hetcrf_lite.model.HetCRF` on ``dataset`` and train it.
 
     Full batch when ``config.batch_size`` is ``None``; otherwise subgraph mini-batches
     (:func:`hetcrf_lite.minibatch.fit_minibatch`), which never build an ``N x N`` matrix.
+    ``on_epoch_end`` goes to the trainer (see :class:`Trainer`).
     Returns ``(model, history)``; the model holds its lowest-loss parameters.
     """
     from .model import HetCRF
@@ -271,10 +276,12 @@ def fit(dataset, config: HetCRFConfig, out_dir: str | os.PathLike | None = None,
     if config.batch_size is not None:
         from .minibatch import fit_minibatch  # imports this module: import here, not at the top
 
-        return fit_minibatch(dataset, config, out_dir=out_dir, progress=progress, resume=resume)
+        return fit_minibatch(dataset, config, out_dir=out_dir, progress=progress, resume=resume,
+                             on_epoch_end=on_epoch_end)
     seed_everything(config.seed)
     model = HetCRF(dataset, config)
-    trainer = Trainer(model, config, out_dir=out_dir, progress=progress)
+    trainer = Trainer(model, config, out_dir=out_dir, progress=progress,
+                      on_epoch_end=on_epoch_end)
     history = trainer.fit(resume=resume)
     return model, history
 
