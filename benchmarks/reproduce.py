@@ -47,11 +47,13 @@ M2V_SEED = 0  # the baselines run once per dataset, whatever HetCRF's training s
 # Training seeds of the committed table: three where a 3-seed run fits in 30 minutes on a 2-core
 # CPU, else one (the rule). Measured train + evaluation time per seed, one torch thread
 # (docs/results.md, Cost): ACM about 4 min, Freebase about 6 min -> 3 seeds; DBLP 13-27 min
-# (its early stop comes at 142-300 epochs) and AMiner 20 min per seed -> 1 seed. `--seeds` overrides this for every dataset.
+# (its early stop comes at 142-300 epochs) and AMiner 20 min per seed -> 1 seed. `--seeds`
+# overrides this for every dataset.
 SEEDS_BY_DATASET = {"acm": (0, 1, 2), "freebase": (0, 1, 2), "dblp": (0,), "aminer": (0,)}
 # Rough CPU seconds of one job at one thread (docs/results.md, Cost): --jobs starts the longest
 # first, so the short ones fill in around them.
 EXPECTED_S = {"aminer": 1200, "dblp": 850, "acm": 240, "freebase": 360}
+EXPECTED_BASELINES_S = 150  # LR on raw features + MetaPath2Vec, one dataset
 NOTES = ROOT / "docs" / "results_notes.md"  # hand-written notes, copied into docs/results.md
 
 
@@ -475,7 +477,7 @@ def main() -> None:
     jobs = []  # (expected seconds, what, worker command)
     for ds in args.datasets:
         if not args.no_baselines:
-            jobs.append((150, f"{ds} baselines", common + [
+            jobs.append((EXPECTED_BASELINES_S, f"{ds} baselines", common + [
                 "--baselines-worker", ds, "--m2v-epochs", str(args.m2v_epochs)]))
         for seed in seeds_for[ds]:
             cmd = common + ["--worker", ds, str(seed)]

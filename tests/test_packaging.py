@@ -51,6 +51,7 @@ def test_wheel_ships_the_configs_and_checksums(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     (wheel,) = tmp_path.glob("hetcrf_lite-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    shipped = {f"hetcrf_lite/configs/{p.name}" for p in (ROOT / "hetcrf_lite/configs").glob("*.yaml")}
+    configs = (ROOT / "hetcrf_lite" / "configs").glob("*.yaml")
+    shipped = {f"hetcrf_lite/configs/{p.name}" for p in configs}
     assert len(shipped) == 5 and shipped <= names
     assert "hetcrf_lite/SHA256SUMS" in names
