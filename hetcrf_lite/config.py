@@ -54,6 +54,7 @@ class HetCRFConfig:
     w_edge: float = 0.5
     edge_drop: float = 0.5  # fraction of each meta-path's edges dropped before encoding
     gamma_edge: float = 1.0
+    edge_source: str = "h"  # h (fused H decodes every A^m) | z (Z^m decodes its own A^m)
     edge_dense_threshold: int = 10000  # dense N x N reconstruction up to this many nodes (choice)
     # One encoder pass on masked features AND dropped edges, both reconstruction losses from it
     # (HGMAE encodes them apart): 2 encoder passes per step instead of 3. No effect unless both
@@ -66,6 +67,13 @@ class HetCRFConfig:
     raw_feat_mask: float = 0.3  # feature-mask rate of the raw-feature views
     second_stage: str = "after_views"  # after_views | before_views (choice, see docs/method.md)
     second_stage_depth: int = 1  # GCN layers of the second stage; 0 disables it
+    gen_beta_grad: bool = True  # False: the generative losses see beta detached
+    cl_encoder_grad: bool = True  # False: contrastive views from the encoder output, detached
+    cl_beta_grad: bool = True  # False: the contrastive loss sees beta detached (generative sets it)
+    cl_fusion: str = "encoder"  # encoder (views from H) | own (own semantic attention over Z^m)
+    second_stage_fusion: str = "mean"  # mean | attention (the views' fusion weights)
+    channel_balance: str = "none"  # none | norm | pcgrad: the channels' gradients on the encoder
+    channel_grad_every: int = 0  # log the channels' gradient cosine and norms every k epochs
     center_views: bool = True  # subtract the node mean of each view before projecting (choice)
     tau: float = 0.8
     lam: float = 0.5  # weight of the direction with anchors in the fusion view (1 - lam: schema)
@@ -85,6 +93,8 @@ class HetCRFConfig:
     embed: str = "concat"  # concat | encoder | contrastive (choice)
     # --- training -----------------------------------------------------------------------------
     lr: float = 8e-4
+    attention_detach_z: bool = False  # beta scored on detached Z^m: the encoder cannot game it
+    attention_lr_scale: float = 1.0  # semantic attention's lr = lr * this (see model.param_groups)
     weight_decay: float = 0.0
     lr_schedule: str = "constant"  # constant | cosine (cosine annealing to 0 over `epochs`)
     epochs: int = 200

@@ -346,7 +346,8 @@ class SecondStageGCN(nn.Module):
 
         return self._cache.get(name, edge_index, num_nodes, build)
 
-    def forward(self, x: Tensor, edge_index_dict: dict[str, Tensor]) -> Tensor:
+    def forward(self, x: Tensor, edge_index_dict: dict[str, Tensor],
+                weights: Tensor | None = None) -> Tensor:
         n = x.shape[0]
         names = list(edge_index_dict) if self.metapaths is None else self.metapaths
         for layer in range(self.num_layers):
@@ -358,8 +359,8 @@ class SecondStageGCN(nn.Module):
                 msg = _ConstSpMM.apply(xm, adj.to(xm.dtype), adj_t.to(xm.dtype))  # [N, C]
                 if self.biases is not None:
                     msg = msg + self.biases[layer][0 if xw is not None else k]
-                out = out + msg
-            x = out / len(names)
+                out = out + (msg if weights is None else weights[k] * msg)
+            x = out / len(names) if weights is None else out
             if layer < self.num_layers - 1:
                 x = F.elu(x)
         return x

@@ -694,8 +694,11 @@ class SemanticAttention(nn.Module):
         - **output:** :math:`(N, F)` fused embedding and :math:`(M,)` weights :math:`\beta`
     """
 
-    def __init__(self, in_channels: int, hidden_channels: int = 128):
+    def __init__(self, in_channels: int, hidden_channels: int = 128,
+                 detach_scores: bool = False):
         super().__init__()
+        self.detach_scores = detach_scores
+        self.detach_weights = False
         self.lin = nn.Linear(in_channels, hidden_channels)
         self.q = nn.Parameter(torch.empty(1, hidden_channels))
         self.reset_parameters()
@@ -707,8 +710,11 @@ class SemanticAttention(nn.Module):
 
     def forward(self, zs: Tensor | list[Tensor]) -> tuple[Tensor, Tensor]:
         z = torch.stack(list(zs)) if not isinstance(zs, Tensor) else zs  # [M, N, F]
-        w = (torch.tanh(self.lin(z)).mean(dim=1) * self.q).sum(-1)  # [M]
+        scored = z.detach() if self.detach_scores else z
+        w = (torch.tanh(self.lin(scored)).mean(dim=1) * self.q).sum(-1)  # [M]
         beta = torch.softmax(w, dim=0)  # [M]
+        if self.detach_weights:
+            beta = beta.detach()
         return (beta.view(-1, 1, 1) * z).sum(0), beta
 
 

@@ -21,7 +21,7 @@ from .config import HetCRFConfig
 from .contrastive import (ProjectionHead, SchemaView, SecondStageGCN, gradient_balance, infonce,
                           infonce_minibatch)
 from .data import HINDataset
-from .encoder import EncoderOutput, build_encoder
+from .encoder import EncoderOutput, SemanticAttention, build_encoder
 from .errors import ConfigError
 from .generative import (EdgeReconstruction, FeatureReconstruction, MaskSchedule, is_identity,
                          with_token_column)
@@ -33,6 +33,19 @@ def self_positives(num_nodes: int, device: torch.device | None = None) -> Tensor
     """The positive set of plain InfoNCE: every anchor is its own (cross-view) positive."""
     idx = torch.arange(num_nodes, device=device)
     return torch.stack([idx, idx])  # [2, N]
+
+
+def _is_semantic(name: str) -> bool:
+    """Parameters of a semantic (meta-path or type level) attention."""
+    return (".semantic." in f".{name}" or name.startswith("cl_semantic.")
+            or ".sem_" in f".{name}")
+
+
+def _flat_grad(loss: Tensor, params: list[Tensor]) -> Tensor:
+    """``d loss / d params`` flattened into one vector (zeros where a parameter is unused)."""
+    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1)
+                      for g, p in zip(grads, params)])
 
 
 class HetCRF(nn.Module):
@@ -62,6 +75,9 @@ class HetCRF(nn.Module):
                                      hidden_channels=hidden, metapaths=self.metapath_names,
                                      heads=config.heads, feat_drop=config.feat_drop,
                                      attn_drop=config.attn_drop)
+        for module in self.encoder.modules():
+            if isinstance(module, SemanticAttention):
+                module.detach_scores = config.attention_detach_z
         if token_column:
             with torch.no_grad():  # the [MASK] input column starts at zero, as GraphMAE's token
                 self.encoder.proj.weight[:, -1] = 0.0
@@ -78,6 +94,7 @@ class HetCRF(nn.Module):
                                           config.mask_rate_end)
         self.edge_recon = (EdgeReconstruction(hidden, self.metapath_names,
                                               drop_rate=config.edge_drop, gamma=config.gamma_edge,
+                                              source=config.edge_source,
                                               dense_threshold=config.edge_dense_threshold)
                            if config.use_edge_recon else None)
         if config.use_contrastive:
@@ -86,6 +103,9 @@ class HetCRF(nn.Module):
                                           sample=config.schema_sample)
             self.second_stage = SecondStageGCN(hidden, config.second_stage_depth)
             self.projection = ProjectionHead(hidden, hidden)
+            if config.cl_fusion == "own":
+                self.cl_semantic = SemanticAttention(hidden,
+                                                     detach_scores=config.attention_detach_z)
             if config.views == "raw":
                 # Ablation: the schema view is fed raw (masked) features, as HeCo does.
                 self.raw_projection = nn.Linear(self.x.shape[1], hidden)
@@ -98,6 +118,7 @@ class HetCRF(nn.Module):
                                               warm_start=config.cluster_warm_start,
                                               ema=config.cluster_ema, seed=config.seed)
         self._last_views: tuple[Tensor, Tensor] | None = None
+        self.diagnostics: dict[str, Any] = {}  # this step's beta, channel gradients (history)
         self.to(self.device_)
 
     # --------------------------------------------------------------------------------------------
@@ -179,7 +200,21 @@ class HetCRF(nn.Module):
     def views(self, enc: EncoderOutput) -> tuple[Tensor, Tensor]:
         """Fusion and schema views, after the second-stage GCN (before the projection head)."""
         cfg = self.config
+        if not cfg.cl_encoder_grad:  # the contrastive loss trains only its own channel
+            enc = EncoderOutput(enc.h.detach(), {m: z.detach() for m, z in enc.z.items()},
+                                enc.node_attention, None if enc.semantic_attention is None
+                                else enc.semantic_attention.detach())
         h = enc.h
+        beta = enc.semantic_attention
+        if cfg.cl_fusion == "own":
+            h, beta = self.cl_semantic([enc.z[m] for m in self.metapath_names])
+        elif beta is not None and not cfg.cl_beta_grad:
+            beta = beta.detach()
+            h = (beta.view(-1, 1, 1) * torch.stack([enc.z[m] for m in self.metapath_names])).sum(0)
+        self._cl_beta = None if beta is None else beta.detach()
+        weights = None
+        if beta is not None and cfg.second_stage_fusion == "attention":
+            weights = beta if cfg.cl_beta_grad else beta.detach()
         if cfg.views == "raw":
             raw = self._sparse_dropout(self.x, cfg.raw_feat_mask)
             base = (torch.sparse.mm(raw, self.raw_projection.weight.t()) + self.raw_projection.bias
@@ -188,13 +223,13 @@ class HetCRF(nn.Module):
         else:
             fusion_in, schema_in = h, h
         if cfg.second_stage == "before_views":
-            fusion_in = self.second_stage(fusion_in, self.edge_index_dict)
+            fusion_in = self.second_stage(fusion_in, self.edge_index_dict, weights)
             if cfg.views != "raw":
                 schema_in = fusion_in
             return fusion_in, self.schema_view(schema_in, generator=self.generator)
-        fusion = self.second_stage(fusion_in, self.edge_index_dict)
+        fusion = self.second_stage(fusion_in, self.edge_index_dict, weights)
         schema = self.second_stage(self.schema_view(schema_in, generator=self.generator),
-                                   self.edge_index_dict)
+                                   self.edge_index_dict, weights)
         return fusion, schema
 
     def contrastive_loss(self, enc: EncoderOutput) -> Tensor:
@@ -221,35 +256,103 @@ class HetCRF(nn.Module):
         return infonce(z_f, z_s, pos, tau=cfg.tau, lam=cfg.lam, negatives=negatives,
                        cluster=cluster, tau_plus=cfg.tau_plus)
 
-    # --------------------------------------------------------------------------------------------
-    def training_step(self, epoch: int) -> tuple[Tensor, dict[str, float]]:
-        """One optimisation step's loss and its weighted parts."""
+    def _generative_losses(self, epoch: int) -> dict[str, Tensor]:
+        """The unweighted reconstruction losses that are on: ``{"feat": ..., "edge": ...}``."""
         cfg = self.config
-        total = torch.zeros((), device=self.device_)
-        parts: dict[str, float] = {}
         feat_on = self.feat_recon is not None and cfg.w_feat > 0
         edge_on = self.edge_recon is not None and cfg.w_edge > 0
         gen: dict[str, Tensor] = {}
         if feat_on and edge_on and cfg.shared_generative_pass:
             gen["feat"], gen["edge"] = self._shared_generative_losses(epoch)
-        else:
-            if feat_on:
-                gen["feat"], _ = self.feat_recon(self.encoder, self.x, self.edge_index_dict,
-                                                 self.mask_schedule(epoch),
-                                                 generator=self.generator,
-                                                 target=self._feat_target)
-            if edge_on:
-                gen["edge"], _ = self.edge_recon(self.encoder, self.x, self.edge_index_dict,
-                                                 generator=self.generator)
-        for name, weight in (("feat", cfg.w_feat), ("edge", cfg.w_edge)):
+            return gen
+        if feat_on:
+            gen["feat"], _ = self.feat_recon(self.encoder, self.x, self.edge_index_dict,
+                                             self.mask_schedule(epoch), generator=self.generator,
+                                             target=self._feat_target)
+        if edge_on:
+            gen["edge"], _ = self.edge_recon(self.encoder, self.x, self.edge_index_dict,
+                                             generator=self.generator)
+        return gen
+
+    def _set_beta_detached(self, flag: bool) -> None:
+        """Fuse with constant beta (the generative passes of ``gen_beta_grad: false``)."""
+        for module in self.encoder.modules():
+            if isinstance(module, SemanticAttention):
+                module.detach_weights = flag
+
+    # --------------------------------------------------------------------------------------------
+    def training_step(self, epoch: int) -> tuple[Tensor, dict[str, float]]:
+        """One optimisation step's loss and its weighted parts."""
+        cfg = self.config
+        parts: dict[str, float] = {}
+        self._set_beta_detached(not cfg.gen_beta_grad)
+        try:
+            gen = self._generative_losses(epoch)
+        finally:
+            self._set_beta_detached(False)
+        gen_total = sum((w * gen[n] for n, w in (("feat", cfg.w_feat), ("edge", cfg.w_edge))
+                         if n in gen), torch.zeros((), device=self.device_))
+        for name in ("feat", "edge"):
             if name in gen:
-                total = total + weight * gen[name]
                 parts[name] = float(gen[name].detach())
+        self.diagnostics = {}
+        cl_total = None
         if cfg.use_contrastive and cfg.w_cl > 0:
-            loss = self.contrastive_loss(self.encoder(self.x, self.edge_index_dict))
-            total = total + cfg.w_cl * loss
+            enc = self.encoder(self.x, self.edge_index_dict)
+            loss = self.contrastive_loss(enc)
+            cl_total = cfg.w_cl * loss
             parts["infonce"] = float(loss.detach())
+            if enc.semantic_attention is not None:
+                self.diagnostics["beta"] = enc.semantic_attention.detach().tolist()
+            if cfg.cl_fusion == "own":
+                self.diagnostics["cl_beta"] = self._cl_beta.tolist()
+        total = gen_total if cl_total is None else gen_total + cl_total
+        every = cfg.channel_grad_every
+        measure = bool(every) and epoch % every == 0
+        if (gen and cl_total is not None) and (measure or cfg.channel_balance != "none"):
+            total = total + self._balance_channels(gen_total, cl_total, measure)
         return total, parts
+
+    def _balance_channels(self, gen_loss: Tensor, cl_loss: Tensor, log: bool) -> Tensor:
+        """Each channel's gradient on the shared encoder; logs their cosine and norms, and
+        returns a zero-valued term whose gradient turns ``g_gen + g_cl`` into the balanced
+        combination of ``channel_balance`` (``none``: unchanged)."""
+        params = [p for p in self.encoder.parameters() if p.requires_grad]
+        g_gen = _flat_grad(gen_loss, params)
+        g_cl = _flat_grad(cl_loss, params)
+        n_gen, n_cl = g_gen.norm(), g_cl.norm()
+        cos = torch.dot(g_gen, g_cl) / (n_gen * n_cl).clamp_min(1e-30)
+        if log:
+            self.diagnostics.update(grad_cos=float(cos), grad_norm_gen=float(n_gen),
+                                    grad_norm_cl=float(n_cl))
+        mode = self.config.channel_balance
+        if mode == "none":
+            return gen_loss.new_zeros(())
+        if mode == "norm":  # the contrastive gradient rescaled to the generative one's norm
+            g = g_gen + g_cl * (n_gen / n_cl.clamp_min(1e-30))
+        else:  # pcgrad: drop each gradient's component along the other when they conflict
+            dot = torch.dot(g_gen, g_cl)
+            g_gen2 = g_gen - (dot.clamp_max(0) / n_cl.pow(2).clamp_min(1e-30)) * g_cl
+            g_cl2 = g_cl - (dot.clamp_max(0) / n_gen.pow(2).clamp_min(1e-30)) * g_gen
+            g = g_gen2 + g_cl2
+        delta = (g - g_gen - g_cl).detach()
+        flat = torch.cat([p.reshape(-1) for p in params])
+        return torch.dot(flat - flat.detach(), delta)  # value 0, gradient delta
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Adam's parameter groups: semantic attention at ``lr * attention_lr_scale``.
+
+        Adam moves every coordinate of the attention vector ``q`` by about ``lr`` per step
+        whatever the gradient's size, so the meta-path logits can move by about
+        ``lr * hidden`` per step: a small, even noisy, preference turns beta one-hot within a
+        few epochs. A smaller step for these few parameters keeps beta a weighting."""
+        attention = [p for name, p in self.named_parameters() if _is_semantic(name)]
+        ids = {id(p) for p in attention}
+        rest = [p for p in self.parameters() if id(p) not in ids]
+        groups = [{"params": rest, "lr": lr}]
+        if attention:
+            groups.append({"params": attention, "lr": lr * self.config.attention_lr_scale})
+        return groups
 
     # --------------------------------------------------------------------------------------------
     @torch.no_grad()

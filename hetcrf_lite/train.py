@@ -110,7 +110,9 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
         self.checkpoint_every = max(1, checkpoint_every)
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
+        params = (model.param_groups(config.lr) if hasattr(model, "param_groups")
+                  else model.parameters())
+        self.optimizer = torch.optim.Adam(params, lr=config.lr,
                                           weight_decay=config.weight_decay)
         self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, config.epochs)
                           if config.lr_schedule == "cosine" else None)
@@ -227,6 +229,8 @@ class Trainer:
             self.scheduler.step()
         record: dict[str, Any] = {"epoch": epoch, "loss": float(loss.detach()), "parts": parts,
                                   "lr": self.optimizer.param_groups[0]["lr"]}
+        if getattr(self.model, "diagnostics", None):  # beta, channel gradients: plain data
+            record["diagnostics"] = dict(self.model.diagnostics)
         every = self.config.grad_balance_every
         if every and epoch % every == 0 and hasattr(self.model, "gradient_balance_summary"):
             record["gradient_balance"] = self.model.gradient_balance_summary()

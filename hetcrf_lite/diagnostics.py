@@ -1,0 +1,157 @@
+"""Instruments for "when the channels fight": what an embedding holds, and what each channel does.
+
+Introduced in notebook 09. Everything here reads a trained model or an embedding; nothing
+changes training. The per-step quantities (semantic attention beta, the channels' gradient
+cosine and norms on the shared encoder) are logged by :class:`~hetcrf_lite.model.HetCRF`
+into the history (``record["diagnostics"]``, see ``channel_grad_every``); this module turns a
+finished model or embedding into numbers:
+
+* :func:`knn_class_agreement` -- what a UMAP picture shows: the share of each node's ``k``
+  nearest neighbours (cosine, in the embedding itself, not in the 2-D projection) that have
+  its class;
+* :func:`effective_rank` and :func:`mean_pairwise_cosine` -- collapse: how many directions the
+  embedding really uses, and how alike its rows are;
+* :func:`metapath_probe_scores` -- the linear probe on each meta-path's ``Z^m`` alone, so a
+  collapsed beta can be compared with what it threw away;
+* :func:`propagated_features` -- the training-free baseline: raw features next to their mean
+  over each meta-path's neighbours.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.neighbors import NearestNeighbors
+
+from .errors import DataError
+from .eval import evaluate_classification
+
+if TYPE_CHECKING:
+    from .data import HINDataset
+
+__all__ = ["knn_class_agreement", "effective_rank", "mean_pairwise_cosine",
+           "metapath_probe_scores", "propagated_features", "embedding_report"]
+
+
+def _as_array(emb: torch.Tensor | np.ndarray) -> np.ndarray:
+    x = emb.detach().cpu().numpy() if isinstance(emb, torch.Tensor) else np.asarray(emb)
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise DataError(f"embedding must be [N >= 2, D], got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise DataError("embedding holds NaN or Inf; train again with a lower lr")
+    return x.astype(np.float64)
+
+
+def knn_class_agreement(emb: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray,
+                        k: int = 10) -> float:
+    r"""Mean share of a node's ``k`` nearest neighbours (cosine) that share its class.
+
+    .. math::
+        \mathrm{kNN@k} = \frac{1}{|L|}\sum_{i \in L} \frac{1}{k}
+        \sum_{j \in \mathcal{N}_k(i)} \mathbb{1}[y_j = y_i]
+
+    over the labelled nodes :math:`L` (label ``-1`` is skipped as anchor and as neighbour). It
+    is measured in the embedding, so it says what any 2-D projection (UMAP) can at best show:
+    chance is about ``1 / num_classes`` for balanced classes, 1 is perfectly separated classes.
+
+    Args:
+        emb (Tensor or ndarray): ``[N, D]`` embeddings.
+        labels (Tensor or ndarray): ``[N]`` class ids, ``-1`` unlabelled.
+        k (int, optional): neighbours per node. (default: ``10``)
+    """
+    x = _as_array(emb)
+    y = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    keep = y >= 0
+    x, y = x[keep], y[keep]
+    if k < 1 or k >= len(y):
+        raise DataError(f"k={k} must lie in [1, {len(y) - 1}] (labelled nodes - 1)")
+    idx = NearestNeighbors(n_neighbors=k + 1, metric="cosine").fit(x).kneighbors(
+        x, return_distance=False)  # [N, k+1], the node itself among them
+    agree = [(y[row[row != i][:k]] == y[i]).mean() for i, row in enumerate(idx)]
+    return float(np.mean(agree))
+
+
+def effective_rank(emb: torch.Tensor | np.ndarray) -> float:
+    r"""Roy and Vetterli's effective rank of the centred embedding: ``exp`` of the entropy of
+    its normalised singular values, between 1 (every row on one line) and ``D``.
+
+    .. math::
+        p_i = \sigma_i / \textstyle\sum_j \sigma_j, \qquad
+        \mathrm{erank} = \exp\left(-\textstyle\sum_i p_i \log p_i\right)
+    """
+    x = _as_array(emb)
+    s = np.linalg.svd(x - x.mean(0), compute_uv=False)
+    if s.sum() == 0:
+        return 1.0
+    p = s / s.sum()
+    p = p[p > 0]
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def mean_pairwise_cosine(emb: torch.Tensor | np.ndarray, max_nodes: int = 2000,
+                         seed: int = 0) -> float:
+    """Mean cosine similarity over distinct pairs of rows (a seeded sample of ``max_nodes``
+    rows on larger graphs): near 1 when every node looks the same (collapse)."""
+    x = _as_array(emb)
+    if len(x) > max_nodes:
+        x = x[np.random.default_rng(seed).choice(len(x), max_nodes, replace=False)]
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    n = len(x)
+    total = np.square(x.sum(0)).sum() - n  # sum over i != j of cos(i, j)
+    return float(total / (n * (n - 1)))
+
+
+def metapath_probe_scores(z: dict[str, torch.Tensor], dataset: "HINDataset", rate: int = 20,
+                          runs: int = 10, lr: float | None = None) -> dict[str, float]:
+    """Macro-F1 (%) of the linear probe on each meta-path embedding ``Z^m`` alone, at one label
+    rate (the encoder output's ``z``): what a collapsed beta keeps and what it drops."""
+    lr = (0.05 if dataset.name == "acm" else 0.01) if lr is None else lr
+    out = {}
+    for name, emb in z.items():
+        res = evaluate_classification(emb.detach().cpu(), dataset.labels, dataset.splits,
+                                      dataset.num_classes, lr, rates=[rate], runs=runs)
+        out[name] = res[rate].summary()["macro_f1"][0]
+    return out
+
+
+def propagated_features(dataset: "HINDataset", max_dense: int = 50_000_000,
+                        dims: int = 256, seed: int = 0) -> np.ndarray:
+    r"""The training-free baseline: ``[X, \bar{A}^1 X, ..., \bar{A}^M X]`` with
+    :math:`\bar{A}^m` the row-normalised meta-path adjacency (self-loops kept, as stored).
+
+    It asks how far the meta-path neighbourhoods alone carry the classes, with no parameter
+    learned (SGC's one-hop propagation, one block per meta-path). Wide sparse inputs (identity
+    features: ``N`` columns) are reduced first to ``dims`` columns by a seeded truncated SVD
+    when the dense result would exceed ``max_dense`` entries; the output is float32.
+    """
+    from sklearn.decomposition import TruncatedSVD
+
+    x = dataset.x
+    n = dataset.num_nodes
+    if x.is_sparse:
+        xc = x.coalesce()
+        idx = xc.indices().numpy()
+        xs = sp.csr_matrix((xc.values().numpy(), (idx[0], idx[1])), shape=tuple(x.shape))
+    else:
+        xs = sp.csr_matrix(x.numpy())
+    blocks = [xs]
+    for ei in dataset.metapath_adj.values():
+        e = ei.numpy()
+        a = sp.csr_matrix((np.ones(e.shape[1]), (e[1], e[0])), shape=(n, n))
+        deg = np.asarray(a.sum(1)).ravel()
+        blocks.append(sp.diags(1.0 / np.maximum(deg, 1)) @ a @ xs)
+    out = sp.hstack(blocks).tocsr()
+    if out.shape[0] * out.shape[1] > max_dense:
+        out = TruncatedSVD(dims, random_state=seed).fit_transform(out)
+        return out.astype(np.float32)
+    return out.toarray().astype(np.float32)
+
+
+def embedding_report(emb: torch.Tensor | np.ndarray, dataset: "HINDataset",
+                     k: int = 10) -> dict[str, Any]:
+    """kNN class agreement, effective rank and mean pairwise cosine of one embedding."""
+    return {"knn_agreement": knn_class_agreement(emb, dataset.labels, k=k),
+            "effective_rank": effective_rank(emb),
+            "mean_cosine": mean_pairwise_cosine(emb)}
