@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import os
 import stat
 import time
@@ -589,10 +590,19 @@ def _read_error(path: Path, err: Exception) -> DataError:
 
 def _read_edges(path: Path, n_src: int, n_dst: int) -> Tensor:
     try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        if not raw.isascii():
+            # An edge list is ASCII digits and spaces. Anything else never reaches the parser:
+            # numpy 2.4's loadtxt crashes the interpreter (segfault) on some non-ASCII
+            # characters, e.g. U+E9A80 (found by tests/test_fuzz.py).
+            at = next(i for i, b in enumerate(raw) if b > 127)
+            raise ValueError(f"byte {at} is not ASCII ({raw[at]:#04x}); an edge list holds "
+                             "two integer ids per line")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # an empty file is reported below, not as a warning
             # np.loadtxt (C parser since numpy 1.23) reads DBLP's 86k-line pt.txt in ~5 ms
-            e = np.loadtxt(path, dtype=np.int64, ndmin=2)
+            e = np.loadtxt(io.BytesIO(raw), dtype=np.int64, ndmin=2)
     except (ValueError, OverflowError, OSError) as err:
         raise _read_error(path, err) from err
     if e.shape[1] != 2 or e.shape[0] == 0:

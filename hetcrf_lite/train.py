@@ -39,7 +39,6 @@ import signal
 import sys
 import threading
 import time
-import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -210,7 +209,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"{path} holds objects other than tensors and plain data ({first[:200]}), so it is "
             "not loaded: unpickling them could run code. A checkpoint of hetcrf-lite before "
             f"issue 13 is in that old format; migrate it: {_MIGRATE.format(path=path)}.") from err
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
+    except Exception as err:  # noqa: BLE001 - any parse failure of a damaged file
         raise CheckpointError(f"{path} is damaged or truncated ({type(err).__name__}: "
                               f"{str(err)[:200]}); restore it, or train afresh without "
                               "--resume") from err
@@ -219,11 +218,24 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                               f"{state.get('format', 1) if isinstance(state, dict) else '?'}, "
                               f"expected {CHECKPOINT_FORMAT}); migrate it: "
                               f"{_MIGRATE.format(path=path)}.")
-    missing = [k for k in ("model", "optimizer", "config", "epoch", "history", "best", "rng")
-               if k not in state]
-    if missing:
-        raise CheckpointError(f"{path} lacks {missing}; it is damaged: train afresh")
+    _check_layout(state, path)
     return state
+
+
+_LAYOUT = {"model": dict, "optimizer": dict, "config": dict, "epoch": int, "history": dict,
+           "best": dict, "rng": dict}
+
+
+def _check_layout(state: dict[str, Any], path: Path) -> None:
+    wrong = [k for k, kind in _LAYOUT.items()
+             if not isinstance(state.get(k), kind) or isinstance(state.get(k), bool)]
+    if not wrong and not {"loss", "epoch", "bad_epochs", "state"} <= set(state["best"]):
+        wrong = ["best"]
+    if not wrong and not isinstance(state["rng"].get("torch"), torch.Tensor):
+        wrong = ["rng"]
+    if wrong:
+        raise CheckpointError(f"{path} has missing or malformed {wrong}; it is damaged: "
+                              "restore it, or train afresh without --resume")
 
 
 def migrate_checkpoint(path: str | os.PathLike) -> Path:
