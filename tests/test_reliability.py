@@ -305,7 +305,7 @@ def test_same_seed_same_embeddings_with_several_threads():
     # Large enough that torch's CPU index_put_ (the backward of x[index] in the schema view)
     # runs on several threads; before the fix two runs differed after one epoch.
     ds = make_synthetic_hin(num_nodes=600, seed=1)
-    config = default_config("synthetic", epochs=2)
+    config = default_config("synthetic", epochs=1)
     threads = torch.get_num_threads()
     torch.set_num_threads(max(2, os.cpu_count() or 2))
     try:
