@@ -1,6 +1,7 @@
 # hetcrf-lite: every target creates .venv when it is missing.
 #   make demo   train HetCRF on the built-in synthetic graph and print its metrics
 #   make test   run every unit test and every notebook (nbval)
+#   make fuzz   the property-based suite with many more examples; writes figures/fuzz_outcomes.*
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -15,14 +16,15 @@ endif
 endif
 NBVAL_TIMEOUT ?= 600
 
-.PHONY: venv demo test unit notebooks lab figures bench reproduce ablations clean
+.PHONY: venv demo test unit notebooks lab figures bench reproduce ablations fuzz clean
 
-$(BIN)/.installed: pyproject.toml
+# Every other package at the exact version of constraints.txt (tested; torch is not in it).
+$(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch only when none is importable, so a GPU build chosen by the user is kept
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $@
 
 venv: $(BIN)/.installed
@@ -62,6 +64,12 @@ reproduce: venv
 
 ablations: venv
 	$(BIN)/python benchmarks/ablations.py
+
+# tests/test_fuzz.py with its long profile (2,000 examples per target instead of 60); the
+# outcome counts and their bar chart go to figures/ (docs/reliability.md shows them).
+fuzz: venv
+	HETCRF_FUZZ_PROFILE=long HETCRF_FUZZ_FIGURES=figures $(BIN)/python -m pytest \
+	  tests/test_fuzz.py -q -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -8,17 +8,32 @@ tau 0.8, lambda 0.5); each **(choice)** of docs/method.md is a field here.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
-import tempfile
+import types
+import typing
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Union
 
 import yaml
 
 from .errors import ConfigError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+
+RESUME_SAFE_FIELDS = ("epochs", "lr", "weight_decay", "patience", "min_epochs",
+                      "grad_balance_every", "eval_lr", "device")
+"""Fields ``--resume --override FIELD=VALUE`` may change: how long and how fast to optimise,
+when to stop, what to log, where to run and how to evaluate. Everything else (the model, the
+data, the objective, the seed) defines the run, so a change needs a fresh run folder."""
+
+NONFINITE_FIELDS: frozenset[str] = frozenset()
+"""Float fields where ``inf`` means something (none yet); every other float must be finite."""
+
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few kB; a bigger "config" is the wrong file
 
 
 @dataclass
@@ -114,7 +129,11 @@ class HetCRFConfig:
 
     # ------------------------------------------------------------------------------------------
     def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first impossible field and the fix."""
+        """Raise :class:`ConfigError` naming the first impossible field and the fix.
+
+        First every field is checked against its annotation (:func:`check_types`), and
+        converted where that is lossless (``"1e-3"`` to ``0.001``, ``3.0`` to ``3``)."""
+        check_types(self)
 
         def need(ok: bool, name: str, rule: str) -> None:
             if not ok:
@@ -154,6 +173,7 @@ class HetCRFConfig:
                      "num_sampled_negatives", "grad_balance_every", "second_stage_depth"):
             need(getattr(self, name) >= 0, name, "must be >= 0")
         need(self.lr > 0, "lr", "must be > 0")
+        need(0 <= self.seed < 2**32, "seed", "must lie in [0, 2**32 - 1] (NumPy's seed range)")
         need(self.pos_num is None or (isinstance(self.pos_num, int) and self.pos_num >= 1),
              "pos_num", "must be an integer >= 1 (the anchor counts as one) or None")
         need(self.batch_size is None or (isinstance(self.batch_size, int) and self.batch_size >= 2),
@@ -181,8 +201,11 @@ class HetCRFConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "HetCRFConfig":
+        if not isinstance(values, dict):
+            raise ConfigError(f"a config is a mapping of field: value, got a "
+                              f"{type(values).__name__}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = [k for k in values if k not in known]
         if unknown:
             raise ConfigError(f"unknown config field(s) {unknown}; known fields: {sorted(known)}")
         return cls(**values)
@@ -194,21 +217,38 @@ class HetCRFConfig:
         return HetCRFConfig.from_dict(merged)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write YAML atomically (temporary file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".cfg-", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            yaml.safe_dump(self.to_dict(), fh, sort_keys=False)
-        os.replace(tmp, path)
+        """Write YAML atomically (temporary file, then rename); mode ``0644`` under the usual
+        umask. Raises :class:`~hetcrf_lite.errors.OutputError` when it cannot be written."""
+        from .files import atomic_write_bytes
+
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        atomic_write_bytes(path, lambda fh: fh.write(text.encode()))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "HetCRFConfig":
+        """Read a YAML config; every problem (missing, unreadable, not UTF-8, malformed YAML,
+        duplicate keys, unknown fields, wrong types) is a :class:`ConfigError`."""
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
-        with open(path) as fh:
-            values = yaml.safe_load(fh) or {}
+        if not path.is_file():
+            raise ConfigError(f"config file {path} is not a regular file; give a YAML file")
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read(MAX_CONFIG_BYTES + 1)
+        except OSError as err:
+            raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from err
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes; "
+                              "is it the right file?")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"config file {path} is not UTF-8 text (bad byte at offset "
+                              f"{err.start}); save it as UTF-8") from err
+        values = parse_yaml(text, str(path))
+        if values is None:
+            values = {}
         if not isinstance(values, dict):
             raise ConfigError(f"config file {path} must hold a mapping of field: value")
         return cls.from_dict(values)
@@ -223,3 +263,213 @@ def default_config(dataset: str, **changes: Any) -> HetCRFConfig:
                           "Pass --config FILE for your own.")
     cfg = HetCRFConfig.load(path)
     return cfg.replace(**changes) if changes else cfg
+
+
+# --------------------------------------------------------------------------------------------
+# YAML: safe, strict about duplicate keys
+# --------------------------------------------------------------------------------------------
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no tags run code) that refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            line = key_node.start_mark.line + 1
+            if first is not None:
+                raise ConfigError(f"{key_node.start_mark.name}: key {key!r} is given twice "
+                                  f"(lines {first} and {line}); keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, where: str = "<string>") -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys; a syntax error is a :class:`ConfigError`
+    naming ``where`` and the line."""
+    try:
+        loader = _StrictLoader(text)
+        loader.name = where
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{where} is not valid YAML{at}: {problem}") from err
+    except RecursionError as err:
+        raise ConfigError(f"{where} nests too deeply to be a config") from err
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"lr=1e-3"`` to ``("lr", "1e-3")``: the value is read as YAML (``5`` an int, ``null``
+    None, ``[2, 2]`` a list); :func:`check_types` converts it for the field."""
+    name, sep, value = str(text).partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise ConfigError(f"--override {text!r}: write FIELD=VALUE, e.g. --override lr=1e-3")
+    return name, parse_yaml(value, f"--override {name}") if value.strip() else None
+
+
+# --------------------------------------------------------------------------------------------
+# Types: every field checked against its annotation
+# --------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+def check_types(config: Any) -> None:
+    """Check (and losslessly convert) every field of the dataclass ``config`` against its
+    annotation; raise :class:`ConfigError` naming the field, its value and the expected type.
+
+    Generic over ``bool``, ``int``, ``float``, ``str``, ``Literal[...]``, ``X | None``,
+    ``X | Y``, ``list[X]`` and ``dict[K, V]``, so a new field is covered by its annotation:
+
+    * ``float`` takes numbers and numeric strings (``"1e-3"``: YAML reads ``1e-3`` as a string);
+      it must be finite unless the field is in :data:`NONFINITE_FIELDS`;
+    * ``int`` takes integral numbers only (``3`` or ``3.0``; not ``3.5``, ``"3"`` or a boolean);
+    * ``bool`` takes ``true``/``false`` only (``"no"`` and ``1`` are errors);
+    * ``str`` takes strings only.
+    """
+    for name, tp in _field_types(type(config)).items():
+        value = getattr(config, name)
+        setattr(config, name, _coerce(name, value, tp))
+
+
+_NONE = type(None)
+
+
+def _describe(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (list, tuple):
+        plural = {"an integer": "integers", "a finite number": "finite numbers",
+                  "a string": "strings", "true or false": "booleans"}
+        item = _describe(args[0]) if args else "values"
+        return f"a list of {plural.get(item, item)}"
+    if origin is dict:
+        return (f"a mapping of {_describe(args[0])} to {_describe(args[1])}" if args
+                else "a mapping")
+    names = {bool: "true or false", int: "an integer", float: "a finite number",
+             str: "a string", _NONE: "null"}
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _is_exact(value: Any, tp: Any) -> bool:
+    """Whether ``value`` already has type ``tp`` (the member of a union it is meant for)."""
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    origin = typing.get_origin(tp) or tp
+    return isinstance(origin, type) and isinstance(value, origin)
+
+
+def _coerce(name: str, value: Any, tp: Any) -> Any:
+    def bad(extra: str = "") -> ConfigError:
+        return ConfigError(f"config field '{name}' = {value!r}: must be {_describe(tp)}{extra}")
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None:
+            if _NONE in args:
+                return None
+            raise bad()
+        members = [a for a in args if a is not _NONE]
+        ordered = ([a for a in members if _is_exact(value, a)]
+                   + [a for a in members if not _is_exact(value, a)])
+        for member in ordered:
+            try:
+                return _coerce(name, value, member)
+            except ConfigError:
+                continue
+        raise bad()
+    if tp is _NONE:
+        if value is None:
+            return None
+        raise bad()
+    if origin is Literal:
+        if any(type(value) is type(a) and value == a for a in args):
+            return value
+        raise bad()
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if type(value).__name__ == "bool_":  # numpy.bool_
+            return bool(value)
+        raise bad(" (write true or false, unquoted)")
+    if tp is int:
+        return _as_int(value, bad)
+    if tp is float:
+        return _as_float(name, value, bad)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad()
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise bad()
+        if not args:
+            return list(value)
+        item = args[0]
+        return [_coerce(f"{name}[{i}]", v, item) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad()
+        if not args:
+            return dict(value)
+        key_t, val_t = args
+        return {_coerce(f"{name} key", k, key_t): _coerce(f"{name}[{k!r}]", v, val_t)
+                for k, v in value.items()}
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise bad()
+    return value
+
+
+def _as_int(value: Any, bad) -> int:
+    if isinstance(value, bool):
+        raise bad(" (not true/false)")
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        v = float(value)
+        if math.isfinite(v) and v == int(v):
+            return int(v)
+        raise bad(" (an integral value)")
+    raise bad()
+
+
+def _as_float(name: str, value: Any, bad) -> float:
+    if isinstance(value, bool):
+        raise bad(" (not true/false)")
+    if isinstance(value, str):
+        try:
+            v = float(value.strip())
+        except ValueError:
+            raise bad() from None
+    elif isinstance(value, numbers.Real):
+        try:
+            v = float(value)
+        except OverflowError:  # an int beyond float range
+            raise bad() from None
+    else:
+        raise bad()
+    if math.isnan(v) or (math.isinf(v) and name not in NONFINITE_FIELDS):
+        raise bad(" (NaN and infinity mean nothing here)")
+    return v

@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import os
-import tempfile
+import stat
+import time
 import urllib.request
 import warnings
 import zipfile
@@ -43,6 +45,7 @@ from torch_geometric.data import HeteroData
 from torch_geometric.transforms import ToUndirected
 
 from .errors import ConfigError, DataError, DataFileNotFoundError, MetaPathError
+from .files import remove_orphans, temp_file
 from .metapaths import (
     MetaPathSpec,
     metapath_adjacency,
@@ -272,32 +275,49 @@ def _sha256(path: Path) -> str:
     return _SHA_MEMO[key]
 
 
+DOWNLOAD_TIMEOUT = 60.0  # seconds one read may wait
+DOWNLOAD_DEADLINE = 600.0  # seconds a whole file may take (HeCo's largest is 3 MB)
+
+
 def download_file(url: str, path: str | os.PathLike, sha256: str | None = None,
-                  timeout: float = 60.0) -> None:
-    """Downloads ``url`` to ``path`` atomically, checking its sha256.
+                  timeout: float = DOWNLOAD_TIMEOUT, deadline: float = DOWNLOAD_DEADLINE) -> None:
+    """Downloads ``url`` to ``path`` atomically, checking its sha256, within a deadline.
 
     The bytes go to a temporary file in the destination folder, which replaces ``path`` only once
     complete and verified (``os.replace``), so an interrupted download never leaves a truncated
-    file under the real name. Uses :mod:`urllib` (no extra dependency); TLS certificates are
-    verified.
+    file under the real name (a temporary file orphaned by ``kill -9`` is removed by the next
+    load: :func:`~hetcrf_lite.files.remove_orphans`). The file gets the usual mode (``0644``
+    under the usual umask). Uses :mod:`urllib` (no extra dependency); TLS certificates are
+    verified. A server that trickles bytes is given up after ``deadline`` seconds in all.
 
     Args:
         url (str): address to fetch.
         path (str or Path): destination file.
         sha256 (str, optional): expected hex digest; a mismatch raises :class:`DataError` and
             leaves nothing behind. (default: :obj:`None`)
-        timeout (float, optional): socket timeout in seconds. (default: :obj:`60.0`)
+        timeout (float, optional): seconds one read may wait. (default: :obj:`60.0`)
+        deadline (float, optional): seconds the whole download may take; it is checked after
+            every read, so it can be overrun by at most ``timeout``. (default: :obj:`600.0`)
 
     Raises:
-        OSError: the server cannot be reached (``urllib.error.URLError`` is an ``OSError``).
+        OSError: the server cannot be reached (``urllib.error.URLError`` is an ``OSError``);
+            ``TimeoutError`` (an ``OSError``) when the deadline passes.
         DataError: the downloaded bytes do not match ``sha256``.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    fd, tmp = temp_file(path, suffix=".part")
+    start = time.monotonic()
     try:
         h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            for block in iter(lambda: resp.read(1 << 20), b""):
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(
+                url, timeout=min(timeout, deadline)) as resp:
+            read = getattr(resp, "read1", resp.read)  # read1: whatever has arrived, no waiting
+            while block := read(1 << 16):
+                if time.monotonic() - start > deadline:
+                    raise TimeoutError(
+                        f"{url} was not complete after the {deadline:g} s download deadline "
+                        f"({out.tell()} bytes): the server is too slow. Try again later, or "
+                        f"fetch the file by hand into {path.parent}.")
                 h.update(block)
                 out.write(block)
         if sha256 is not None and h.hexdigest() != sha256:
@@ -310,6 +330,29 @@ def download_file(url: str, path: str | os.PathLike, sha256: str | None = None,
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _check_folder(folder: Path) -> None:
+    """A data folder that cannot be a folder (a file, a symbolic-link loop, no permission to
+    look) is a :class:`DataError` naming it; a folder that does not exist yet is fine."""
+    try:
+        st = os.stat(folder)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise DataError(f"cannot use the data folder {folder}: {err.strerror or err}. Point "
+                        "HETCRF_DATA (or root=) at a real folder.") from err
+    if not stat.S_ISDIR(st.st_mode):
+        raise DataError(f"the data folder {folder} is a file, not a folder. Point HETCRF_DATA "
+                        "(or root=) at the folder holding one sub-folder per dataset.")
+
+
+def _digest(path: Path) -> str:
+    try:
+        return _sha256(path)
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}. Check its permissions, "
+                        "or restore it.") from err
 
 
 def _writable(folder: Path) -> bool:
@@ -327,11 +370,13 @@ def _ensure_files(name: str, files: Sequence[str], folder: Path, download: bool,
     """Checks that every file is present (and matches the manifest); fetches what is missing or
     corrupt when allowed. A read-only folder is only read."""
     manifest = _manifest()
+    _check_folder(folder)
+    remove_orphans(folder, older_than=DOWNLOAD_DEADLINE + DOWNLOAD_TIMEOUT)
     missing = [f for f in files if not (folder / f).is_file()]
     corrupt = []
     if verify:
         for f in files:
-            if f not in missing and _sha256(folder / f) != manifest[f"{name}/{f}"]:
+            if f not in missing and _digest(folder / f) != manifest[f"{name}/{f}"]:
                 corrupt.append(f)
     if not missing and not corrupt:
         return
@@ -356,7 +401,11 @@ def _ensure_files(name: str, files: Sequence[str], folder: Path, download: bool,
             f"{name}: missing {missing} in {folder}, and that folder is read-only so nothing can "
             f"be downloaded there. {hint} a writable folder."
         )
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataFileNotFoundError(f"{name}: cannot create {folder} for the download "
+                                    f"({err.strerror or err}). {hint} a writable folder.") from err
     if corrupt:
         warnings.warn(f"{name}: {corrupt} in {folder} failed the sha256 check; fetching again.")
     failed = []
@@ -424,7 +473,12 @@ def validate_labels(labels: Tensor | np.ndarray, num_nodes: int,
     Raises:
         DataError: wrong shape, non-integer values, labels below -1 or not below ``num_classes``.
     """
-    y = torch.as_tensor(np.asarray(labels) if not isinstance(labels, Tensor) else labels)
+    try:
+        y = torch.as_tensor(np.asarray(labels) if not isinstance(labels, Tensor) else labels)
+    except (TypeError, ValueError, RuntimeError) as err:
+        kind = getattr(labels, "dtype", type(labels).__name__)
+        raise DataError(f"{where} holds {kind} values; labels are integer class ids or -1."
+                        ) from err
     if y.dim() != 1 or y.numel() != num_nodes:
         raise DataError(
             f"{where} has shape {list(y.shape)}, expected [{num_nodes}] (one per target node)."
@@ -453,8 +507,8 @@ def _validate_splits(splits: Mapping[int, Mapping[str, Tensor]], labels: Tensor)
         for part in ("train", "val", "test"):
             if part not in parts:
                 raise DataError(f"splits[{rate}] has no {part!r} index; give train, val and test.")
-            idx = torch.as_tensor(parts[part]).to(torch.int64).flatten()
             where = f"splits[{rate}][{part!r}]"
+            idx = as_index(parts[part], where)
             if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
                 raise DataError(f"{where} has node ids outside [0, {n}).")
             if idx.numel() and bool((labels[idx] < 0).any()):
@@ -464,6 +518,26 @@ def _validate_splits(splits: Mapping[int, Mapping[str, Tensor]], labels: Tensor)
         if seen.unique().numel() != seen.numel():
             raise DataError(f"splits[{rate}]: train, val and test overlap or repeat nodes.")
     return out
+
+
+def as_index(values: Tensor | np.ndarray | Sequence[int], where: str) -> Tensor:
+    """Node ids as a flat int64 tensor; whole-valued floats are accepted, anything else (floats
+    with a fraction, which would be rounded down, booleans, strings) is a :class:`DataError`."""
+    try:
+        idx = torch.as_tensor(values if isinstance(values, Tensor) else np.asarray(values))
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise DataError(f"{where} cannot be read as node ids ({err}); give integers.") from err
+    idx = idx.detach().cpu().flatten()
+    if idx.dtype == torch.bool or idx.is_complex():
+        raise DataError(f"{where} has dtype {idx.dtype}; give integer node ids (a boolean mask "
+                        "becomes ids with mask.nonzero().flatten()).")
+    if idx.is_floating_point():
+        whole = torch.isfinite(idx) & (idx == idx.round())
+        if not bool(whole.all()):
+            first = float(idx[~whole][0])
+            raise DataError(f"{where} holds node ids that are not whole numbers (e.g. {first}); "
+                            "ids are never rounded: give integers.")
+    return idx.to(torch.int64)
 
 
 def _validate_edges(data: HeteroData) -> None:
@@ -516,11 +590,20 @@ def _read_error(path: Path, err: Exception) -> DataError:
 
 def _read_edges(path: Path, n_src: int, n_dst: int) -> Tensor:
     try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        if not raw.isascii():
+            # An edge list is ASCII digits and spaces. Anything else never reaches the parser:
+            # numpy 2.4's loadtxt crashes the interpreter (segfault) on some non-ASCII
+            # characters, e.g. U+E9A80 (found by tests/test_fuzz.py).
+            at = next(i for i, b in enumerate(raw) if b > 127)
+            raise ValueError(f"byte {at} is not ASCII ({raw[at]:#04x}); an edge list holds "
+                             "two integer ids per line")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # an empty file is reported below, not as a warning
             # np.loadtxt (C parser since numpy 1.23) reads DBLP's 86k-line pt.txt in ~5 ms
-            e = np.loadtxt(path, dtype=np.int64, ndmin=2)
-    except ValueError as err:
+            e = np.loadtxt(io.BytesIO(raw), dtype=np.int64, ndmin=2)
+    except (ValueError, OverflowError, OSError) as err:
         raise _read_error(path, err) from err
     if e.shape[1] != 2 or e.shape[0] == 0:
         raise DataError(f"{path} has shape {e.shape}; expected one 'source target' pair per line.")
@@ -557,9 +640,10 @@ def _read_features(path: Path, n: int, dense: bool) -> Tensor:
     (DBLP ``t_feat``: signed embeddings) is returned as stored, never normalised."""
     if _is_npy(path):
         raw = _read_npy(path)
-        x = torch.from_numpy(np.asarray(raw, dtype=np.float32))
+        x = torch.from_numpy(_as_float32(raw, path))
     else:
         raw = _read_sparse(path)
+        raw = sp.csr_matrix((_as_float32(raw.data, path), raw.indices, raw.indptr), raw.shape)
         # checked before normalising, which would spread one NaN over its whole row
         validate_features(_scipy_to_coo(raw), str(path))
         m = _row_normalise(raw)
@@ -567,6 +651,13 @@ def _read_features(path: Path, n: int, dense: bool) -> Tensor:
     if x.dim() != 2 or x.shape[0] != n:
         raise DataError(f"{path} holds features of shape {list(x.shape)}, expected {n} rows.")
     return x
+
+
+def _as_float32(values: np.ndarray, path: Path) -> np.ndarray:
+    if values.dtype.kind not in "biuf":  # bool, ints, floats; never strings, bytes, complex
+        raise DataError(f"{path} holds {values.dtype} values, not numbers; features are "
+                        "numeric. The file is damaged: restore it.")
+    return np.asarray(values, dtype=np.float32)
 
 
 def _is_npy(path: Path) -> bool:
@@ -657,7 +748,8 @@ def load_dataset(
     labels = validate_labels(_read_npy(folder / "labels.npy"), n, spec.num_classes,
                              where=str(folder / "labels.npy"))
     splits = {
-        rate: {part: torch.from_numpy(_read_npy(folder / f"{part}_{rate}.npy").astype(np.int64))
+        rate: {part: as_index(_read_npy(folder / f"{part}_{rate}.npy"),
+                              str(folder / f"{part}_{rate}.npy"))
                for part in ("train", "val", "test")}
         for rate in RATES
     }
@@ -755,8 +847,7 @@ def _assemble(data, target, metapaths, labels, splits, num_classes, pos_num, pos
         num_classes = int(y.max()) + 1 if y.numel() and int(y.max()) >= 0 else 0
     data[target].y = y
 
-    items = (list(metapaths.items()) if isinstance(metapaths, Mapping)
-             else [(None, spec) for spec in metapaths])
+    items = _metapath_items(metapaths, target)
     if not items:
         raise MetaPathError(f"no meta-path given; give at least one, e.g. "
                             f"{[target, '<neighbour type>', target]}.")
@@ -787,6 +878,27 @@ def _assemble(data, target, metapaths, labels, splits, num_classes, pos_num, pos
     return HINDataset(name=name, data=data, target=target, labels=y, num_classes=num_classes,
                       splits=splits, metapaths=paths, metapath_adj=adj, metapath_counts=counts,
                       pos=pos)
+
+
+def _metapath_items(metapaths: object, target: str) -> list[tuple[str | None, object]]:
+    """``[(name or None, spec)]`` from a dict or a list of specs; a spec of the wrong kind (a
+    number, a bare string for the whole list) is a :class:`MetaPathError` with an example."""
+    example = f"['PAP'] or [['{target}', '<neighbour type>', '{target}']]"
+    if isinstance(metapaths, Mapping):
+        items = list(metapaths.items())
+    elif isinstance(metapaths, (list, tuple)):
+        items = [(None, spec) for spec in metapaths]
+    else:
+        raise MetaPathError(f"metapaths is a {type(metapaths).__name__}; give a list of specs "
+                            f"such as {example}, or a dict {{name: spec}}.")
+    for key, spec in items:
+        ok = isinstance(spec, str) or (isinstance(spec, (list, tuple))
+                                       and all(isinstance(t, str) for t in spec))
+        if not ok:
+            named = "" if key is None else f" {key!r}"
+            raise MetaPathError(f"meta-path{named} is {spec!r}; a spec is a string of letters "
+                                f"or a list of node type names, e.g. {example}.")
+    return items
 
 
 def make_splits(
@@ -844,6 +956,45 @@ def make_splits(
             "test": torch.from_numpy(np.sort(rest[nv:nv + nt]).astype(np.int64)),
         }
     return out
+
+
+def validate_dataset(dataset: object) -> None:
+    """Checks a :class:`HINDataset` before training: every feature matrix finite and numeric,
+    labels within ``num_classes``, meta-path graphs and positives integer ``[2, E]`` over the
+    target nodes. Datasets built by the loaders already pass; this catches ones changed by hand.
+
+    Raises:
+        DataError: not a :class:`HINDataset`, or a bad part (named, with the fix).
+        MetaPathError: no meta-path graph.
+    """
+    if not isinstance(dataset, HINDataset):
+        raise DataError(f"expected a HINDataset, got a {type(dataset).__name__}; build one with "
+                        "load_dataset, make_synthetic_hin or from_heterodata.")
+    ds = dataset
+    if ds.target not in ds.data.node_types:
+        raise DataError(f"{ds.name}: target {ds.target!r} is not a node type of its graph.")
+    for t in ds.data.node_types:
+        x = ds.data[t].get("x")
+        if x is not None:
+            validate_features(x, f"{ds.name}: data[{t!r}].x")
+    n = ds.num_nodes
+    validate_labels(ds.labels, n, ds.num_classes if ds.num_classes > 0 else None,
+                    where=f"{ds.name}: labels")
+    if not ds.metapath_adj:
+        raise MetaPathError(f"{ds.name} has no meta-path graph; build it with from_heterodata.")
+    for name, ei in ds.metapath_adj.items():
+        _check_pairs(ei, n, f"{ds.name}: metapath_adj[{name!r}]")
+    if ds.pos is not None:
+        _check_pairs(ds.pos, n, f"{ds.name}: pos")
+
+
+def _check_pairs(ei: object, n: int, where: str) -> None:
+    if (not isinstance(ei, Tensor) or ei.dim() != 2 or ei.size(0) != 2
+            or ei.is_floating_point() or ei.dtype == torch.bool):
+        shape = list(ei.shape) if isinstance(ei, Tensor) else type(ei).__name__
+        raise DataError(f"{where} is {shape}; expected an integer tensor [2, E].")
+    if ei.numel() and (int(ei.min()) < 0 or int(ei.max()) >= n):
+        raise DataError(f"{where} holds node ids outside [0, {n}).")
 
 
 # --------------------------------------------------------------------------------------------

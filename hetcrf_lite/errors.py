@@ -1,7 +1,9 @@
 """Package errors: each names what is wrong and how to fix it.
 
 They subclass the built-in exception a caller would expect (``ValueError`` for bad values,
-``FileNotFoundError`` for missing files), so ``except ValueError`` keeps working.
+``FileNotFoundError`` for missing files, ``OSError`` for outputs that cannot be written), so
+``except ValueError`` keeps working. ``hetcrf-lite`` prints any of them as one line and exits
+with status 2.
 """
 
 
@@ -27,3 +29,11 @@ class ConfigError(HetCRFError, ValueError):
 
 class TrainingError(HetCRFError, RuntimeError):
     """Training cannot go on (for example a NaN or Inf loss)."""
+
+
+class CheckpointError(TrainingError):
+    """A checkpoint cannot be used: damaged, in the old pickled format, or from another config."""
+
+
+class OutputError(HetCRFError, OSError):
+    """An output cannot be written: the folder is a file, read-only, or the disk is full."""

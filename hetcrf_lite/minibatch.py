@@ -605,10 +605,8 @@ class MiniBatchTrainer(Trainer):
                 self.optimizer.zero_grad(set_to_none=True)
                 loss, parts = model.training_step(epoch)
                 if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"loss became {loss.item()} at epoch {epoch}, step {i} (parts: {parts}); "
-                        f"the last good checkpoint is kept at {self.checkpoint_path}. Lower lr "
-                        "or check the features for NaN/Inf.")
+                    raise TrainingError(self.nonfinite_message(
+                        f"loss became {loss.item()} at epoch {epoch}, step {i} (parts: {parts})"))
                 loss.backward()
                 self.optimizer.step()
                 if balance_due and i == len(batches) - 1:  # on the last step's views

@@ -27,6 +27,7 @@ array, and the generator is vectorised numpy throughout: 100k target nodes take 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from numbers import Real
 from typing import Sequence
@@ -261,6 +262,8 @@ def _check_args(n, num_classes, mode, num_features, signal, rates, pos_num) -> N
                           "leave num_features=None")
     if num_features is not None and num_features < 1:
         raise ConfigError(f"num_features is {num_features}; it must be positive")
+    if signal is not None and not (isinstance(signal, Real) and math.isfinite(signal)):
+        raise ConfigError(f"feature_signal is {signal!r}; it must be a finite number or None")
     if mode == "sparse" and signal is not None and not 0.0 <= signal <= 1.0:
         raise ConfigError(f"feature_signal is {signal}; in 'sparse' mode it is the share of "
                           "topic words, in [0, 1]")

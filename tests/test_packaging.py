@@ -55,3 +55,48 @@ def test_wheel_ships_the_configs_and_checksums(tmp_path):
     shipped = {f"hetcrf_lite/configs/{p.name}" for p in configs}
     assert len(shipped) == 5 and shipped <= names
     assert "hetcrf_lite/SHA256SUMS" in names
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[name.lower().replace("_", "-")] = version
+    return pins
+
+
+def _name(requirement: str) -> str:
+    import re
+
+    return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_constraints_pin_every_requirement_but_torch_and_the_makefile_uses_them():
+    # torch stays out so that TORCH_SPEC (or a GPU build already installed) is never overridden
+    pins = _pins()
+    assert "torch" not in pins and all(v and "+" not in v for v in pins.values())
+    wanted = {_name(r) for r in _pyproject_requirements()} - {"torch"}
+    assert wanted <= set(pins), sorted(wanted - set(pins))
+    makefile = (ROOT / "Makefile").read_text()
+    assert '-m pip install -q -c constraints.txt -e ".[dev]"' in makefile
+    assert "$(BIN)/.installed: pyproject.toml constraints.txt" in makefile
+
+
+def test_the_project_venv_holds_the_pinned_versions():
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    if Path(sys.prefix).resolve() != (ROOT / ".venv").resolve():
+        pytest.skip("not the project's .venv (conda or another environment)")
+    pins = _pins()
+    wrong = {}
+    for name in sorted({_name(r) for r in _pyproject_requirements()} - {"torch"}):
+        try:
+            got = version(name)
+        except PackageNotFoundError:
+            got = None
+        if got != pins[name]:
+            wrong[name] = (got, pins[name])
+    assert not wrong, f"installed vs constraints.txt: {wrong}; run make venv"
