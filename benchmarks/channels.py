@@ -167,14 +167,14 @@ def main(argv: list[str] | None = None) -> int:
         rows = list(tqdm(pool.map(one_run, *zip(*jobs)), total=len(jobs), desc="channels"))
     summary = summarise(rows)
     print_report(summary)
-    from hetcrf_lite.files import atomic_write_text  # noqa: E402  (package layer)
+    from hetcrf_lite.files import atomic_write_bytes
 
     meta = {"command": "python benchmarks/channels.py " + " ".join(sys.argv[1:] if argv is None
                                                                    else argv),
             "changes": changes, "seeds": args.seeds, "graphs": {g: GRAPHS[g] for g in args.graphs},
             "wall_seconds": time.perf_counter() - start}
-    atomic_write_text(Path(args.json), json.dumps({"meta": meta, **summary}, indent=1,
-                                                  default=str))
+    text = json.dumps({"meta": meta, **summary}, indent=1, default=str)
+    atomic_write_bytes(Path(args.json), lambda fh: fh.write(text.encode()))
     return 0
 
 

@@ -69,7 +69,6 @@ class HetCRFConfig:
     w_edge: float = 0.5
     edge_drop: float = 0.5  # fraction of each meta-path's edges dropped before encoding
     gamma_edge: float = 1.0
-    edge_source: str = "h"  # h (fused H decodes every A^m) | z (Z^m decodes its own A^m)
     edge_dense_threshold: int = 10000  # dense N x N reconstruction up to this many nodes (choice)
     # One encoder pass on masked features AND dropped edges, both reconstruction losses from it
     # (HGMAE encodes them apart): 2 encoder passes per step instead of 3. No effect unless both
@@ -82,11 +81,17 @@ class HetCRFConfig:
     raw_feat_mask: float = 0.3  # feature-mask rate of the raw-feature views
     second_stage: str = "after_views"  # after_views | before_views (choice, see docs/method.md)
     second_stage_depth: int = 1  # GCN layers of the second stage; 0 disables it
+    # How the channels share the encoder (docs/method.md, notebook 09). With a generative loss
+    # on, cl_encoder_grad false stops the contrastive gradient at the encoder output: InfoNCE
+    # between these views rewards clique meta-paths (P-S-P: a subject code makes both views
+    # agree), and through the shared encoder it drags beta onto them. Alone it trains the encoder.
+    cl_encoder_grad: bool = False
+    cl_beta_grad: bool = True  # False: the contrastive loss sees beta detached (Z^m still train)
     gen_beta_grad: bool = True  # False: the generative losses see beta detached
-    cl_encoder_grad: bool = True  # False: contrastive views from the encoder output, detached
-    cl_beta_grad: bool = True  # False: the contrastive loss sees beta detached (generative sets it)
-    cl_fusion: str = "encoder"  # encoder (views from H) | own (own semantic attention over Z^m)
-    second_stage_fusion: str = "mean"  # mean | attention (the views' fusion weights)
+    cl_fusion: str = "encoder"  # encoder (views from H) | own (its own semantic attention on Z^m)
+    # Second-stage GCN over the meta-path graphs: mean (1/M each) | beta (the views' fusion
+    # weights, detached unless cl_beta_grad and cl_encoder_grad let them train)
+    second_stage_fusion: str = "beta"
     channel_balance: str = "none"  # none | norm | pcgrad: the channels' gradients on the encoder
     channel_grad_every: int = 0  # log the channels' gradient cosine and norms every k epochs
     center_views: bool = True  # subtract the node mean of each view before projecting (choice)
@@ -108,8 +113,6 @@ class HetCRFConfig:
     embed: str = "concat"  # concat | encoder | contrastive (choice)
     # --- training -----------------------------------------------------------------------------
     lr: float = 8e-4
-    attention_detach_z: bool = False  # beta scored on detached Z^m: the encoder cannot game it
-    attention_lr_scale: float = 1.0  # semantic attention's lr = lr * this (see model.param_groups)
     weight_decay: float = 0.0
     lr_schedule: str = "constant"  # constant | cosine (cosine annealing to 0 over `epochs`)
     epochs: int = 200
@@ -149,6 +152,9 @@ class HetCRFConfig:
             "device": ("auto", "cpu", "cuda"),
             "lr_schedule": ("constant", "cosine"),
             "feature_init": ("identity", "embedding", "random"),
+            "cl_fusion": ("encoder", "own"),
+            "second_stage_fusion": ("mean", "beta"),
+            "channel_balance": ("none", "norm", "pcgrad"),
         }
         for name, allowed in choices.items():
             need(getattr(self, name) in allowed, name, f"must be one of {', '.join(allowed)}")
@@ -170,7 +176,8 @@ class HetCRFConfig:
         for name in ("gamma_feat", "gamma_edge"):
             need(getattr(self, name) >= 1.0, name, "the SCE exponent must be >= 1")
         for name in ("w_feat", "w_edge", "w_cl", "weight_decay", "patience", "min_epochs",
-                     "num_sampled_negatives", "grad_balance_every", "second_stage_depth"):
+                     "num_sampled_negatives", "grad_balance_every", "second_stage_depth",
+                     "channel_grad_every"):
             need(getattr(self, name) >= 0, name, "must be >= 0")
         need(self.lr > 0, "lr", "must be > 0")
         need(0 <= self.seed < 2**32, "seed", "must lie in [0, 2**32 - 1] (NumPy's seed range)")

@@ -694,11 +694,9 @@ class SemanticAttention(nn.Module):
         - **output:** :math:`(N, F)` fused embedding and :math:`(M,)` weights :math:`\beta`
     """
 
-    def __init__(self, in_channels: int, hidden_channels: int = 128,
-                 detach_scores: bool = False):
+    def __init__(self, in_channels: int, hidden_channels: int = 128):
         super().__init__()
-        self.detach_scores = detach_scores
-        self.detach_weights = False
+        self.detach_weights = False  # fuse with a constant beta (HetCRF's gen_beta_grad: false)
         self.lin = nn.Linear(in_channels, hidden_channels)
         self.q = nn.Parameter(torch.empty(1, hidden_channels))
         self.reset_parameters()
@@ -710,8 +708,7 @@ class SemanticAttention(nn.Module):
 
     def forward(self, zs: Tensor | list[Tensor]) -> tuple[Tensor, Tensor]:
         z = torch.stack(list(zs)) if not isinstance(zs, Tensor) else zs  # [M, N, F]
-        scored = z.detach() if self.detach_scores else z
-        w = (torch.tanh(self.lin(scored)).mean(dim=1) * self.q).sum(-1)  # [M]
+        w = (torch.tanh(self.lin(z)).mean(dim=1) * self.q).sum(-1)  # [M]
         beta = torch.softmax(w, dim=0)  # [M]
         if self.detach_weights:
             beta = beta.detach()

@@ -35,10 +35,23 @@ def self_positives(num_nodes: int, device: torch.device | None = None) -> Tensor
     return torch.stack([idx, idx])  # [2, N]
 
 
-def _is_semantic(name: str) -> bool:
-    """Parameters of a semantic (meta-path or type level) attention."""
-    return (".semantic." in f".{name}" or name.startswith("cl_semantic.")
-            or ".sem_" in f".{name}")
+def balance_gradients(g_gen: Tensor, g_cl: Tensor, mode: str) -> Tensor:
+    r"""Combine the two channels' gradients on the shared encoder (flattened vectors).
+
+    ``norm`` rescales the contrastive one to the generative one's length,
+    :math:`g = g_{gen} + g_{cl} \lVert g_{gen}\rVert / \lVert g_{cl}\rVert`; ``pcgrad``
+    (Yu et al. 2020) removes from each the component along the other when they conflict
+    (:math:`g_{gen} \cdot g_{cl} < 0`), :math:`g_a \leftarrow g_a - \frac{\min(0,\,
+    g_a \cdot g_b)}{\lVert g_b\rVert^2} g_b`, and adds the two; ``none`` adds them."""
+    if mode == "none":
+        return g_gen + g_cl
+    if mode == "norm":
+        return g_gen + g_cl * (g_gen.norm() / g_cl.norm().clamp_min(1e-30))
+    if mode != "pcgrad":
+        raise ConfigError(f"channel_balance={mode!r}: use none, norm or pcgrad")
+    dot = torch.dot(g_gen, g_cl).clamp_max(0)
+    return (g_gen - dot / g_cl.pow(2).sum().clamp_min(1e-30) * g_cl
+            + g_cl - dot / g_gen.pow(2).sum().clamp_min(1e-30) * g_gen)
 
 
 def _flat_grad(loss: Tensor, params: list[Tensor]) -> Tensor:
@@ -75,9 +88,6 @@ class HetCRF(nn.Module):
                                      hidden_channels=hidden, metapaths=self.metapath_names,
                                      heads=config.heads, feat_drop=config.feat_drop,
                                      attn_drop=config.attn_drop)
-        for module in self.encoder.modules():
-            if isinstance(module, SemanticAttention):
-                module.detach_scores = config.attention_detach_z
         if token_column:
             with torch.no_grad():  # the [MASK] input column starts at zero, as GraphMAE's token
                 self.encoder.proj.weight[:, -1] = 0.0
@@ -94,7 +104,6 @@ class HetCRF(nn.Module):
                                           config.mask_rate_end)
         self.edge_recon = (EdgeReconstruction(hidden, self.metapath_names,
                                               drop_rate=config.edge_drop, gamma=config.gamma_edge,
-                                              source=config.edge_source,
                                               dense_threshold=config.edge_dense_threshold)
                            if config.use_edge_recon else None)
         if config.use_contrastive:
@@ -104,8 +113,7 @@ class HetCRF(nn.Module):
             self.second_stage = SecondStageGCN(hidden, config.second_stage_depth)
             self.projection = ProjectionHead(hidden, hidden)
             if config.cl_fusion == "own":
-                self.cl_semantic = SemanticAttention(hidden,
-                                                     detach_scores=config.attention_detach_z)
+                self.cl_semantic = SemanticAttention(hidden)
             if config.views == "raw":
                 # Ablation: the schema view is fed raw (masked) features, as HeCo does.
                 self.raw_projection = nn.Linear(self.x.shape[1], hidden)
@@ -197,24 +205,32 @@ class HetCRF(nn.Module):
         return x * keep  # column masking, as GRACE/HeCo-style feature masking
 
     # --------------------------------------------------------------------------------------------
+    def _contrastive_input(self, enc: EncoderOutput) -> tuple[Tensor, Tensor | None]:
+        """``(h, beta)`` the contrastive channel starts from: the encoder's fusion, or its own
+        (``cl_fusion: own``), detached as ``cl_encoder_grad`` and ``cl_beta_grad`` say."""
+        cfg = self.config
+        gen_on = ((self.feat_recon is not None and cfg.w_feat > 0)
+                  or (self.edge_recon is not None and cfg.w_edge > 0))
+        zs = [enc.z[m] for m in self.metapath_names]
+        if gen_on and not cfg.cl_encoder_grad:  # the encoder belongs to the generative channel
+            zs = [z.detach() for z in zs]
+            enc = enc._replace(h=enc.h.detach(), semantic_attention=None
+                               if enc.semantic_attention is None
+                               else enc.semantic_attention.detach())
+        if cfg.cl_fusion == "own":
+            return self.cl_semantic(zs)
+        beta = enc.semantic_attention
+        if beta is None or cfg.cl_beta_grad:
+            return enc.h, beta
+        beta = beta.detach()
+        return (beta.view(-1, 1, 1) * torch.stack(zs)).sum(0), beta  # [N, hidden]
+
     def views(self, enc: EncoderOutput) -> tuple[Tensor, Tensor]:
         """Fusion and schema views, after the second-stage GCN (before the projection head)."""
         cfg = self.config
-        if not cfg.cl_encoder_grad:  # the contrastive loss trains only its own channel
-            enc = EncoderOutput(enc.h.detach(), {m: z.detach() for m, z in enc.z.items()},
-                                enc.node_attention, None if enc.semantic_attention is None
-                                else enc.semantic_attention.detach())
-        h = enc.h
-        beta = enc.semantic_attention
-        if cfg.cl_fusion == "own":
-            h, beta = self.cl_semantic([enc.z[m] for m in self.metapath_names])
-        elif beta is not None and not cfg.cl_beta_grad:
-            beta = beta.detach()
-            h = (beta.view(-1, 1, 1) * torch.stack([enc.z[m] for m in self.metapath_names])).sum(0)
+        h, beta = self._contrastive_input(enc)
         self._cl_beta = None if beta is None else beta.detach()
-        weights = None
-        if beta is not None and cfg.second_stage_fusion == "attention":
-            weights = beta if cfg.cl_beta_grad else beta.detach()
+        weights = beta if cfg.second_stage_fusion == "beta" else None  # None: the mean
         if cfg.views == "raw":
             raw = self._sparse_dropout(self.x, cfg.raw_feat_mask)
             base = (torch.sparse.mm(raw, self.raw_projection.weight.t()) + self.raw_projection.bias
@@ -325,34 +341,12 @@ class HetCRF(nn.Module):
         if log:
             self.diagnostics.update(grad_cos=float(cos), grad_norm_gen=float(n_gen),
                                     grad_norm_cl=float(n_cl))
-        mode = self.config.channel_balance
-        if mode == "none":
+        if self.config.channel_balance == "none":
             return gen_loss.new_zeros(())
-        if mode == "norm":  # the contrastive gradient rescaled to the generative one's norm
-            g = g_gen + g_cl * (n_gen / n_cl.clamp_min(1e-30))
-        else:  # pcgrad: drop each gradient's component along the other when they conflict
-            dot = torch.dot(g_gen, g_cl)
-            g_gen2 = g_gen - (dot.clamp_max(0) / n_cl.pow(2).clamp_min(1e-30)) * g_cl
-            g_cl2 = g_cl - (dot.clamp_max(0) / n_gen.pow(2).clamp_min(1e-30)) * g_gen
-            g = g_gen2 + g_cl2
+        g = balance_gradients(g_gen, g_cl, self.config.channel_balance)
         delta = (g - g_gen - g_cl).detach()
         flat = torch.cat([p.reshape(-1) for p in params])
         return torch.dot(flat - flat.detach(), delta)  # value 0, gradient delta
-
-    def param_groups(self, lr: float) -> list[dict[str, Any]]:
-        """Adam's parameter groups: semantic attention at ``lr * attention_lr_scale``.
-
-        Adam moves every coordinate of the attention vector ``q`` by about ``lr`` per step
-        whatever the gradient's size, so the meta-path logits can move by about
-        ``lr * hidden`` per step: a small, even noisy, preference turns beta one-hot within a
-        few epochs. A smaller step for these few parameters keeps beta a weighting."""
-        attention = [p for name, p in self.named_parameters() if _is_semantic(name)]
-        ids = {id(p) for p in attention}
-        rest = [p for p in self.parameters() if id(p) not in ids]
-        groups = [{"params": rest, "lr": lr}]
-        if attention:
-            groups.append({"params": attention, "lr": lr * self.config.attention_lr_scale})
-        return groups
 
     # --------------------------------------------------------------------------------------------
     @torch.no_grad()
