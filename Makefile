@@ -2,6 +2,7 @@
 #   make demo   train HetCRF on the built-in synthetic graph and print its metrics
 #   make test   run every unit test and every notebook (nbval)
 #   make fuzz   the property-based suite with many more examples; writes figures/fuzz_outcomes.*
+#   make course the executed notebooks as static HTML that opens offline (build/course/)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -16,7 +17,7 @@ endif
 endif
 NBVAL_TIMEOUT ?= 600
 
-.PHONY: venv demo test unit notebooks lab figures bench reproduce ablations fuzz clean
+.PHONY: venv demo test unit notebooks lab figures bench reproduce ablations fuzz course clean
 
 # Every other package at the exact version of constraints.txt (tested; torch is not in it).
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -70,6 +71,11 @@ ablations: venv
 fuzz: venv
 	HETCRF_FUZZ_PROFILE=long HETCRF_FUZZ_FIGURES=figures $(BIN)/python -m pytest \
 	  tests/test_fuzz.py -q -p no:cacheprovider
+
+# Static HTML of notebooks/*.ipynb with their saved outputs; MathJax and the widget manager are
+# packed from the npm registry (pinned, sha512-checked) into build/course/_static, no CDN.
+course: venv
+	$(BIN)/python benchmarks/course.py --out build/course
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -5,4 +5,4 @@ channel (masked feature and meta-path edge reconstruction) and a contrastive cha
 fusion views from encoder embeddings, a second-stage GCN, InfoNCE), with positive-sample
 augmentation (meta-path connectivity, K-means key deviated nodes).
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"

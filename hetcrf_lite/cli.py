@@ -1,4 +1,4 @@
-"""hetcrf-lite: train, evaluate, describe, umap.
+"""hetcrf-lite: train, evaluate, describe, umap, embed.
 
 Examples:
 
@@ -8,11 +8,15 @@ Examples:
     hetcrf-lite evaluate runs/acm/embeddings.npy --dataset acm
     hetcrf-lite describe --dataset dblp
     hetcrf-lite umap runs/acm
+    hetcrf-lite train --data graph.pt --target paper --metapaths PAP PSP --out runs/mine
+    hetcrf-lite evaluate runs/mine
+    hetcrf-lite embed runs/mine --out runs/mine/reloaded.npy
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
 import sys
 import time
@@ -49,9 +53,12 @@ def _train_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Path]:
     from .config import HetCRFConfig, default_config, parse_override
     from .train import resume_config
 
-    if not (args.config or args.dataset or args.resume):
-        raise ConfigError("train needs --dataset or --config (or --resume --out RUN_DIR to "
-                          "continue a run)")
+    graph = graph_fields(args)
+    if graph and args.dataset:
+        raise ConfigError("give --dataset (a built-in graph) or --data (your own), not both")
+    if not (args.config or args.dataset or args.resume or graph):
+        raise ConfigError("train needs --dataset, --data GRAPH or --config (or --resume --out "
+                          "RUN_DIR to continue a run)")
     overrides: dict[str, Any] = {}
     for text in args.override or []:
         name, value = parse_override(text)
@@ -69,7 +76,10 @@ def _train_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Path]:
             if name in flags:
                 overrides.setdefault(name, flags.pop(name))
     config = (HetCRFConfig.load(args.config) if args.config
-              else default_config(args.dataset) if args.dataset else None)
+              else default_config(args.dataset) if args.dataset
+              else HetCRFConfig() if graph else None)
+    if graph:  # your own graph: HeCo's defaults (or the --config file) with its fields
+        config = config.replace(**graph)
     if config is None and not args.out:
         raise ConfigError("--resume without --dataset or --config needs --out RUN_DIR (the "
                           "folder holding checkpoint.pt)")
@@ -81,10 +91,6 @@ def _train_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Path]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     from .train import train_run
 
     config, overrides, out = _train_config(args)
@@ -102,14 +108,108 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------
+# Options shared by several commands: defined once here
+# --------------------------------------------------------------------------------------------
+
+def add_graph_options(parser: argparse.ArgumentParser, run_folder: bool = False) -> None:
+    """``--data GRAPH --target TYPE --metapaths SPEC... --split-seed N``: a graph of your own
+    (the config fields ``graph``, ``target``, ``metapaths``, ``split_seed``). For a command on
+    a run folder (``run_folder``) only ``--data``: where the run's graph is now, when it moved
+    (its sha256 must match the recorded one)."""
+    group = parser.add_argument_group(
+        "a graph of your own", "a torch_geometric HeteroData saved with torch.save; labels in "
+        "data[TYPE].y (-1 unlabelled), splits from boolean masks train_mask_<rate>, "
+        "val_mask_<rate>, test_mask_<rate> on TYPE, else drawn at 20/40/60 per class")
+    if run_folder:
+        group.add_argument("--data", metavar="GRAPH", help="the run's graph file, if it moved "
+                           "since training (checked against the sha256 in RUN_DIR/graph.json)")
+        return
+    group.add_argument("--data", metavar="GRAPH", help="the saved HeteroData (torch.save); "
+                       "read with weights_only=True, no pickled code runs")
+    group.add_argument("--target", metavar="TYPE", help="the labelled node type")
+    group.add_argument("--metapaths", nargs="+", metavar="SPEC",
+                       help="meta-paths from and to TYPE, by node-type initials (PAP PSP) or "
+                       "names joined by dashes (paper-author-paper)")
+    group.add_argument("--split-seed", type=_seed, help="seed of drawn splits (default 0)")
+
+
+def graph_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields :func:`add_graph_options` gave (``{}`` without ``--data``); the path
+    made absolute so that a run folder finds it from anywhere."""
+    target, metapaths = getattr(args, "target", None), getattr(args, "metapaths", None)
+    if args.data is None:
+        if target is not None or metapaths is not None:
+            raise ConfigError("--target and --metapaths describe a graph of your own: give "
+                              "--data GRAPH too")
+        return {}
+    fields: dict[str, Any] = {"graph": str(Path(args.data).expanduser().absolute()),
+                              "target": target, "metapaths": metapaths,
+                              "dataset": Path(args.data).stem}
+    if getattr(args, "split_seed", None) is not None:
+        fields["split_seed"] = args.split_seed
+    return fields
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads N`` of every command that computes (validated: an integer >= 1)."""
+    parser.add_argument("--threads", type=_positive_int,
+                        help="CPU threads of torch (and UMAP's numba) (default: their choice; 1 "
+                        "is faster on a busy small machine). Same seed, same result at a given "
+                        "thread count")
+
+
+def _apply_threads(threads: int | None) -> None:
+    if not threads:
+        return
+    import torch
+
+    torch.set_num_threads(threads)
+    numba = sys.modules.get("numba")  # UMAP's; it reads its thread count when first imported
+    if numba is None:
+        os.environ["NUMBA_NUM_THREADS"] = str(min(threads, os.cpu_count() or threads))
+    else:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
+def _dataset_for(args: argparse.Namespace, run: Path | None = None) -> tuple[Any, Any]:
+    """``(config or None, dataset)`` a command names: ``--dataset``, ``--data ...``, or the run
+    folder ``run`` (its config and recorded graph)."""
+    from .config import HetCRFConfig
+    from .train import config_dataset, run_dataset
+
+    if run is not None and args.data and args.target is None and args.metapaths is None:
+        return run_dataset(run, graph=args.data)  # the run's own graph, moved
+    graph = graph_fields(args)
+    if graph and args.dataset:
+        raise ConfigError("give --dataset (a built-in graph) or --data (your own), not both")
+    if graph:
+        config = HetCRFConfig(**graph)
+        return config, config_dataset(config)
+    if args.dataset:
+        return None, _load(args.dataset, seed=args.seed)
+    if run is not None:
+        return run_dataset(run)
+    raise ConfigError(f"{args.command} needs --dataset NAME or --data GRAPH --target TYPE "
+                      "--metapaths SPEC... (or a run folder)")
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .eval import evaluate_embeddings
 
-    emb = _read_embeddings(Path(args.embeddings))
+    given = Path(args.embeddings)
+    path = given / "embeddings.npy" if given.is_dir() else given
+    run = path.parent if (path.parent / "config.yaml").is_file() else None
+    emb = _read_embeddings(path)
     if args.json:
         _check_output_file(Path(args.json))  # before the evaluation, not after it
-    dataset = _load(args.dataset, seed=args.seed)
-    results = evaluate_embeddings(emb, dataset, runs=args.runs, lr=args.lr)
+    config, dataset = _dataset_for(args, run)
+    lr = args.lr if args.lr is not None or config is None else config.eval_lr
+    results = evaluate_embeddings(emb, dataset, runs=args.runs, lr=lr)
     print(results)
     if args.json:
         from .files import atomic_write_bytes
@@ -153,15 +253,36 @@ def _check_output_file(path: Path) -> None:
 def cmd_describe(args: argparse.Namespace) -> int:
     from .data import describe
 
-    print(describe(_load(args.dataset, seed=args.seed)))
+    print(describe(_dataset_for(args)[1]))
     return 0
 
 
 def cmd_umap(args: argparse.Namespace) -> int:
     from .plot import umap_figure_for_run
 
-    path = umap_figure_for_run(args.run_dir, out=args.out, seed=args.seed)
+    path = umap_figure_for_run(args.run_dir, out=args.out, seed=args.seed, graph=args.data)
     print(f"wrote {path}")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from .files import atomic_write_bytes
+    from .train import load_run, run_embeddings
+
+    if args.out:
+        _check_output_file(Path(args.out))
+    model, _, config = load_run(args.run_dir, graph=args.data)
+    emb = run_embeddings(model, config)
+    saved = Path(args.run_dir) / "embeddings.npy"
+    same = ""
+    if saved.is_file():
+        equal = np.array_equal(np.load(saved, allow_pickle=False), emb)
+        same = f"; {'equal to' if equal else 'NOT equal to'} {saved}"
+    if args.out:
+        atomic_write_bytes(Path(args.out), lambda fh: np.save(fh, emb))
+        print(f"wrote {args.out}")
+    print(f"embeddings [{emb.shape[0]}, {emb.shape[1]}] ({config.embed}) of the model in "
+          f"{args.run_dir}{same}")
     return 0
 
 
@@ -170,6 +291,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     print(f"migrated {migrate_checkpoint(args.checkpoint)}")
     return 0
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{value} must lie in [0, 2**32 - 1]")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -211,32 +342,51 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-runs", type=_positive_int, default=50,
                        help="logistic-regression repeats")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.add_argument("--threads", type=_positive_int,
-                       help="torch CPU threads (default: torch's choice; 1 is faster on a busy "
-                       "small machine). Same seed, same embeddings at a given thread count")
+    add_threads_option(train)
+    add_graph_options(train)
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="classification and clustering metrics of embeddings",
-                        epilog="example:\n  hetcrf-lite evaluate runs/acm/embeddings.npy --dataset acm",
+                        epilog="examples:\n  hetcrf-lite evaluate runs/acm/embeddings.npy "
+                        "--dataset acm\n  hetcrf-lite evaluate runs/mine   (a run folder: its "
+                        "embeddings, config and graph)",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    ev.add_argument("embeddings", help=".npy file of [N, D] embeddings of the target nodes")
-    ev.add_argument("--dataset", required=True)
+    ev.add_argument("embeddings", help=".npy file of [N, D] embeddings of the target nodes, or "
+                    "a run folder")
+    ev.add_argument("--dataset", help="a built-in dataset (default: the run folder's data)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the synthetic graph")
     ev.add_argument("--runs", type=_positive_int, default=50)
     ev.add_argument("--lr", type=float, default=None)
     ev.add_argument("--json", help="also write the metrics here")
+    add_threads_option(ev)
+    add_graph_options(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     de = sub.add_parser("describe", help="node, relation and meta-path statistics")
-    de.add_argument("--dataset", required=True)
+    de.add_argument("--dataset")
     de.add_argument("--seed", type=int, default=0)
+    add_threads_option(de)
+    add_graph_options(de)
     de.set_defaults(func=cmd_describe)
 
     um = sub.add_parser("umap", help="UMAP figure of a run's embeddings, coloured by class")
     um.add_argument("run_dir")
     um.add_argument("--out", help="PNG path (default RUN_DIR/umap.png)")
     um.add_argument("--seed", type=int, default=0)
+    add_threads_option(um)
+    add_graph_options(um, run_folder=True)
     um.set_defaults(func=cmd_umap)
+
+    em = sub.add_parser("embed", help="reload a run's trained model (checkpoint.pt, "
+                        "weights-only) and compute its embeddings",
+                        epilog="example:\n  hetcrf-lite embed runs/acm --out emb.npy\n"
+                        "equals the run's embeddings.npy at the thread count it trained with",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    em.add_argument("run_dir")
+    em.add_argument("--out", help="write the [N, D] embeddings here (.npy)")
+    add_threads_option(em)
+    add_graph_options(em, run_folder=True)
+    em.set_defaults(func=cmd_embed)
 
     mi = sub.add_parser("migrate-checkpoint",
                         help="rewrite a checkpoint of hetcrf-lite before issue 13 in the safe "
@@ -251,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     cannot be read or written) is one line on stderr and exit status 2, never a traceback."""
     args = build_parser().parse_args(argv)
     try:
+        _apply_threads(getattr(args, "threads", None))
         return args.func(args)
     except HetCRFError as err:
         print(f"hetcrf-lite: error: {err}", file=sys.stderr)

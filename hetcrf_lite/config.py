@@ -43,6 +43,13 @@ class HetCRFConfig:
     seed: int = 0  # fixes parameters, masks, samples, K-means: same seed, same embeddings on CPU
     pos_num: int | None = None  # meta-path positives per anchor; None = the dataset's default
     pos_score: str = "count"  # count (HeCo paper) | normalised (HeCo's ACM script)
+    # A graph of your own instead of a built-in dataset (hetcrf_lite.data.load_graph_dataset):
+    # a HeteroData saved with torch.save, read with weights_only=True. `dataset` then only names
+    # it. A relative path in a YAML file is taken from that file's folder.
+    graph: str | None = None
+    target: str | None = None  # the labelled node type of `graph` (labels: data[target].y)
+    metapaths: list[str | list[str]] | None = None  # e.g. [PAP, PSP] or [[paper, author, paper]]
+    split_seed: int = 0  # seed of the 20/40/60 splits drawn when `graph` stores no split masks
     # --- shared encoder ----------------------------------------------------------------------
     encoder: str = "han"  # han | gcn (non-attention: one GCN per meta-path, mean fusion)
     hidden_channels: int = 64  # HeCo's width; the speed targets assume it
@@ -181,6 +188,8 @@ class HetCRFConfig:
             need(getattr(self, name) >= 0, name, "must be >= 0")
         need(self.lr > 0, "lr", "must be > 0")
         need(0 <= self.seed < 2**32, "seed", "must lie in [0, 2**32 - 1] (NumPy's seed range)")
+        need(0 <= self.split_seed < 2**32, "split_seed", "must lie in [0, 2**32 - 1]")
+        self._validate_graph(need)
         need(self.pos_num is None or (isinstance(self.pos_num, int) and self.pos_num >= 1),
              "pos_num", "must be an integer >= 1 (the anchor counts as one) or None")
         need(self.batch_size is None or (isinstance(self.batch_size, int) and self.batch_size >= 2),
@@ -201,6 +210,19 @@ class HetCRFConfig:
              "every channel is off or weighted 0: enable at least one loss")
         if self.embed == "contrastive":
             need(self.use_contrastive, "embed", "'contrastive' needs use_contrastive: true")
+
+    def _validate_graph(self, need) -> None:
+        """``graph`` needs ``target`` and ``metapaths``; without it they mean nothing."""
+        if self.graph is None:
+            for name in ("target", "metapaths"):
+                need(getattr(self, name) is None, name, "describes a graph of your own: set "
+                     "graph: PATH too (the built-in datasets fix their own)")
+            return
+        need(bool(self.graph.strip()), "graph", "must be the path of a saved HeteroData")
+        need(self.target is not None and bool(self.target.strip()), "target",
+             f"graph {self.graph!r} needs target: the labelled node type (--target TYPE)")
+        need(bool(self.metapaths), "metapaths",
+             f"graph {self.graph!r} needs at least one meta-path, e.g. [PAP] (--metapaths PAP)")
 
     # ------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -258,6 +280,9 @@ class HetCRFConfig:
             values = {}
         if not isinstance(values, dict):
             raise ConfigError(f"config file {path} must hold a mapping of field: value")
+        graph = values.get("graph")
+        if isinstance(graph, str) and graph.strip() and not Path(graph).expanduser().is_absolute():
+            values["graph"] = str(path.parent.absolute() / graph)  # from the file's folder
         return cls.from_dict(values)
 
 

@@ -27,6 +27,8 @@ import copy
 import hashlib
 import io
 import os
+import pickle
+import re
 import stat
 import time
 import urllib.request
@@ -995,6 +997,172 @@ def _check_pairs(ei: object, n: int, where: str) -> None:
         raise DataError(f"{where} is {shape}; expected an integer tensor [2, E].")
     if ei.numel() and (int(ei.min()) < 0 or int(ei.max()) >= n):
         raise DataError(f"{where} holds node ids outside [0, {n}).")
+
+
+# --------------------------------------------------------------------------------------------
+# Your own graph: a HeteroData saved with torch.save, read without running pickled code
+# --------------------------------------------------------------------------------------------
+
+SPLIT_MASK = "{part}_mask_{rate}"
+"""Name of a stored split mask on the target type: ``train_mask_20``, ``val_mask_20``,
+``test_mask_20`` (boolean ``[N]``), one triple per label rate (training nodes per class)."""
+
+_MASK_RE = re.compile(r"^(train|val|test)_mask_(\d+)$")
+_PLAIN_MASKS = ("train_mask", "val_mask", "test_mask")
+DEFAULT_POS_NUM = 5  # positive-set size of a graph of your own, anchor included
+
+
+def _graph_globals() -> list[type]:
+    """The PyG classes a pickled ``HeteroData`` names (data holders that run no code when
+    rebuilt); ``torch.load(weights_only=True)`` allows them and nothing else beyond tensors
+    and plain data."""
+    from torch_geometric.data.storage import BaseStorage, EdgeStorage, NodeStorage
+
+    return [HeteroData, BaseStorage, NodeStorage, EdgeStorage]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 hex digest of a file (memoised on path, size and modification time)."""
+    return _digest(Path(path))
+
+
+def to_heterodata(dataset: HINDataset) -> HeteroData:
+    """The graph of ``dataset`` as a ``HeteroData`` that :func:`load_graph` reads back: labels
+    in ``data[target].y`` (``-1`` unlabelled) and every split as boolean masks
+    ``train_mask_<rate>``, ``val_mask_<rate>``, ``test_mask_<rate>`` on the target type.
+
+    Save it with ``torch.save(to_heterodata(ds), "graph.pt")``; ``hetcrf-lite train --data
+    graph.pt --target paper --metapaths PAP PSP`` trains on it.
+    """
+    data = copy.copy(dataset.data)
+    store = data[dataset.target]
+    n = dataset.num_nodes
+    store.y = dataset.labels.clone()
+    for rate, parts in dataset.splits.items():
+        for part, idx in parts.items():
+            mask = torch.zeros(n, dtype=torch.bool)
+            mask[idx] = True
+            store[SPLIT_MASK.format(part=part, rate=int(rate))] = mask
+    return data
+
+
+def load_graph(path: str | os.PathLike) -> HeteroData:
+    """Read a ``HeteroData`` saved with ``torch.save`` (the object, or its ``to_dict()``),
+    with ``torch.load(weights_only=True)``: only tensors, plain data and PyG's graph containers
+    are rebuilt, so no code in the file ever runs.
+
+    Raises:
+        DataFileNotFoundError: no such file.
+        DataError: not a file, a file that needs other objects unpickled (refused, nothing
+            runs), a damaged file, or something other than a ``HeteroData``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataFileNotFoundError(f"graph file {path} does not exist; save a HeteroData there "
+                                    "with torch.save(data, path)")
+    if not path.is_file():
+        raise DataError(f"graph file {path} is not a file; give the file torch.save wrote")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path} is not a file written by torch.save (which writes a zip "
+                        "archive); save the graph with torch.save(data, path)")
+    try:
+        with torch.serialization.safe_globals(_graph_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = next((ln.strip() for ln in str(err).splitlines() if "WeightsUnpickler" in ln),
+                     type(err).__name__)
+        raise DataError(f"{path} holds objects other than tensors, plain data and a HeteroData "
+                        f"({first[:200]}), so it is not loaded: unpickling them could run code. "
+                        "Save the graph itself: torch.save(data, path) with data a HeteroData "
+                        "of tensors.") from err
+    except Exception as err:  # noqa: BLE001 - any parse failure of a damaged file
+        raise DataError(f"cannot read {path} as a saved graph ({type(err).__name__}: "
+                        f"{str(err)[:200]}); is it a file written by torch.save?") from err
+    return _as_heterodata(obj, path)
+
+
+def _as_heterodata(obj: object, path: Path) -> HeteroData:
+    if isinstance(obj, Mapping) and not isinstance(obj, HeteroData):
+        try:
+            obj = HeteroData.from_dict(dict(obj))
+        except Exception as err:  # noqa: BLE001 - an arbitrary dict from the file
+            raise DataError(f"{path} holds a dict that is not HeteroData.to_dict() "
+                            f"({type(err).__name__}: {str(err)[:200]})") from err
+    if not isinstance(obj, HeteroData):
+        raise DataError(f"{path} holds a {type(obj).__name__}, not a HeteroData; save a "
+                        "torch_geometric.data.HeteroData (a homogeneous Data has no node types)")
+    return obj
+
+
+def stored_splits(data: HeteroData, target: str) -> dict[int, dict[str, Tensor]] | None:
+    """``{rate: {"train", "val", "test": idx}}`` from the boolean masks ``train_mask_<rate>``,
+    ``val_mask_<rate>``, ``test_mask_<rate>`` of ``data[target]``; ``None`` when it has none.
+
+    Raises:
+        DataError: a rate without all three masks, a mask that is not boolean ``[N]``, or plain
+            ``train_mask``/``val_mask``/``test_mask`` (their rate is unknown: rename them).
+    """
+    store = data[target]
+    n = int(store.num_nodes)
+    plain = [k for k in _PLAIN_MASKS if k in store]
+    if plain:
+        raise DataError(f"data[{target!r}] has {plain} without a label rate; name them "
+                        "train_mask_<rate>, val_mask_<rate>, test_mask_<rate> (rate: training "
+                        "nodes per class, e.g. train_mask_20), or delete them to draw splits")
+    found: dict[int, dict[str, Tensor]] = {}
+    for key in store.keys():
+        match = _MASK_RE.match(str(key))
+        if match is None:
+            continue
+        mask, where = store[key], f"data[{target!r}].{key}"
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool or list(mask.shape) != [n]:
+            shape = list(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+            raise DataError(f"{where} is {getattr(mask, 'dtype', '')} {shape}; a split mask is "
+                            f"a boolean tensor [{n}]")
+        found.setdefault(int(match.group(2)), {})[match.group(1)] = mask.nonzero().flatten()
+    for rate, parts in found.items():
+        missing = [p for p in ("train", "val", "test") if p not in parts]
+        if missing:
+            raise DataError(f"data[{target!r}] has split masks for rate {rate} but not "
+                            f"{[SPLIT_MASK.format(part=p, rate=rate) for p in missing]}")
+    return dict(sorted(found.items())) or None
+
+
+def load_graph_dataset(
+    path: str | os.PathLike,
+    target: str,
+    metapaths: Mapping[str, MetaPathSpec] | Sequence[MetaPathSpec],
+    pos_num: int | None = None,
+    pos_score: str = "count",
+    split_seed: int = 0,
+    name: str | None = None,
+) -> HINDataset:
+    """A graph of your own as a :class:`HINDataset`: :func:`load_graph`, then
+    :func:`from_heterodata`.
+
+    Labels come from ``data[target].y`` (``-1`` unlabelled); splits from the stored masks
+    (:func:`stored_splits`), else drawn by :func:`make_splits` with ``split_seed`` at 20/40/60
+    training nodes per class.
+
+    Raises:
+        DataFileNotFoundError, DataError, MetaPathError: as :func:`load_graph` and
+            :func:`from_heterodata`; a malformed graph object is a :class:`DataError`.
+    """
+    data = load_graph(path)
+    try:
+        if target not in data.node_types:
+            raise DataError(f"{path}: target {target!r} is not a node type; the graph has "
+                            f"{data.node_types}")
+        splits = stored_splits(data, target)
+        return from_heterodata(data, target, metapaths, splits=splits,
+                               pos_num=DEFAULT_POS_NUM if pos_num is None else pos_num,
+                               pos_score=pos_score, name=name or Path(path).stem,
+                               seed=split_seed)
+    except (DataError, MetaPathError, ConfigError):
+        raise
+    except Exception as err:  # noqa: BLE001 - a malformed object read from the file
+        raise DataError(f"{path}: the saved graph is malformed ({type(err).__name__}: "
+                        f"{str(err)[:200]}); rebuild it as a HeteroData of tensors") from err
 
 
 # --------------------------------------------------------------------------------------------

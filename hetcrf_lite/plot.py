@@ -145,21 +145,21 @@ def plot_embedding_2d(points: np.ndarray | torch.Tensor, labels: np.ndarray | to
 
 
 def umap_figure_for_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
-                        seed: int = 0) -> Path:
-    """UMAP of a training run's ``embeddings.npy`` coloured by class, silhouette in the title."""
+                        seed: int = 0, graph: str | os.PathLike | None = None) -> Path:
+    """UMAP of a training run's ``embeddings.npy`` coloured by class, silhouette in the title.
+    A run on a graph of your own finds it at its recorded path (or ``graph``), checked by its
+    sha256 (:func:`hetcrf_lite.train.run_dataset`)."""
     from sklearn.metrics import silhouette_score
 
-    from .cli import _load
-    from .config import HetCRFConfig
+    from .train import run_dataset
 
     run = Path(run_dir)
     for needed in ("embeddings.npy", "config.yaml"):
         if not (run / needed).is_file():
             raise DataError(f"{run / needed} is missing: is {run} a folder written by "
                             "'hetcrf-lite train'?")
-    config = HetCRFConfig.load(run / "config.yaml")
     emb = np.load(run / "embeddings.npy", allow_pickle=False)
-    dataset = _load(config.dataset, config)
+    config, dataset = run_dataset(run, graph)
     labels = dataset.labels.cpu().numpy()
     if len(labels) != len(emb):
         raise DataError(f"{len(emb)} embeddings but {len(labels)} target nodes in "

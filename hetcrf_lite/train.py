@@ -52,7 +52,8 @@ from .files import atomic_write_bytes, ensure_folder, remove_orphans
 
 __all__ = ["Trainer", "fit", "train_run", "seed_everything", "resolve_device", "read_checkpoint",
            "resume_config", "migrate_checkpoint", "deterministic_algorithms", "atomic_write_bytes",
-           "save_json", "environment_info"]
+           "save_json", "environment_info", "config_dataset", "run_dataset", "load_run",
+           "run_embeddings"]
 
 CHECKPOINT_FORMAT = 2  # 1: pickled objects (before issue 13); 2: tensors and plain data only
 _NUMPY = "__numpy__"  # marks an ndarray stored as raw bytes in a checkpoint
@@ -784,7 +785,6 @@ def train_run(config: HetCRFConfig | None, out_dir: str | os.PathLike, resume: b
     training, and temporary files orphaned by a killed run are removed. A run stopped by
     Ctrl-C returns ``{"interrupted": True, ...}`` without evaluating.
     """
-    from .cli import _load
     from .eval import evaluate_embeddings
     from .plot import plot_loss_curves
 
@@ -793,20 +793,18 @@ def train_run(config: HetCRFConfig | None, out_dir: str | os.PathLike, resume: b
         config = resume_config(out, config, overrides)
     elif config is None:
         raise ConfigError("a fresh run needs a config")
+    if resume and config.graph is not None:
+        _check_graph_record(out, config.graph)  # the graph the run started on, unchanged
     ensure_folder(out)
     remove_orphans(out)
+    dataset = config_dataset(config)  # the synthetic graph stays seed 0
     config.save(out / "config.yaml")
-    dataset = _load(config.dataset, config)  # the synthetic graph stays seed 0
+    _record_graph(out, config)
     model, history = fit(dataset, config, out_dir=out, progress=progress, resume=resume,
                          overrides=overrides if resume else None)
     if str(history.get("stopped", "")).startswith("interrupted"):
         return {"model": model, "history": history, "interrupted": True, "dataset": dataset}
-    if config.batch_size is None:
-        emb = model.embed().cpu().numpy()
-    else:  # chunked inference: a graph trained in mini-batches may not fit a full-graph pass
-        from .minibatch import embed_layerwise
-
-        emb = embed_layerwise(model).cpu().numpy()
+    emb = run_embeddings(model, config)
     if not np.isfinite(emb).all():
         raise TrainingError(f"the trained model gives NaN/Inf embeddings (lr {config.lr:g} is "
                             "probably too high); nothing was written to embeddings.npy. Train "
@@ -826,3 +824,140 @@ def train_run(config: HetCRFConfig | None, out_dir: str | os.PathLike, resume: b
     atomic_write_bytes(out / "loss.png", lambda fh: fh.write(png.getvalue()))
     return {"model": model, "history": history, "results": results, "embeddings": emb,
             "dataset": dataset, "interrupted": False}
+
+
+# ---------------------------------------------------------------------------------------------
+# Run folders: the data a run was trained on, and the trained model again
+# ---------------------------------------------------------------------------------------------
+
+GRAPH_RECORD = "graph.json"
+"""In a run folder trained on a graph of your own: its path, sha256, target and meta-paths."""
+
+
+def config_dataset(config: HetCRFConfig) -> Any:
+    """The dataset ``config`` trains on: its ``graph`` (a saved HeteroData, with ``target``,
+    ``metapaths`` and ``split_seed``), else the built-in ``dataset`` (the synthetic graph is
+    always seed 0)."""
+    if config.graph is not None:
+        from .data import load_graph_dataset
+
+        return load_graph_dataset(config.graph, config.target, config.metapaths,
+                                  pos_num=config.pos_num, pos_score=config.pos_score,
+                                  split_seed=config.split_seed, name=config.dataset)
+    from .cli import _load
+
+    return _load(config.dataset, config)
+
+
+def _record_graph(out: Path, config: HetCRFConfig) -> None:
+    if config.graph is None:
+        return
+    from .data import file_sha256
+
+    save_json({"path": config.graph, "sha256": file_sha256(config.graph),
+               "target": config.target, "metapaths": config.metapaths,
+               "split_seed": config.split_seed}, out / GRAPH_RECORD)
+
+
+def _check_graph_record(run: Path, graph: str) -> None:
+    """``graph`` must be the file the run in ``run`` was trained on (same sha256)."""
+    from .data import file_sha256, load_graph
+    from .errors import DataError, DataFileNotFoundError
+
+    record_path = run / GRAPH_RECORD
+    try:
+        record = json.loads(record_path.read_text())
+        expected = str(record["sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{record_path} is missing or unreadable ({err}); it records which "
+                        "graph the run was trained on: is this a run folder of 'hetcrf-lite "
+                        "train --data'?") from err
+    if not Path(graph).exists():
+        raise DataFileNotFoundError(f"{graph}, the graph the run in {run} was trained on, does "
+                                    "not exist; if it moved, give its new path with --data "
+                                    "GRAPH (graph= in Python)")
+    if not Path(graph).is_file():
+        load_graph(graph)  # the named error for a folder
+    digest = file_sha256(graph)
+    if digest != expected:
+        raise DataError(f"{graph} has sha256 {digest[:16]}..., but the run in {run} was "
+                        f"trained on a graph with sha256 {expected[:16]}... (recorded in "
+                        f"{record_path}, from {record.get('path')}): the graph changed. "
+                        "Restore it, or give its original with --data")
+
+
+def run_dataset(run_dir: str | os.PathLike, graph: str | os.PathLike | None = None
+                ) -> tuple[HetCRFConfig, Any]:
+    """``(config, dataset)`` of a run folder: its ``config.yaml`` and the data it was trained
+    on. A graph of your own is found at its recorded path (or at ``graph``, when it has moved)
+    and must have the sha256 recorded in ``graph.json``.
+
+    Raises:
+        DataError: not a run folder, or the graph changed since training.
+        ConfigError: ``config.yaml`` unreadable.
+    """
+    from .errors import DataError
+
+    run = Path(run_dir)
+    if not (run / "config.yaml").is_file():
+        raise DataError(f"{run / 'config.yaml'} is missing: is {run} a folder written by "
+                        "'hetcrf-lite train'?")
+    config = HetCRFConfig.load(run / "config.yaml")
+    if graph is not None:
+        if config.graph is None:
+            raise ConfigError(f"the run in {run} was trained on {config.dataset!r}, not on a "
+                              "graph of your own: leave out --data")
+        config = config.replace(graph=str(Path(graph).absolute()))
+    if config.graph is not None:
+        _check_graph_record(run, config.graph)
+    return config, config_dataset(config)
+
+
+def run_embeddings(model: torch.nn.Module, config: HetCRFConfig) -> np.ndarray:
+    """The ``[N, D]`` embeddings a run writes to ``embeddings.npy``: one full-graph pass, or
+    chunked layer-wise inference for a model trained in mini-batches."""
+    if config.batch_size is None:
+        return model.embed().cpu().numpy()
+    from .minibatch import embed_layerwise  # a graph trained in mini-batches may not fit
+
+    return embed_layerwise(model).cpu().numpy()
+
+
+def load_run(run_dir: str | os.PathLike, graph: str | os.PathLike | None = None
+             ) -> tuple[torch.nn.Module, Any, HetCRFConfig]:
+    """The trained model of a run folder, as training left it: ``(model, dataset, config)``.
+
+    ``checkpoint.pt`` (read with ``weights_only=True``) holds the last epoch's parameters and
+    the lowest-loss ones; a finished run's model, and its ``embeddings.npy``, are the
+    lowest-loss ones, so those are loaded (with the last epoch's extra state, as the trainer
+    leaves it). :func:`run_embeddings` of the result equals the run's ``embeddings.npy`` on
+    the same machine and thread count. The model is in eval mode.
+
+    Raises:
+        CheckpointError: no checkpoint, an unsafe or damaged one, or one that does not match
+            the folder's ``config.yaml``.
+        DataError: as :func:`run_dataset`.
+    """
+    from .model import HetCRF
+
+    run = Path(run_dir)
+    config, dataset = run_dataset(run, graph)
+    state = read_checkpoint(run / "checkpoint.pt")
+    saved = _checkpoint_config(state["config"], run / "checkpoint.pt")
+    diffs = {k: v for k, v in config_differences(saved, config).items()
+             if k not in RESUME_SAFE_FIELDS and k != "graph"}
+    if diffs:
+        raise CheckpointError(f"{run / 'checkpoint.pt'} was written with another config than "
+                              f"{run / 'config.yaml'}: {_show(diffs)}; train afresh")
+    seed_everything(config.seed)
+    model = HetCRF(dataset, config)
+    weights = state["best"]["state"] if state["best"]["state"] is not None else state["model"]
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise CheckpointError(f"{run / 'checkpoint.pt'} does not fit the model of its config "
+                              f"({str(err)[:300]}); train afresh") from err
+    if state.get("extra") is not None and hasattr(model, "load_extra_state"):
+        model.load_extra_state(from_plain(state["extra"]))
+    model.eval()
+    return model, dataset, config

@@ -360,3 +360,29 @@ def test_checkpoint_files(tmp_path, checkpoint_file, cut, flips, junk):
     result = outcome("checkpoints (read_checkpoint)", lambda: read_checkpoint(path))
     if isinstance(result, dict):
         assert "model" in result and "config" in result
+
+
+@pytest.fixture(scope="module")
+def graph_file(tmp_path_factory) -> str:
+    from hetcrf_lite.synthetic import make_synthetic_hin
+
+    path = tmp_path_factory.mktemp("graph") / "graph.pt"
+    torch.save(hd.to_heterodata(make_synthetic_hin(num_nodes=150, rates=(5,))), path)
+    return str(path)  # a path: hypothesis prints its arguments
+
+
+@FUZZ
+@given(cut=st.floats(0, 1), flips=st.lists(st.tuples(st.floats(0, 1), st.integers(1, 255)),
+                                           max_size=3), junk=st.binary(max_size=64))
+def test_graph_files(tmp_path, graph_file, cut, flips, junk):
+    graph_bytes = Path(graph_file).read_bytes()
+    raw = bytearray(graph_bytes[: int(cut * len(graph_bytes))] or junk)
+    for where, byte in flips:
+        if raw:
+            raw[int(where * (len(raw) - 1))] ^= byte
+    path = tmp_path / "graph.pt"
+    path.write_bytes(bytes(raw))
+    result = outcome("graph files (--data)",
+                     lambda: hd.load_graph_dataset(path, "paper", ["PAP", "PSP"]))
+    if isinstance(result, hd.HINDataset):
+        assert result.num_nodes == 150

@@ -100,3 +100,17 @@ def test_the_project_venv_holds_the_pinned_versions():
         if got != pins[name]:
             wrong[name] = (got, pins[name])
     assert not wrong, f"installed vs constraints.txt: {wrong}; run make venv"
+
+
+def test_version_license_and_citation_agree():
+    import hetcrf_lite
+
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert hetcrf_lite.__version__ == meta["version"] == str(citation["version"])
+    assert f"\n## {meta['version']}\n" in (ROOT / "CHANGELOG.md").read_text()
+    assert meta["license"]["text"] == citation["license"] == "MIT"
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    cited = [citation["preferred-citation"]["title"]] + [r["title"] for r in citation["references"]]
+    assert any("Contrastive-Reconstruction" in t for t in cited)  # the HetCRF paper
+    assert any("Co-contrastive" in t for t in cited)  # HeCo, the benchmarks' source
