@@ -54,8 +54,13 @@ def make_graph(name: str):
 
 
 def run_key(graph: str, variant: str, seed: int, changes: dict) -> str:
-    blob = json.dumps([graph, GRAPHS[graph], VARIANTS[variant], seed, changes], sort_keys=True,
-                      default=str)
+    """Cache key: the graph's settings and the fully resolved config (so a changed default
+    invalidates the cache)."""
+    from hetcrf_lite.config import default_config
+
+    config = default_config("synthetic", **{**changes, **VARIANTS[variant], "seed": seed,
+                                            "grad_balance_every": 0})
+    blob = json.dumps([graph, GRAPHS[graph], config.to_dict()], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

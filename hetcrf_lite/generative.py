@@ -906,6 +906,7 @@ class EdgeReconstruction(nn.Module):
         self.metapaths = list(metapaths)
         self.drop_rate, self.gamma, self.source = drop_rate, gamma, source
         self.decoder_kind, self.detach_beta, self.center = decoder, detach_beta, center
+        self.uniform_weights = False  # HetCRF's edge_loss_weights: uniform
         self.dense_threshold, self.num_rows, self.neg_ratio = dense_threshold, num_rows, neg_ratio
         self.enc_to_dec = nn.Linear(hidden_channels, hidden_channels, bias=False)
         make = ((lambda: DecoderGATConv(hidden_channels, hidden_channels, heads))
@@ -936,7 +937,7 @@ class EdgeReconstruction(nn.Module):
         """Per-meta-path loss weights ``[M]``: semantic attention, or uniform without it."""
         beta = getattr(enc_out, "semantic_attention", None)
         m = len(self.metapaths)
-        if beta is None:
+        if beta is None or self.uniform_weights:
             return enc_out.h.new_full((m,), 1.0 / m)
         if beta.numel() != m:
             raise DataError(f"semantic attention has {beta.numel()} entries for {m} meta-paths")

@@ -106,6 +106,8 @@ class HetCRF(nn.Module):
                                               drop_rate=config.edge_drop, gamma=config.gamma_edge,
                                               dense_threshold=config.edge_dense_threshold)
                            if config.use_edge_recon else None)
+        if self.edge_recon is not None:
+            self.edge_recon.uniform_weights = config.edge_loss_weights == "uniform"
         if config.use_contrastive:
             relations = {t: dataset.neighbors(t).to(self.device_) for t in dataset.neighbor_types}
             self.schema_view = SchemaView(hidden, relations, num_nodes=self.num_nodes,
