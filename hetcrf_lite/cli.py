@@ -1,4 +1,4 @@
-"""hetcrf-lite: train, evaluate, describe, umap, embed.
+"""hetcrf-lite: train, evaluate, describe, umap, embed, tune.
 
 Examples:
 
@@ -11,6 +11,7 @@ Examples:
     hetcrf-lite train --data graph.pt --target paper --metapaths PAP PSP --out runs/mine
     hetcrf-lite evaluate runs/mine
     hetcrf-lite embed runs/mine --out runs/mine/reloaded.npy
+    hetcrf-lite tune --data graph.pt --target paper --metapaths PAP PSP --out runs/tune
 """
 from __future__ import annotations
 
@@ -286,6 +287,52 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Budgeted validation-only search (hetcrf_lite.tune); writes OUT/tune.json, OUT/best.yaml."""
+    from .config import HetCRFConfig, default_config
+    from .files import ensure_folder
+    from .train import config_dataset
+    from .tune import format_table, tune, write_outputs
+
+    graph = graph_fields(args)
+    if graph and args.dataset:
+        raise ConfigError("give --dataset (a built-in graph) or --data (your own), not both")
+    if not (args.dataset or graph or args.config):
+        raise ConfigError("tune needs --dataset NAME or --data GRAPH --target TYPE --metapaths "
+                          "SPEC... (or --config FILE)")
+    base = (HetCRFConfig.load(args.config) if args.config
+            else default_config(args.dataset) if args.dataset else HetCRFConfig())
+    if graph:
+        base = base.replace(**graph)
+    if args.epochs is not None:
+        base = base.replace(epochs=args.epochs)
+    out = Path(args.out) if args.out else Path("runs") / f"tune-{base.dataset}"
+    ensure_folder(out)  # fail before the search, not after it
+    dataset = config_dataset(base)
+    from tqdm.auto import tqdm
+
+    result = tune(dataset, base, seeds=args.seeds, budget_s=args.budget * 60,
+                  eval_runs=args.eval_runs, progress=not args.quiet, log=tqdm.write)
+    command = "hetcrf-lite " + " ".join(args.argv)
+    json_path, yaml_path = write_outputs(result, out, command=command)
+    print()
+    print(format_table(result))
+    print(f"\nwrote {json_path} and {yaml_path} ({result['seconds']:.0f} s of a "
+          f"{args.budget:g} min budget); train it with: hetcrf-lite train --config {yaml_path} "
+          f"--out RUN_DIR")
+    return 0
+
+
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of minutes") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value:g} must be a positive number of minutes")
+    return value
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from .train import migrate_checkpoint
 
@@ -388,6 +435,35 @@ def build_parser() -> argparse.ArgumentParser:
     add_graph_options(em, run_folder=True)
     em.set_defaults(func=cmd_embed)
 
+    tu = sub.add_parser(
+        "tune", help="budgeted search of lr, tau, epochs and embedding on validation labels",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  hetcrf-lite tune --dataset synthetic --budget 5 --out runs/tune\n"
+               "  hetcrf-lite tune --data graph.pt --target paper --metapaths PAP PSP\n"
+               "scores validation labels only (test nodes are never passed); writes OUT/tune.json "
+               "and OUT/best.yaml\n(hetcrf-lite train --config OUT/best.yaml). The search order "
+               "is in hetcrf_lite/tune.py.")
+    tsource = tu.add_mutually_exclusive_group()
+    tsource.add_argument("--dataset", choices=["synthetic", "acm", "dblp", "aminer", "freebase"])
+    tsource.add_argument("--config", help="start from this YAML config instead of the shipped "
+                         "one (its lr, tau, epochs, embed are the first candidate)")
+    tu.add_argument("--seeds", nargs="+", type=_seed, default=[0, 1, 2],
+                    help="training seeds of every candidate (default: 0 1 2)")
+    tu.add_argument("--budget", type=_minutes, default=10.0, metavar="MINUTES",
+                    help="no candidate starts that would pass it; the first always runs "
+                    "(default: 10)")
+    tu.add_argument("--epochs", type=_positive_int,
+                    help="longest training; the best epoch count up to it is read off the "
+                    "validation curve (default: the config's)")
+    tu.add_argument("--eval-runs", type=_positive_int, default=5,
+                    help="logistic-regression repeats per validation score (default: 5)")
+    tu.add_argument("--out", help="folder for tune.json and best.yaml (default "
+                    "runs/tune-<dataset>)")
+    tu.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_option(tu)
+    add_graph_options(tu)
+    tu.set_defaults(func=cmd_tune)
+
     mi = sub.add_parser("migrate-checkpoint",
                         help="rewrite a checkpoint of hetcrf-lite before issue 13 in the safe "
                         "format (unpickles it: only for a file you wrote yourself)")
@@ -400,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run a command; every named error (and any other operating-system error: a file that
     cannot be read or written) is one line on stderr and exit status 2, never a traceback."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         _apply_threads(getattr(args, "threads", None))
         return args.func(args)

@@ -37,3 +37,7 @@ class CheckpointError(TrainingError):
 
 class OutputError(HetCRFError, OSError):
     """An output cannot be written: the folder is a file, read-only, or the disk is full."""
+
+
+class NoValidationLabelsError(DataError):
+    """``hetcrf-lite tune`` got a graph without validation labels: nothing to pick settings by."""

@@ -50,10 +50,10 @@ from .config import RESUME_SAFE_FIELDS, HetCRFConfig
 from .errors import CheckpointError, ConfigError, HetCRFError, TrainingError
 from .files import atomic_write_bytes, ensure_folder, remove_orphans
 
-__all__ = ["Trainer", "fit", "train_run", "seed_everything", "resolve_device", "read_checkpoint",
-           "resume_config", "migrate_checkpoint", "deterministic_algorithms", "atomic_write_bytes",
-           "save_json", "environment_info", "config_dataset", "run_dataset", "load_run",
-           "run_embeddings"]
+__all__ = ["Trainer", "fit", "build_trainer", "train_run", "seed_everything", "resolve_device",
+           "read_checkpoint", "resume_config", "migrate_checkpoint", "deterministic_algorithms",
+           "atomic_write_bytes", "save_json", "environment_info", "config_dataset", "run_dataset",
+           "load_run", "run_embeddings"]
 
 CHECKPOINT_FORMAT = 2  # 1: pickled objects (before issue 13); 2: tensors and plain data only
 _NUMPY = "__numpy__"  # marks an ndarray stored as raw bytes in a checkpoint
@@ -391,8 +391,9 @@ class Trainer:
         checkpoint_every (int, optional): epochs between checkpoints. (default: ``10``)
         on_epoch_end (callable, optional): called as ``on_epoch_end(model, epoch, record)`` after
             each epoch's step, e.g. to probe the embeddings during training
-            (``benchmarks/tune.py --curve-every``). It runs inside ``torch.random.fork_rng``, so
-            a hook that draws random numbers leaves the training unchanged. (default: ``None``)
+            (``hetcrf-lite tune``, ``benchmarks/tune.py --curve-every``). It runs inside
+            ``torch.random.fork_rng``, so a hook that draws random numbers leaves the training
+            unchanged. (default: ``None``)
         deterministic (bool, optional): train with ``torch.use_deterministic_algorithms`` on
             the CPU (:func:`deterministic_algorithms`): same seed, same bits at a given thread
             count. Ignored on a GPU. (default: ``True``)
@@ -549,6 +550,14 @@ class Trainer:
         self.history["best_loss"] = self.best_loss
         self._save_history()
         return self.history
+
+    @property
+    def lowest_loss_state(self) -> dict[str, torch.Tensor] | None:
+        """The parameters :meth:`fit` would end with if training stopped after the last
+        completed epoch (its lowest-loss epoch since the last re-baselining; ``None`` before
+        the first epoch). Read it in ``on_epoch_end`` to score what a run of that many epochs
+        returns; do not modify it."""
+        return self._best_state
 
     def _on_cpu(self) -> bool:
         param = next(iter(self.model.parameters()), None)
@@ -752,8 +761,6 @@ def fit(dataset, config: HetCRFConfig, out_dir: str | os.PathLike | None = None,
     (:func:`resume_config`).
     Returns ``(model, history)``; the model holds its lowest-loss parameters.
     """
-    from .model import HetCRF
-
     check_trainable(dataset, config)
     if resume:
         config = resume_config(out_dir, config, overrides)
@@ -765,12 +772,33 @@ def fit(dataset, config: HetCRFConfig, out_dir: str | os.PathLike | None = None,
 
         return fit_minibatch(dataset, config, out_dir=out_dir, progress=progress, resume=resume,
                              on_epoch_end=on_epoch_end)
+    trainer = _full_batch_trainer(dataset, config, out_dir, progress, on_epoch_end)
+    history = trainer.fit(resume=resume)
+    return trainer.model, history
+
+
+def build_trainer(dataset, config: HetCRFConfig, progress: bool = True,
+                  on_epoch_end: Callable[[torch.nn.Module, int, dict[str, Any]], None] | None
+                  = None) -> Trainer:
+    """The seeded full-batch model and :class:`Trainer` that :func:`fit` builds, not yet
+    trained (no run folder): ``build_trainer(...).fit()`` gives :func:`fit`'s history and
+    ``trainer.model`` its model, bit for bit. For a hook that needs the trainer itself, e.g.
+    :attr:`Trainer.lowest_loss_state` (``hetcrf-lite tune``); set ``trainer.on_epoch_end``
+    after building. Mini-batch configs (``batch_size``) are refused: use :func:`fit`."""
+    check_trainable(dataset, config)
+    if config.batch_size is not None:
+        raise ConfigError("build_trainer builds the full-batch trainer; this config sets "
+                          f"batch_size={config.batch_size} (mini-batches): use fit(), or set "
+                          "batch_size: null")
+    return _full_batch_trainer(dataset, config, None, progress, on_epoch_end)
+
+
+def _full_batch_trainer(dataset, config, out_dir, progress, on_epoch_end) -> Trainer:
+    from .model import HetCRF
+
     seed_everything(config.seed)
     model = HetCRF(dataset, config)
-    trainer = Trainer(model, config, out_dir=out_dir, progress=progress,
-                      on_epoch_end=on_epoch_end)
-    history = trainer.fit(resume=resume)
-    return model, history
+    return Trainer(model, config, out_dir=out_dir, progress=progress, on_epoch_end=on_epoch_end)
 
 
 def train_run(config: HetCRFConfig | None, out_dir: str | os.PathLike, resume: bool = False,

@@ -1,22 +1,206 @@
-"""benchmarks/tune.py: validation-only scoring (no test index is read) and the training curve."""
+"""hetcrf_lite.tune: ``hetcrf-lite tune`` (budgeted, validation labels only) and the grid of
+``benchmarks/tune.py`` (validation-only scoring, the training curve), on tiny graphs."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
+import json
+import re
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from hetcrf_lite import tune
+from hetcrf_lite.cli import main
+from hetcrf_lite.config import HetCRFConfig, default_config
+from hetcrf_lite.data import load_graph_dataset, to_heterodata
+from hetcrf_lite.errors import ConfigError, NoValidationLabelsError
 from hetcrf_lite.synthetic import make_synthetic_hin
+from hetcrf_lite.train import fit
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import tune  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = ["--target", "paper", "--metapaths", "PAP", "PSP"]
+SMALL = {"hidden_channels": 16, "heads": 1, "epochs": 4, "cluster_every": 2}
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
 def hin():
     return make_synthetic_hin(num_nodes=240, num_classes=3, rates=(20,), seed=1)
 
+
+@pytest.fixture(scope="module")
+def small_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "small.yaml"
+    HetCRFConfig(**SMALL).save(path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# hetcrf-lite tune
+# --------------------------------------------------------------------------------------------
+
+def test_tune_on_the_builtin_graph_tries_the_shipped_config_first_and_keeps_the_budget(tmp_path):
+    """A budget too small for two candidates runs exactly one: the shipped config; tune.json
+    and best.yaml are written and ``train --config best.yaml`` accepts the file."""
+    out = tmp_path / "tune"
+    code, printed, err = run_cli(["tune", "--dataset", "synthetic", "--epochs", "2", "--seeds",
+                                  "0", "--budget", "0.005", "--eval-runs", "1", "--threads",
+                                  "1", "--out", str(out)])
+    assert code == 0, err
+    result = json.loads((out / "tune.json").read_text())
+    shipped = default_config("synthetic")
+    assert [(r["why"], r["lr"], r["tau"]) for r in result["rows"]] == [
+        ("starting config", shipped.lr, shipped.tau)]
+    assert "budget" in result["skipped"] and result["budget_s"] == pytest.approx(0.3)
+    assert set(result["rows"][0]["runs"]["0"]["curve"][0]["val_macro_f1"]) == set(
+        tune.EMBED_MODES)
+    assert set(result["baselines"]) == {"raw features", "propagated features"}
+    assert result["env"]["torch"] == torch.__version__ and result["seed"] == [0]
+    assert re.search(r"about 1 of at most \d+ candidates fit", printed)
+    assert "best first" in printed and "propagated features:" in printed
+    best = HetCRFConfig.load(out / "best.yaml")
+    assert best.dataset == "synthetic" and best.epochs <= 2
+    code, _, err = run_cli(["train", "--config", str(out / "best.yaml"), "--out",
+                            str(tmp_path / "run"), "--eval-runs", "1", "--quiet", "--threads",
+                            "1"])
+    assert code == 0, err
+    assert (tmp_path / "run" / "embeddings.npy").is_file()
+
+
+def test_tune_on_an_own_graph_file_writes_a_best_yaml_that_reproduces_its_score(
+        tmp_path, hin, small_config):
+    """Several candidates on a saved graph; ``train --config best.yaml`` accepts the result, and
+    the model it trains scores on validation exactly what tune reported (the epoch count read
+    off the curve is the model a run of that many epochs returns)."""
+    graph = tmp_path / "graph.pt"
+    torch.save(to_heterodata(hin), graph)
+    out = tmp_path / "tune"
+    code, printed, err = run_cli(["tune", "--data", str(graph), *SPEC, "--config",
+                                  str(small_config), "--seeds", "0", "--budget", "0.15",
+                                  "--eval-runs", "2", "--threads", "1", "--out", str(out),
+                                  "--quiet"])
+    assert code == 0, err
+    result = json.loads((out / "tune.json").read_text())
+    assert len(result["rows"]) >= 2
+    first = next(r for r in result["rows"] if r["why"] == "starting config")
+    assert first["lr"] == HetCRFConfig().lr
+    scores = [r["best"]["score"] for r in result["rows"] if "best" in r]
+    assert scores == sorted(scores, reverse=True)  # best first
+    best = HetCRFConfig.load(out / "best.yaml")
+    assert best.graph == str(graph.absolute()) and best.metapaths == ["PAP", "PSP"]
+    top = result["rows"][result["best_index"]]["best"]
+    assert (best.epochs, best.embed) == (top["epochs"], top["embed"])
+    dataset = load_graph_dataset(graph, "paper", ["PAP", "PSP"])
+    model, _ = fit(dataset, best, progress=False)
+    again = tune.validation_scores(model.embed(), tune.validation_only(dataset), 2)
+    assert {str(k): v for k, v in again.items()} == pytest.approx(top["by_seed"]["0"])
+    code, _, err = run_cli(["train", "--config", str(out / "best.yaml"), "--out",
+                            str(tmp_path / "run"), "--eval-runs", "1", "--quiet", "--threads",
+                            "1"])
+    assert code == 0, err
+
+
+def test_no_test_label_is_read(hin):
+    """Scores and baselines are the same when the labels of the test-only nodes are permuted."""
+    base = HetCRFConfig(**{**SMALL, "epochs": 2})
+    first = tune.tune(hin, base, seeds=[0], budget_s=0.01, eval_runs=2, progress=False,
+                      log=lambda _: None)
+    split = hin.splits[20]
+    seen = torch.cat([split["train"], split["val"]])
+    test_only = split["test"][~torch.isin(split["test"], seen)]
+    labels = hin.labels.clone()
+    shuffled = labels[test_only][torch.randperm(len(test_only),
+                                                generator=torch.Generator().manual_seed(0))]
+    assert not torch.equal(shuffled, labels[test_only])
+    labels[test_only] = shuffled
+    second = tune.tune(dataclasses.replace(hin, labels=labels), base, seeds=[0], budget_s=0.01,
+                       eval_runs=2, progress=False, log=lambda _: None)
+    assert len(first["rows"]) == len(second["rows"]) == 1
+    assert first["rows"][0]["points"] == second["rows"][0]["points"]
+    assert first["baselines"] == second["baselines"]
+
+
+def test_a_graph_without_labels_is_refused_with_what_to_do(tmp_path, hin):
+    data = to_heterodata(hin)
+    for key in [k for k in data["paper"].keys() if "_mask_" in k]:
+        del data["paper"][key]
+    data["paper"].y = torch.full_like(data["paper"].y, -1)
+    graph = tmp_path / "unlabelled.pt"
+    torch.save(data, graph)
+    code, _, err = run_cli(["tune", "--data", str(graph), *SPEC, "--seeds", "0", "--out",
+                            str(tmp_path / "t")])
+    assert code == 2 and "Traceback" not in err
+    assert "tuning needs validation labels" in err and "hetcrf-lite train" in err
+    one_class = dataclasses.replace(hin, labels=torch.zeros_like(hin.labels))
+    with pytest.raises(NoValidationLabelsError, match="1 class"):
+        tune.check_tunable(one_class)
+    no_val = dataclasses.replace(hin, splits={20: {**hin.splits[20],
+                                                   "val": hin.splits[20]["val"][:0]}})
+    with pytest.raises(NoValidationLabelsError, match="no validation nodes"):
+        tune.check_tunable(no_val)
+
+
+@pytest.mark.parametrize("argv", [["--budget", "0"], ["--budget", "-1"], ["--seeds"],
+                                  ["--seeds", "x"]])
+def test_bad_options_are_usage_errors(argv):
+    with contextlib.redirect_stderr(io.StringIO()) as err, pytest.raises(SystemExit) as exit_:
+        main(["tune", "--dataset", "synthetic", *argv])
+    assert exit_.value.code == 2 and "Traceback" not in err.getvalue()
+
+
+def test_bad_arguments_of_the_function_are_named_errors(hin):
+    base = HetCRFConfig(**SMALL)
+    for kwargs, match in (({"seeds": []}, "at least one seed"), ({"seeds": [0, 0]}, "repeat"),
+                          ({"budget_s": 0}, "positive")):
+        with pytest.raises(ConfigError, match=match):
+            tune.tune(hin, base, **kwargs, progress=False, log=lambda _: None)
+
+
+def test_search_order_starts_at_the_config_and_follows_what_won():
+    base = HetCRFConfig(lr=1e-3, tau=0.8)
+    rows: list[dict] = []
+    order = tune.candidates(base, rows)
+
+    def result(lr, tau, why, score):
+        rows.append({"lr": lr, "tau": tau, "why": why, "best": {"score": score}})
+
+    assert next(order) == (1e-3, 0.8, "starting config")
+    result(1e-3, 0.8, "starting config", 50.0)
+    assert next(order) == (4e-3, 0.8, "lr x4")
+    result(4e-3, 0.8, "lr x4", 60.0)
+    assert next(order) == (0.016, 0.8, "lr x16")  # x4 won: further up
+    result(0.016, 0.8, "lr x16", 55.0)
+    assert next(order) == (4e-3, 0.48, "tau x0.6")  # at the best lr
+    result(4e-3, 0.48, "tau x0.6", 40.0)
+    assert next(order) == (4e-3, 1.33333, "tau /0.6")  # x0.6 lost: the other way
+    result(4e-3, 1.33333, "tau /0.6", 45.0)
+    assert [c[2] for c in order] == ["lr x2", "lr /2"]
+    assert len(rows) + 2 <= tune.MAX_CANDIDATES
+    down = tune.candidates(base, [])
+    next(down), next(down)
+    assert next(down)[2] == "lr /4"  # x4 untried or lost: down
+
+
+def test_nothing_below_the_top_layer_imports_tune():
+    for path in (ROOT / "hetcrf_lite").glob("*.py"):
+        if path.stem not in ("tune", "cli"):
+            assert not re.search(r"from \.tune |from \.+ import tune|hetcrf_lite\.tune",
+                                 path.read_text()), path
+
+
+# --------------------------------------------------------------------------------------------
+# the grid (benchmarks/tune.py): validation-only scoring and the curve
+# --------------------------------------------------------------------------------------------
 
 def test_validation_only_never_passes_test_nodes(hin):
     val = tune.validation_only(hin)
@@ -57,7 +241,7 @@ def test_plot_curves_writes_a_png_and_refuses_curveless_results(tmp_path):
               "rows": [{"point": {}, "curve": curve}]}
     tune.plot_curves(result, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(SystemExit, match="--curve-every"):
+    with pytest.raises(ConfigError, match="--curve-every"):
         tune.plot_curves({**result, "rows": [{"point": {}, "curve": []}]}, tmp_path / "x.png")
 
 
@@ -67,3 +251,25 @@ def test_merge_results_labels_lines_by_the_settings_they_differ_in():
     merged = tune.merge_results([a, b], "freebase")
     assert [r["point"] for r in merged["rows"]] == [{"lr": "config default"}, {"lr": 0.003}]
     assert merged["fixed"] == {"epochs": 500} and merged["dataset"] == "freebase"
+
+
+def test_the_benchmark_script_runs_the_package_grid(tmp_path):
+    """benchmarks/tune.py is a thin wrapper: --replot through it draws saved curves."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import tune as script  # benchmarks/tune.py
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert script.score is tune.score and script.validation_only is tune.validation_only
+    curve = tune.curve_summary([[{"epoch": 5, "val_macro_f1": {20: 60.0}},
+                                 {"epoch": 10, "val_macro_f1": {20: 70.0}}]])
+    saved = tmp_path / "acm-tune.json"
+    saved.write_text(json.dumps({"fixed": {}, "seeds": [0], "rows": [{"point": {},
+                                                                      "curve": curve}]}))
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = script.main(["--dataset", "acm", "--replot", str(saved), "--figure",
+                            str(tmp_path / "c.png")])
+    assert code == 0 and (tmp_path / "c.png").is_file()
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        assert script.main(["--dataset", "acm", "--grid", "lr"]) == 2
+    assert "KEY=V1,V2" in err.getvalue()

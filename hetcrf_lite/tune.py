@@ -1,0 +1,719 @@
+"""Validation-only tuning: ``hetcrf-lite tune`` and the grid of ``benchmarks/tune.py``.
+
+The package's top layer, beside the CLI: it imports ``train``, ``eval``, ``config``, ``data``
+and ``diagnostics``; nothing below imports it.
+
+**What is scored, and on what.** Every score is the field's protocol with each label rate's
+*validation* nodes standing in for its test nodes (:func:`validation_only`): the probe picks its
+step on validation and reports validation, so no test label is read (the test indices are not
+even passed in). A score is the validation Macro-F1 averaged over the label rates, then over the
+training seeds.
+
+**The budgeted search** (:func:`tune`, ``hetcrf-lite tune``) covers the few settings that matter
+for this method:
+
+* ``lr`` and ``tau``: one training per seed for each candidate;
+* the number of epochs, read off a validation curve during that same training: about
+  :data:`CURVE_POINTS` times per run the trainer's ``on_epoch_end`` hook scores the parameters
+  a run of that many epochs would end with (its lowest-loss epoch so far,
+  :attr:`~hetcrf_lite.train.Trainer.lowest_loss_state`), so ``epochs: E`` in ``best.yaml``
+  gives the model that was scored, and epochs cost no extra trainings. A seed that stopped early
+  counts with its final model at every later epoch (a longer run stops at the same epoch). With
+  ``lr_schedule: cosine`` the schedule depends on the epoch count, so only the last epoch is
+  scored;
+* the final embedding (``concat`` / ``encoder`` / ``contrastive``), scored from the same trained
+  model, no retraining.
+
+A candidate's score is its best (epochs, embedding) point. The candidates come from a short
+coordinate search, in this order, each step from the best candidate so far (``L``, ``T``: the
+starting config's lr and tau):
+
+1. the starting config itself (the shipped config of ``--dataset``, HeCo's defaults
+   ``HetCRFConfig()`` for ``--data``, or ``--config``): always run, whatever the budget;
+2. ``lr x4``, then one more factor 4 in the direction that won (``lr x16`` if ``x4`` beat the
+   default, else ``lr /4``): on a graph the defaults were not made for, the learning rate
+   matters most (issue 12: lr 5e-3 instead of 8e-4 on a held-out graph);
+3. ``tau x0.6`` at the best lr, then one more step in the direction that won (``x0.36`` or
+   ``/0.6``);
+4. ``lr x2`` and ``lr /2`` around the best point (refinement).
+
+At most 7 candidates; the search ends when they are spent or the budget is. Before the search a
+short timing run (the first :data:`TIMING_EPOCHS` epochs and one probe) estimates one training
+and one candidate (all seeds); the estimate follows the measured candidates afterwards. A new
+candidate starts only while the time spent plus one candidate's estimate stays within the
+budget, so a budget too small for two candidates runs only the first. A candidate whose
+training fails (NaN at a high lr) is recorded as failed and the search goes on.
+
+For comparison the two training-free baselines are scored on the same validation splits:
+logistic regression on the raw features (skipped for identity features: one-hot node ids give
+a linear probe nothing to generalise from, only the training nodes to memorise) and on
+:func:`~hetcrf_lite.diagnostics.propagated_features` (raw features with their mean over each
+meta-path's neighbours).
+
+Picking the best of several candidates and epochs on the same validation nodes flatters the
+winner a little; the test split, untouched here, is what ``hetcrf-lite train`` reports.
+
+**The grid** (:func:`grid_main`, run as ``python benchmarks/tune.py``) trains every point of a
+grid with ``default_config(dataset, **point)`` and, with ``--curve-every N``, scores the current
+parameters every N epochs (how the shipped epoch counts were picked)::
+
+    HETCRF_DATA=/path/to/heco python benchmarks/tune.py --dataset aminer \\
+        --grid lr=0.001,0.003 tau=0.5,0.8 --seeds 0 --out runs/tune
+    python benchmarks/tune.py --dataset acm --seeds 0 1 2 --fixed epochs=200 patience=1000 \\
+        --curve-every 10 --figure figures/tune_curve_acm.png
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from .config import HetCRFConfig
+from .errors import ConfigError, NoValidationLabelsError, TrainingError
+
+__all__ = ["tune", "check_tunable", "validation_only", "validation_scores", "baseline_scores",
+           "candidates", "format_table", "write_outputs", "score", "curve_summary",
+           "merge_results", "plot_curves", "parse_grid", "grid_main"]
+
+CURVE_POINTS = 8
+"""Probes of the validation curve per training (plus the last epoch)."""
+TIMING_EPOCHS = 3
+"""Epochs of the timing run that estimates one training before the search."""
+EMBED_MODES = ("concat", "encoder", "contrastive")
+
+
+# --------------------------------------------------------------------------------------------
+# Validation only
+# --------------------------------------------------------------------------------------------
+
+def validation_only(dataset):
+    """The dataset with each split's test nodes replaced by its validation nodes."""
+    splits = {rate: {"train": s["train"], "val": s["val"], "test": s["val"]}
+              for rate, s in dataset.splits.items()}
+    return dataclasses.replace(dataset, splits=splits)
+
+
+def validation_scores(emb, val_dataset, eval_runs: int, lr: float | None = None) -> dict:
+    """Validation Macro-F1 per label rate of one embedding (no clustering, no test labels)."""
+    from .eval import evaluate_embeddings
+
+    if isinstance(emb, np.ndarray):
+        emb = torch.from_numpy(emb)
+    res = evaluate_embeddings(emb, val_dataset, lr=lr, runs=eval_runs, clustering=False)
+    return {rate: res.classification[rate].summary()["macro_f1"][0] for rate in res.classification}
+
+
+def check_tunable(dataset) -> None:
+    """Refuse, with what to do instead, a graph whose validation labels cannot score a setting:
+    no labels (all ``-1``), fewer than 2 classes among them, or no validation nodes."""
+    labels = dataset.labels
+    labelled = labels[labels >= 0]
+    classes = int(torch.unique(labelled).numel())
+    with_val = [rate for rate, s in dataset.splits.items() if s["val"].numel() > 0]
+    if labelled.numel() == 0:
+        why = f"graph {dataset.name!r} has no labels (every data[{dataset.target!r}].y is -1)"
+    elif classes < 2:
+        why = (f"graph {dataset.name!r} has labels of {classes} class only; a classifier needs "
+               "at least 2")
+    elif not with_val:
+        why = f"graph {dataset.name!r} has no validation nodes in any split"
+    else:
+        return
+    raise NoValidationLabelsError(
+        f"tuning needs validation labels: {why}. Settings are picked by validation Macro-F1, so "
+        "without them there is nothing to pick by. Train with the defaults instead "
+        "(hetcrf-lite train --data GRAPH --target TYPE --metapaths ...; on a graph without "
+        "labels give the cluster positives a count: a --config file with num_clusters: auto), "
+        f"or label some {dataset.target!r} nodes (data[TYPE].y, -1 for unlabelled) and tune "
+        "again")
+
+
+def _labelled_splits(dataset):
+    """The dataset restricted to the label rates that have validation nodes."""
+    splits = {r: s for r, s in dataset.splits.items() if s["val"].numel() > 0}
+    return dataset if len(splits) == len(dataset.splits) else dataclasses.replace(
+        dataset, splits=splits)
+
+
+# --------------------------------------------------------------------------------------------
+# Training-free baselines
+# --------------------------------------------------------------------------------------------
+
+def _is_identity(x: torch.Tensor) -> bool:
+    if not x.is_sparse or x.shape[0] != x.shape[1]:
+        return False
+    x = x.coalesce()
+    idx, val = x.indices(), x.values()
+    return val.numel() == x.shape[0] and bool((idx[0] == idx[1]).all()) and bool(
+        (val == 1).all())
+
+
+def baseline_scores(dataset, eval_runs: int, lr: float | None = None) -> dict[str, dict]:
+    """Validation Macro-F1 per rate of the two training-free baselines:
+    ``{"raw features": {...} or {"skipped": why}, "propagated features": {...}}``."""
+    from .diagnostics import propagated_features
+
+    val_dataset = validation_only(dataset)
+    x = dataset.x
+    out: dict[str, dict] = {}
+    if _is_identity(x):
+        out["raw features"] = {"skipped": "identity features (one-hot node ids): a linear probe "
+                               "can only memorise the training nodes, nothing carries to "
+                               "unseen ones"}
+    else:
+        dense = (x.to_dense() if x.is_sparse else x).float()
+        out["raw features"] = validation_scores(dense, val_dataset, eval_runs, lr)
+    out["propagated features"] = validation_scores(propagated_features(dataset), val_dataset,
+                                                   eval_runs, lr)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# One candidate: a training per seed, probed during training
+# --------------------------------------------------------------------------------------------
+
+def _modes(config: HetCRFConfig) -> list[str]:
+    if not config.use_contrastive:
+        return ["encoder"]  # every mode is H without the contrastive channel
+    return [config.embed] + [m for m in EMBED_MODES if m != config.embed]
+
+
+def _probe_epochs(config: HetCRFConfig) -> set[int]:
+    if config.lr_schedule != "constant":
+        return {config.epochs}
+    every = max(1, math.ceil(config.epochs / CURVE_POINTS))
+    return set(range(every, config.epochs + 1, every)) | {config.epochs}
+
+
+def _train_probed(dataset, config: HetCRFConfig, val_dataset, eval_runs: int,
+                  probe_at: set[int]) -> dict[str, Any]:
+    """One training; at each epoch count in ``probe_at`` (and at an early stop) the validation
+    scores of every mode of the model a run of that many epochs returns."""
+    from .train import build_trainer
+
+    modes = _modes(config)
+    curve: list[dict] = []
+
+    def scores(model) -> dict[str, dict]:
+        return {m: validation_scores(model.embed(m), val_dataset, eval_runs, config.eval_lr)
+                for m in modes}
+
+    def probe(model, epoch: int, record: dict) -> None:
+        if epoch + 1 not in probe_at:
+            return
+        best = trainer.lowest_loss_state
+        if trainer.best_epoch == epoch or best is None:  # the current parameters are the best
+            curve.append({"epoch": epoch + 1, "val_macro_f1": scores(model)})
+            return
+        current = {k: v.clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(best)
+        try:
+            curve.append({"epoch": epoch + 1, "val_macro_f1": scores(model)})
+        finally:
+            model.load_state_dict(current)
+
+    t0 = time.perf_counter()
+    trainer = build_trainer(dataset, config, progress=False, on_epoch_end=probe)
+    history = trainer.fit()
+    trained = len(history["epochs"])
+    if not curve or curve[-1]["epoch"] != trained:  # stopped early between probes
+        curve.append({"epoch": trained, "val_macro_f1": scores(trainer.model)})
+    return {"epochs_trained": trained, "stopped": history["stopped"],
+            "train_s": time.perf_counter() - t0, "curve": curve}
+
+
+def _points(runs: dict[int, dict], modes: list[str]) -> list[dict]:
+    """Every (epochs, embedding) point that every seed can score, with its mean over rates and
+    seeds; a seed that stopped before E counts with its final model."""
+    epochs = sorted({c["epoch"] for run in runs.values() for c in run["curve"]})
+    points = []
+    for e in epochs:
+        per_seed = {}
+        for seed, run in runs.items():
+            at = {c["epoch"]: c for c in run["curve"]}
+            if e in at:
+                per_seed[seed] = at[e]["val_macro_f1"]
+            elif e >= run["epochs_trained"]:
+                per_seed[seed] = run["curve"][-1]["val_macro_f1"]
+        if len(per_seed) < len(runs):
+            continue
+        for mode in modes:
+            by_seed = {s: per_seed[s][mode] for s in runs}
+            rates = sorted(next(iter(by_seed.values())))
+            per_rate = {r: float(np.mean([by_seed[s][r] for s in runs])) for r in rates}
+            points.append({"epochs": e, "embed": mode, "score": float(np.mean(
+                [np.mean(list(v.values())) for v in by_seed.values()])),
+                "val_macro_f1": per_rate, "by_seed": by_seed})
+    return points
+
+
+# --------------------------------------------------------------------------------------------
+# The search
+# --------------------------------------------------------------------------------------------
+
+def _best(rows: list[dict]) -> dict | None:
+    done = [r for r in rows if r.get("best")]
+    return max(done, key=lambda r: r["best"]["score"]) if done else None  # first of ties
+
+
+def _score_of(rows: list[dict], lr: float, tau: float) -> float:
+    for r in rows:
+        if r["lr"] == lr and r["tau"] == tau and r.get("best"):
+            return r["best"]["score"]
+    return -math.inf
+
+
+def candidates(base: HetCRFConfig, rows: list[dict]) -> Iterator[tuple[float, float, str]]:
+    """The search order (module docstring): yields ``(lr, tau, why)``; each step reads the
+    results appended to ``rows`` so far. Points already tried are skipped."""
+    tried: set[tuple[float, float]] = set()
+
+    def new(lr: float, tau: float) -> bool:
+        key = (float(f"{lr:.6g}"), float(f"{tau:.6g}"))
+        return key not in tried and not tried.add(key)
+
+    lr0, tau0 = base.lr, base.tau
+    r = lambda v: float(f"{v:.6g}")  # noqa: E731 (no float noise in best.yaml)
+    if new(lr0, tau0):
+        yield lr0, tau0, "starting config"
+    if new(r(lr0 * 4), tau0):
+        yield r(lr0 * 4), tau0, "lr x4"
+    up = _score_of(rows, r(lr0 * 4), tau0) > _score_of(rows, lr0, tau0)
+    lr2, why = (r(lr0 * 16), "lr x16") if up else (r(lr0 / 4), "lr /4")
+    if new(lr2, tau0):
+        yield lr2, tau0, why
+    best = _best(rows)
+    lr_best = best["lr"] if best else lr0
+    t1 = r(tau0 * 0.6)
+    if new(lr_best, t1):
+        yield lr_best, t1, "tau x0.6"
+    down = _score_of(rows, lr_best, t1) > _score_of(rows, lr_best, tau0)
+    t2, why = (r(tau0 * 0.36), "tau x0.36") if down else (r(tau0 / 0.6), "tau /0.6")
+    if new(lr_best, t2):
+        yield lr_best, t2, why
+    best = _best(rows)
+    if best:
+        for factor, why in ((2, "lr x2"), (0.5, "lr /2")):
+            if new(r(best["lr"] * factor), best["tau"]):
+                yield r(best["lr"] * factor), best["tau"], why
+
+
+MAX_CANDIDATES = 7
+
+
+def _estimate(dataset, base: HetCRFConfig, val_dataset, eval_runs: int,
+              seeds: list[int]) -> dict[str, float]:
+    """Time the first epochs and one probe of the starting config: seconds of one training and
+    of one candidate (all seeds)."""
+    from .train import build_trainer
+
+    epochs = min(TIMING_EPOCHS, base.epochs)
+    config = base.replace(epochs=epochs, seed=seeds[0], patience=max(base.patience, epochs))
+    stamps: list[float] = []
+    t0 = time.perf_counter()
+    trainer = build_trainer(dataset, config, progress=False,
+                            on_epoch_end=lambda *_: stamps.append(time.perf_counter()))
+    trainer.fit()
+    setup = stamps[0] - t0 - (stamps[1] - stamps[0] if len(stamps) > 1 else 0.0)
+    per_epoch = (stamps[-1] - t0 - max(setup, 0.0)) / len(stamps)
+    t1 = time.perf_counter()
+    for mode in _modes(base):
+        validation_scores(trainer.model.embed(mode), val_dataset, eval_runs, base.eval_lr)
+    probe = time.perf_counter() - t1
+    training = max(setup, 0.0) + per_epoch * base.epochs + probe * len(_probe_epochs(base))
+    return {"setup_s": max(setup, 0.0), "epoch_s": per_epoch, "probe_s": probe,
+            "probes": len(_probe_epochs(base)), "training_s": training,
+            "candidate_s": training * len(seeds), "timing_run_s": time.perf_counter() - t0}
+
+
+def tune(dataset, base: HetCRFConfig, seeds: list[int] | tuple[int, ...] = (0, 1, 2),
+         budget_s: float = 600.0, eval_runs: int = 5, progress: bool = True,
+         log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The budgeted validation-only search of the module docstring.
+
+    Args:
+        dataset (HINDataset): the graph, with validation labels (:func:`check_tunable`).
+        base (HetCRFConfig): the starting config (the first candidate).
+        seeds (list of int): training seeds; every candidate trains once per seed.
+        budget_s (float): seconds; no candidate starts once the time spent plus one candidate's
+            estimate would pass it (the first always runs).
+        eval_runs (int): logistic-regression runs per validation score.
+        progress (bool): a tqdm bar over the trainings (on stderr).
+        log (callable): where the estimate and each candidate's line go.
+
+    Returns:
+        dict: ``rows`` (every candidate: lr, tau, per-seed curves, best point, seconds; best
+        first), ``best`` (the winning row), ``best_config`` (a :class:`HetCRFConfig`),
+        ``baselines``, ``estimate``, ``budget_s``, ``skipped`` (why the search stopped).
+    """
+    from tqdm.auto import tqdm
+
+    seeds = list(seeds)
+    if not seeds:
+        raise ConfigError("tune needs at least one seed (--seeds 0 1 2)")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds {seeds} repeat one; give each seed once")
+    if not budget_s > 0 or not math.isfinite(budget_s):
+        raise ConfigError(f"budget {budget_s} s must be a positive number of seconds "
+                          "(--budget MINUTES, e.g. 10)")
+    if eval_runs < 1:
+        raise ConfigError(f"eval_runs {eval_runs} must be >= 1")
+    if base.batch_size is not None:
+        raise ConfigError("tune trains full batch; the starting config sets batch_size "
+                          f"{base.batch_size}: set batch_size: null")
+    check_tunable(dataset)
+    dataset = _labelled_splits(dataset)
+    val_dataset = validation_only(dataset)
+    start = time.perf_counter()
+    quiet = {"grad_balance_every": 0, "channel_grad_every": 0}  # logging only: same training
+    base_run = base.replace(**{k: 0 for k in quiet if hasattr(base, k)})
+
+    baselines = baseline_scores(dataset, eval_runs, base.eval_lr)
+    est = _estimate(dataset, base_run, val_dataset, eval_runs, seeds)
+    fit_n = max(1, int((budget_s - (time.perf_counter() - start)) // est["candidate_s"]))
+    log(f"one training ~{est['training_s']:.1f} s ({est['setup_s']:.1f} s set-up, "
+        f"{est['epoch_s']:.3f} s/epoch x {base.epochs} epochs, {est['probes']} validation "
+        f"probes x {est['probe_s']:.2f} s); one candidate ({len(seeds)} seeds) "
+        f"~{est['candidate_s']:.0f} s: about {min(fit_n, MAX_CANDIDATES)} of at most "
+        f"{MAX_CANDIDATES} candidates fit in {budget_s / 60:g} min")
+
+    rows: list[dict] = []
+    skipped = None
+    per_candidate = est["candidate_s"]
+    bar = tqdm(total=min(fit_n, MAX_CANDIDATES) * len(seeds), desc="tune", unit="training",
+               disable=not progress, file=sys.stderr)
+    for lr, tau, why in candidates(base, rows):
+        elapsed = time.perf_counter() - start
+        if rows and elapsed + per_candidate > budget_s:
+            skipped = (f"budget: {elapsed:.0f} s spent, one more candidate ~{per_candidate:.0f} "
+                       f"s would pass {budget_s:.0f} s")
+            break
+        config = base_run.replace(lr=lr, tau=tau)
+        row: dict[str, Any] = {"lr": lr, "tau": tau, "why": why, "runs": {}}
+        t0 = time.perf_counter()
+        try:
+            for seed in seeds:
+                bar.set_postfix_str(f"{why}: lr {lr:g} tau {tau:g} seed {seed}")
+                row["runs"][seed] = _train_probed(dataset, config.replace(seed=seed),
+                                                  val_dataset, eval_runs,
+                                                  _probe_epochs(config))
+                bar.update(1)
+        except TrainingError as err:
+            row["failed"] = str(err).splitlines()[0][:300]
+        row["seconds"] = time.perf_counter() - t0
+        if "failed" not in row:
+            row["points"] = _points(row["runs"], _modes(config))
+            row["best"] = max(row["points"], key=lambda p: p["score"])  # first of ties
+            cells = " / ".join(f"{v:.2f}" for v in row["best"]["val_macro_f1"].values())
+            log(f"  {why}: lr {lr:g}, tau {tau:g}: val Macro-F1 {row['best']['score']:.2f} "
+                f"[{cells}] at {row['best']['epochs']} epochs, {row['best']['embed']} "
+                f"({row['seconds']:.0f} s)")
+        else:
+            log(f"  {why}: lr {lr:g}, tau {tau:g}: failed ({row['failed']})")
+        rows.append(row)
+        measured = [r["seconds"] for r in rows if "failed" not in r]
+        per_candidate = float(np.mean(measured)) if measured else per_candidate
+        left = budget_s - (time.perf_counter() - start)
+        more = min(max(0, int(left // per_candidate)), MAX_CANDIDATES - len(rows))
+        bar.total = (len(rows) + more) * len(seeds)
+        bar.refresh()
+    bar.close()
+    best = _best(rows)
+    if best is None:
+        raise TrainingError("every candidate failed to train (NaN/Inf): " + rows[0]["failed"])
+    best_config = base.replace(lr=best["lr"], tau=best["tau"], epochs=best["best"]["epochs"],
+                               embed=best["best"]["embed"])
+    starting = rows[0].get("points", [])
+    as_given = next((p for p in starting if p["epochs"] == base.epochs
+                     and p["embed"] == _modes(base)[0]), None)
+    ordered = sorted(rows, key=lambda r: -r["best"]["score"] if r.get("best") else math.inf)
+    return {"rows": ordered, "best": best, "best_config": best_config, "baselines": baselines,
+            "starting_config_score": as_given, "estimate": est, "budget_s": budget_s,
+            "seconds": time.perf_counter() - start, "seeds": seeds, "eval_runs": eval_runs,
+            "skipped": skipped, "base_config": base}
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs
+# --------------------------------------------------------------------------------------------
+
+def format_table(result: dict[str, Any]) -> str:
+    """Candidates best first, then the baselines, as printed by ``hetcrf-lite tune``."""
+    rates = sorted(result["best"]["best"]["val_macro_f1"])
+    head = "/".join(map(str, rates))
+    lines = [f"validation Macro-F1 (mean over rates {head} and seeds "
+             f"{' '.join(map(str, result['seeds']))}), best first",
+             f"{'score':>7} | {'per rate ' + head:>24} | {'lr':>9} | {'tau':>6} | {'epochs':>6} "
+             f"| {'embed':>11} | {'s':>6} | candidate"]
+    lines.append("-" * len(lines[-1]))
+    for r in result["rows"]:
+        if not r.get("best"):
+            lines.append(f"{'failed':>7} | {'':>24} | {r['lr']:>9g} | {r['tau']:>6g} | "
+                         f"{'':>6} | {'':>11} | {r['seconds']:>6.0f} | {r['why']}")
+            continue
+        b = r["best"]
+        cells = " / ".join(f"{b['val_macro_f1'][k]:.2f}" for k in rates)
+        lines.append(f"{b['score']:>7.2f} | {cells:>24} | {r['lr']:>9g} | {r['tau']:>6g} | "
+                     f"{b['epochs']:>6} | {b['embed']:>11} | {r['seconds']:>6.0f} | {r['why']}")
+    given = result.get("starting_config_score")
+    if given:
+        lines.append(f"the starting config as it is ({given['epochs']} epochs, {given['embed']}): "
+                     f"{given['score']:.2f}")
+    lines.append("training-free baselines on the same validation splits:")
+    for name, scores in result["baselines"].items():
+        if "skipped" in scores:
+            lines.append(f"  {name}: skipped ({scores['skipped']})")
+        else:
+            cells = " / ".join(f"{scores[k]:.2f}" for k in rates if k in scores)
+            lines.append(f"  {name}: {np.mean(list(scores.values())):.2f} [{cells}]")
+    if result.get("skipped"):
+        lines.append(f"stopped: {result['skipped']}")
+    return "\n".join(lines)
+
+
+def write_outputs(result: dict[str, Any], out: Path, command: str = "") -> tuple[Path, Path]:
+    """``out/tune.json`` (every candidate, per seed and rate; budget, configs, versions) and
+    ``out/best.yaml`` (accepted by ``hetcrf-lite train --config``)."""
+    import yaml
+
+    from .files import atomic_write_bytes, ensure_folder
+    from .train import environment_info, save_json
+
+    ensure_folder(out)
+    best = result["best"]
+    config: HetCRFConfig = result["best_config"]
+    header = (f"# hetcrf-lite tune: validation Macro-F1 {best['best']['score']:.2f} (mean over "
+              f"rates and seeds {' '.join(map(str, result['seeds']))}), no test label read\n"
+              + (f"# {command}\n" if command else "")
+              + "# train: hetcrf-lite train --config best.yaml --out RUN_DIR\n")
+    text = header + yaml.safe_dump(config.to_dict(), sort_keys=False)
+    yaml_path, json_path = out / "best.yaml", out / "tune.json"
+    atomic_write_bytes(yaml_path, lambda fh: fh.write(text.encode()))
+    plain = {k: v for k, v in result.items() if k not in ("best_config", "base_config", "best")}
+    plain.update({"command": command, "best_index": result["rows"].index(best),
+                  "best_config": config.to_dict(), "base_config": result["base_config"].to_dict(),
+                  "seed": result["seeds"], "env": environment_info(),
+                  "score": "validation Macro-F1 (%), mean over label rates then seeds; test "
+                           "nodes replaced by validation nodes"})
+    save_json(plain, json_path)
+    return json_path, yaml_path
+
+
+# --------------------------------------------------------------------------------------------
+# The grid of benchmarks/tune.py (moved here from it)
+# --------------------------------------------------------------------------------------------
+
+def parse_grid(items: list[str]) -> dict[str, list]:
+    """``["lr=0.001,0.003", "embed=concat,encoder"]`` -> ``{"lr": [0.001, 0.003], ...}``."""
+    import yaml
+
+    grid = {}
+    for item in items:
+        key, _, values = item.partition("=")
+        if not values:
+            raise ConfigError(f"--grid {item!r}: write KEY=V1,V2,...")
+        grid[key] = [yaml.safe_load(v) for v in values.split(",")]
+    return grid
+
+
+def score(dataset, changes: dict, seed: int, eval_runs: int,
+          embed_modes: list[str] | None = None, curve_every: int = 0,
+          base: HetCRFConfig | None = None) -> dict[str, dict]:
+    """Train once; score each final-embedding mode (no retraining needed): {mode: row}.
+
+    The config is ``base`` (default: ``default_config(dataset.name)``) with ``changes``. With
+    ``curve_every`` the embeddings are also scored every that many epochs *during* training
+    (the current parameters, not the lowest-loss ones), through the trainer's ``on_epoch_end``
+    hook, which leaves the training itself as it is without probes.
+    """
+    from .config import default_config
+    from .train import fit
+
+    base = base if base is not None else default_config(dataset.name)
+    config = base.replace(**{"grad_balance_every": 0, **changes, "seed": seed})
+    modes = embed_modes or [config.embed]
+    val_dataset = validation_only(dataset)
+    curve: list[dict] = []
+
+    def probe(model, epoch: int, record: dict) -> None:
+        if not curve_every or (epoch + 1) % curve_every:
+            return
+        curve.append({"epoch": epoch + 1, "loss": record["loss"],
+                      **{mode: validation_scores(model.embed(mode), val_dataset, eval_runs)
+                         for mode in modes}})
+        means = " ".join(f"{mode} {np.mean(list(curve[-1][mode].values())):.2f}" for mode in modes)
+        print(f"    seed {seed} epoch {epoch + 1}: loss {record['loss']:.4f}, val {means}",
+              flush=True)
+
+    t0 = time.perf_counter()
+    model, history = fit(dataset, config, progress=False, on_epoch_end=probe)
+    train_s = time.perf_counter() - t0
+    rows = {}
+    for mode in modes:
+        rows[mode] = {"val_macro_f1": validation_scores(model.embed(mode), val_dataset, eval_runs),
+                      "epochs": len(history["epochs"]), "best_epoch": history["best_epoch"],
+                      "stopped": history["stopped"], "train_s": train_s,
+                      "curve": [{"epoch": c["epoch"], "loss": c["loss"], "val_macro_f1": c[mode]}
+                                for c in curve]}
+    return rows
+
+
+def curve_summary(curves: list[list[dict]]) -> list[dict]:
+    """Per probed epoch: the score (mean over rates and seeds) and each seed's mean over rates."""
+    out = []
+    for points in zip(*curves):  # ends at the first seed's last probe (early stops)
+        by_seed = [float(np.mean(list(p["val_macro_f1"].values()))) for p in points]
+        out.append({"epoch": points[0]["epoch"], "score": float(np.mean(by_seed)),
+                    "by_seed": by_seed})
+    return out
+
+
+def merge_results(results: list[dict], dataset: str) -> dict:
+    """Several tune results as one: each row's point gains the fixed settings that differ."""
+    keys = {k for r in results for k in r["fixed"]}
+    differ = {k for k in keys if len({json.dumps(r["fixed"].get(k)) for r in results}) > 1}
+    rows = [{**row, "point": {**{k: r["fixed"].get(k, "config default") for k in sorted(differ)},
+                              **row["point"]}}
+            for r in results for row in r["rows"]]
+    return {"dataset": dataset, "seeds": results[0]["seeds"], "rows": rows,
+            "fixed": {k: v for k, v in results[0]["fixed"].items() if k not in differ}}
+
+
+def plot_curves(result: dict, path: Path) -> None:
+    """Validation score against epoch for each grid point: one thin line per seed, the mean bold."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["rows"] if r.get("curve")]
+    if not rows:
+        raise ConfigError("no curve to plot: run with --curve-every N")
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for i, row in enumerate(rows):
+        epochs = [c["epoch"] for c in row["curve"]]
+        color = f"C{i}"
+        for seed_scores in zip(*(c["by_seed"] for c in row["curve"])):  # one line per seed
+            ax.plot(epochs, seed_scores, color=color, alpha=0.35, lw=1)
+        label = ", ".join(f"{k}={v}" for k, v in row["point"].items()) or "shipped config"
+        ax.plot(epochs, [c["score"] for c in row["curve"]], color=color, lw=2.2,
+                label=f"{label} (mean of seeds {', '.join(map(str, result['seeds']))})")
+    fixed = ", ".join(f"{k}={v}" for k, v in result["fixed"].items())
+    title = f"{result['dataset']}: validation during training" + (f" ({fixed})" if fixed else "")
+    ax.set(xlabel="epoch", ylabel="validation Macro-F1 (mean over rates)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"figure written to {path}")
+
+
+def grid_main(argv: list[str] | None = None, root: Path | None = None) -> int:
+    """``python benchmarks/tune.py``: the grid, ``--fixed``, ``--curve-every``, ``--figure``,
+    ``--replot``. A named error is one line and exit status 2."""
+    try:
+        return _grid_main(argv, root or Path.cwd())
+    except ConfigError as err:
+        print(f"tune.py: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _grid_main(argv: list[str] | None, root: Path) -> int:
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/tune.py",
+        description="Validation-only tuning: a grid over the shipped config, scored on the "
+                    "validation splits (hetcrf_lite.tune).")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--grid", nargs="+", default=[], help="KEY=V1,V2 ... (YAML values)")
+    parser.add_argument("--fixed", nargs="+", default=[], help="KEY=V changes for every point")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--eval-runs", type=int, default=10)
+    parser.add_argument("--embed-modes", nargs="+", default=None, choices=list(EMBED_MODES),
+                        help="score these final embeddings of each trained model (free)")
+    parser.add_argument("--curve-every", type=int, default=0,
+                        help="also score the embeddings every N epochs during training")
+    parser.add_argument("--figure", default=None,
+                        help="with --curve-every: plot the curves to this PNG")
+    parser.add_argument("--replot", nargs="+", default=None, metavar="TUNE_JSON",
+                        help="only redraw --figure from saved <dataset>-tune.json files (several: "
+                             "one figure, lines labelled by the settings they differ in)")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="stop starting new points after this many seconds")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", default=str(root / "runs" / "tune"))
+    args = parser.parse_args(argv)
+    if args.replot:
+        plot_curves(merge_results([json.loads(Path(f).read_text()) for f in args.replot],
+                                  args.dataset), Path(args.figure or f"{args.dataset}-curve.png"))
+        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from tqdm.auto import tqdm
+
+    from .config import default_config
+    from .data import load_dataset
+    from .train import environment_info
+
+    grid = parse_grid(args.grid)
+    fixed = {k: v[0] for k, v in parse_grid(args.fixed).items()}
+    base = default_config(args.dataset, **fixed)
+    if args.dataset == "synthetic":
+        from .synthetic import make_synthetic_hin
+        dataset = make_synthetic_hin()
+    else:
+        dataset = load_dataset(args.dataset, pos_num=base.pos_num, pos_score=base.pos_score)
+    points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, start = [], time.perf_counter()
+    for done, point in enumerate(tqdm(points, desc=f"tune {args.dataset}", file=sys.stdout)):
+        if args.budget_s is not None and time.perf_counter() - start > args.budget_s:
+            print(f"budget of {args.budget_s:.0f} s spent: {len(points) - done} points skipped")
+            break
+        by_seed = [score(dataset, {**fixed, **point}, s, args.eval_runs, args.embed_modes,
+                         args.curve_every)
+                   for s in args.seeds]
+        for mode in by_seed[0]:
+            runs = [seed_rows[mode] for seed_rows in by_seed]
+            rates = sorted(runs[0]["val_macro_f1"])
+            per_rate = {r: float(np.mean([run["val_macro_f1"][r] for run in runs]))
+                        for r in rates}
+            full = {**point, "embed": mode} if args.embed_modes else point
+            rows.append({"point": full, "val_macro_f1": per_rate,
+                         "score": float(np.mean(list(per_rate.values()))),
+                         "epochs": [run["epochs"] for run in runs],
+                         "best_epoch": [run["best_epoch"] for run in runs],
+                         "curve": curve_summary([run["curve"] for run in runs]),
+                         "train_s": float(np.mean([run["train_s"] for run in runs]))})
+            print(f"  {full}: val Macro-F1 {per_rate} (score {rows[-1]['score']:.2f}, "
+                  f"{rows[-1]['train_s']:.1f} s, lowest loss at epochs "
+                  f"{rows[-1]['best_epoch']})", flush=True)
+            for c in rows[-1]["curve"]:
+                print(f"    epoch {c['epoch']:4d}: score {c['score']:.2f} "
+                      f"(seeds {' / '.join(f'{v:.2f}' for v in c['by_seed'])})", flush=True)
+    rows.sort(key=lambda r: -r["score"])
+    print(f"\n{args.dataset}: validation Macro-F1 (mean over rates and seeds {args.seeds}), "
+          "best first")
+    for r in rows:
+        cells = " / ".join(f"{v:.2f}" for v in r["val_macro_f1"].values())
+        print(f"{r['score']:6.2f}  [{cells}]  epochs {r['epochs']}  {r['point']}")
+    best = default_config(args.dataset, **{**fixed, **rows[0]["point"]})
+    best.save(out / f"{args.dataset}-best.yaml")
+    result = {"command": "python benchmarks/tune.py " + " ".join(
+                  sys.argv[1:] if argv is None else argv),
+              "dataset": args.dataset, "fixed": fixed, "grid": grid, "seeds": args.seeds,
+              "rows": rows, "env": environment_info()}
+    (out / f"{args.dataset}-tune.json").write_text(json.dumps(result, indent=2))
+    if args.figure:
+        plot_curves(result, Path(args.figure))
+    print(f"best point written to {out / f'{args.dataset}-best.yaml'}")
+    return 0
