@@ -323,14 +323,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _minutes(text: str) -> float:
+def _parsed(text: str, cast: type, ok, what: str, rule: str):
+    """``cast(text)`` if ``ok`` accepts it, else argparse's usage error (exit 2)."""
     try:
-        value = float(text)
+        value = cast(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of minutes") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{value:g} must be a positive number of minutes")
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"{text} {rule}")
     return value
+
+
+def _minutes(text: str) -> float:
+    return _parsed(text, float, lambda v: 0 < v < float("inf"), "a number of minutes",
+                   "must be a positive number of minutes")
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -341,13 +347,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"{value} must lie in [0, 2**32 - 1]")
-    return value
+    return _parsed(text, int, lambda v: 0 <= v < 2**32, "an integer", "must lie in [0, 2**32 - 1]")
 
 
 def _positive_int(text: str) -> int:

@@ -6,8 +6,6 @@ Commands run through ``hetcrf_lite.cli.main`` (what the console script calls).
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 from pathlib import Path
@@ -23,15 +21,9 @@ from hetcrf_lite.data import load_graph, load_graph_dataset, make_splits, to_het
 from hetcrf_lite.errors import DataError
 from hetcrf_lite.synthetic import make_synthetic_hin
 from hetcrf_lite.train import load_run, read_checkpoint, run_embeddings
+from cli_helpers import run_cli
 
 SPEC = ["--target", "paper", "--metapaths", "PAP", "paper-subject-paper"]
-
-
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -20,17 +20,11 @@ from hetcrf_lite.data import load_graph_dataset, to_heterodata
 from hetcrf_lite.errors import ConfigError, NoValidationLabelsError
 from hetcrf_lite.synthetic import make_synthetic_hin
 from hetcrf_lite.train import fit
+from cli_helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ["--target", "paper", "--metapaths", "PAP", "PSP"]
 SMALL = {"hidden_channels": 16, "heads": 1, "epochs": 4, "cluster_every": 2}
-
-
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
