@@ -18,6 +18,7 @@ import matplotlib
 if os.environ.get("MPLBACKEND") is None and not os.environ.get("DISPLAY"):
     matplotlib.use("Agg")  # headless machines (CI, servers): no GUI backend needed
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 import torch
 
@@ -58,12 +59,14 @@ def plot_loss_curves(history: dict[str, Any]) -> plt.Figure:
     """Total (weighted) loss and each unweighted loss part per epoch, from a trainer history."""
     epochs = [r["epoch"] for r in history["epochs"]]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(epochs, _numpy([r["loss"] for r in history["epochs"]], float), color="black", lw=2,
-            label="total")
+    # The total is drawn dashed and on top: with one loss part (a channel trained alone) the
+    # two curves coincide, and a solid total would hide under the part or hide it.
+    ax.plot(epochs, _numpy([r["loss"] for r in history["epochs"]], float), color="black", lw=1.5,
+            ls="--", zorder=3, label="total (weighted sum)")
     names = sorted({k for r in history["epochs"] for k in r["parts"]})
     for name in names:
         ax.plot(epochs, _numpy([r["parts"].get(name, np.nan) for r in history["epochs"]], float),
-                label=name)
+                lw=3, alpha=0.75, label=name)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_title("HetCRF training loss")
@@ -85,20 +88,89 @@ def plot_semantic_attention(beta: Sequence[float], names: Sequence[str],
     return fig
 
 
+# Plain words for the summary keys of ``contrastive.gradient_balance`` (title, y-axis label).
+# The gradients are those of the one-way InfoNCE loss with respect to the cosine similarities
+# s_ij (unitless: loss per unit of cosine); "pull" is on the positives, "push" on the negatives.
+GRADIENT_BALANCE_LABELS: dict[str, tuple[str, str]] = {
+    "num_pos": ("positives per anchor", "nodes"),
+    "pos_mass": ("softmax mass on the positives", "share of 1"),
+    "grad_per_pos": ("pull per positive", "|dL/ds| per positive"),
+    "neg_grad_mean": ("push per negative", "|dL/ds| per negative"),
+    "neg_grad_max": ("largest push on one negative", "|dL/ds|"),
+    "top1pct_neg_share": ("share of the push on the hardest 1% of negatives", "share of 1"),
+    "anchor_grad_pos_norm": ("gradient norm on the anchor from its positives", "norm"),
+    "anchor_grad_neg_norm": ("gradient norm on the anchor from its negatives", "norm"),
+    "pos_grad_sum": ("total pull on the positives", "sum of |dL/ds|"),
+    "neg_grad_sum": ("total push on the negatives", "sum of |dL/ds|"),
+}
+
+#: A panel gets a log y-axis when its values are positive and max / min reaches this factor.
+LOG_SCALE_SPAN = 5.0
+
+
+def gradient_balance_label(key: str) -> tuple[str, str]:
+    """``(title, y label)`` in plain words for a ``gradient_balance`` summary key such as
+    ``pos_mass_mean`` (mean over anchors) or ``grad_per_pos_median``; an unknown key is kept."""
+    for stat, words in (("_mean", "mean over anchors"), ("_median", "median over anchors")):
+        if key.endswith(stat) and key[: -len(stat)] in GRADIENT_BALANCE_LABELS:
+            title, unit = GRADIENT_BALANCE_LABELS[key[: -len(stat)]]
+            return f"{title}\n({words})", unit
+    if key in GRADIENT_BALANCE_LABELS:
+        return GRADIENT_BALANCE_LABELS[key]
+    return key, ""
+
+
+class _PlainLogFormatter(mticker.LogFormatter):
+    """Log-axis tick labels as plain numbers (0.002, 0.3, 6) instead of 2e-03 or 6 x 10^0."""
+
+    def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
+        return f"{x:g}"
+
+
+def _plain_log_axis(ax: plt.Axes) -> None:
+    """Put ``ax``'s y axis on a log scale with plain-number labels, minor ticks labelled where
+    the range is short (under about two decades), so a panel never shows one bare label."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False))
+    ax.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False,
+                                                    minor_thresholds=(2, 0.5)))
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+
+
+def _spans_decades(values: np.ndarray, span: float = LOG_SCALE_SPAN) -> bool:
+    """Whether ``values`` are all positive and finite and their max / min reaches ``span``."""
+    values = values[np.isfinite(values)]
+    return values.size > 1 and bool((values > 0).all()) and values.max() / values.min() >= span
+
+
 def plot_gradient_balance(summaries: dict[str, list[dict[str, float]]],
-                          keys: Sequence[str] | None = None) -> plt.Figure:
+                          keys: Sequence[str] | None = None,
+                          log: bool | None = None) -> plt.Figure:
     """Gradient-balance quantities per epoch, one line per run (e.g. with/without augmentation).
 
     ``summaries`` maps a run label to its list of per-epoch summary dicts (as logged in the
-    trainer history under ``gradient_balance``).
+    trainer history under ``gradient_balance``). Panels are titled in plain words
+    (:data:`GRADIENT_BALANCE_LABELS`) with their unit on the y axis. ``log=None`` (default)
+    draws a panel on a log scale when its values are positive and span a factor of
+    :data:`LOG_SCALE_SPAN` or more (the pull per positive with one positive against five, say);
+    ``True`` / ``False`` forces it where the values allow.
     """
     first = next(iter(summaries.values()))
     keys = list(keys or first[0].keys())
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys):
+        values = []
         for label, rows in summaries.items():
-            ax.plot(_numpy([r[key] for r in rows], float), label=label)
-        ax.set_title(key, fontsize=9)
+            y = _numpy([r[key] for r in rows], float)
+            values.append(y)
+            ax.plot(y, label=label)
+        values = np.concatenate(values) if values else np.array([])
+        positive = values.size > 0 and bool((values[np.isfinite(values)] > 0).all())
+        if (log is None and _spans_decades(values)) or (log and positive):
+            _plain_log_axis(ax)
+        title, unit = gradient_balance_label(key)
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel(unit + (" (log scale)" if ax.get_yscale() == "log" else ""), fontsize=8)
         ax.set_xlabel("logged epoch")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()

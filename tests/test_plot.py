@@ -64,3 +64,23 @@ def test_save_figure_writes_under_hetcrf_figures(tmp_path, monkeypatch):
     path = save_figure(fig, "beta")
     assert path == tmp_path / "figs" / "beta.png"
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_gradient_balance_panels_are_titled_in_words_with_log_scales_over_decades():
+    balance = {"one positive": [{"grad_per_pos_mean": 2.0, "pos_mass_mean": 0.004,
+                                 "num_pos_mean": 1.0}] * 3,
+               "five positives": [{"grad_per_pos_mean": 0.1, "pos_mass_mean": 0.005,
+                                   "num_pos_mean": 5.0}] * 3}
+    fig = plot_gradient_balance(balance, keys=["grad_per_pos_mean", "pos_mass_mean",
+                                               "num_pos_mean"])
+    pull, mass, count = fig.axes
+    assert pull.get_title() == "pull per positive\n(mean over anchors)"
+    assert "pos_mass" not in mass.get_title() and "softmax mass" in mass.get_title()
+    assert pull.get_yscale() == "log"  # 2.0 against 0.1: a factor of 20
+    assert mass.get_yscale() == "linear"  # 0.004 against 0.005
+    assert count.get_yscale() == "log"  # 1 against 5
+    assert plot_gradient_balance(balance, keys=["pos_mass_mean"], log=True).axes[0] \
+        .get_yscale() == "log"
+    # an unknown key keeps its name; values that are not all positive stay linear
+    other = plot_gradient_balance({"r": [{"x": -1.0}, {"x": 100.0}]}).axes[0]
+    assert other.get_title() == "x" and other.get_yscale() == "linear"
