@@ -41,7 +41,9 @@ REFERENCE = {  # HeCo (KDD'21) Macro-F1 at 20/40/60, as the method page lists th
     "acm": (88.56, 87.61, 89.04), "dblp": (91.28, 90.34, 90.64),
     "aminer": (71.38, 73.75, 75.80), "freebase": (59.23, 61.19, 60.13),
 }
-TARGET_MARGIN_40 = {"aminer": 2.75, "freebase": 2.2}  # HetCRF's claimed margins at 40
+# Where the HetCRF paper claims a margin over HeCo that we check (Macro-F1 points at 40 labels
+# per class): the target there is HeCo's number plus this margin, elsewhere HeCo's number alone.
+TARGET_MARGIN_40 = {"aminer": 2.75, "freebase": 2.2}
 M2V_EPOCHS = 12  # MetaPath2Vec: fixed epoch count, see metapath2vec_embeddings
 M2V_SEED = 0  # the baselines run once per dataset, whatever HetCRF's training seeds
 # Training seeds of the committed table: three where a 3-seed run fits in 30 minutes on a 2-core
@@ -55,6 +57,15 @@ SEEDS_BY_DATASET = {"acm": (0, 1, 2), "freebase": (0, 1, 2), "dblp": (0,), "amin
 EXPECTED_S = {"aminer": 1200, "dblp": 850, "acm": 240, "freebase": 360}
 EXPECTED_BASELINES_S = 150  # LR on raw features + MetaPath2Vec, one dataset
 NOTES = ROOT / "docs" / "results_notes.md"  # hand-written notes, copied into docs/results.md
+
+
+def target_explanation() -> str:
+    """The sentence above the Targets table: what its target column holds, row by row."""
+    claims = "; ".join(f"{ds} at 40 labels, {REFERENCE[ds][1]:.2f} + {m:.2f} = "
+                       f"{REFERENCE[ds][1] + m:.2f}" for ds, m in TARGET_MARGIN_40.items())
+    return ("The target is HeCo's reported Macro-F1 (the column beside it), except where the "
+            "HetCRF paper claims a margin over HeCo that this table checks: there it is HeCo's "
+            f"number plus that margin ({claims}). The \"target is\" column says which.")
 
 
 def peak_rss_mb() -> float:
@@ -361,12 +372,17 @@ def write_report(rows: list[dict], path_md: Path, path_json: Path, command: str,
               f"(all meta-paths chained into one walk cycle, fixed epoch count, settings in "
               f"`metapath2vec_embeddings`) is trained once with seed {M2V_SEED}.", "",
               "## Targets (Macro-F1, same protocol and splits)", "",
-              "| dataset | rate | ours | target | met? |", "|---|---|---|---|---|"]
+              target_explanation(), "",
+              "| dataset | rate | ours | HeCo (reported) | target | target is | met? |",
+              "|---|---|---|---|---|---|---|"]
     for ds, rs in by_ds.items():
         for i, rate in enumerate((20, 40, 60)):
             ours = float(np.mean([macro(r["hetcrf"], rate)[0] for r in rs]))
-            target = REFERENCE[ds][i] + (TARGET_MARGIN_40.get(ds, 0.0) if rate == 40 else 0.0)
-            lines.append(f"| {ds} | {rate} | {ours:.2f} | {target:.2f} | "
+            margin = TARGET_MARGIN_40.get(ds, 0.0) if rate == 40 else 0.0
+            target = REFERENCE[ds][i] + margin
+            source = f"HeCo + {margin:.2f} (HetCRF's claim)" if margin else "HeCo"
+            lines.append(f"| {ds} | {rate} | {ours:.2f} | {REFERENCE[ds][i]:.2f} | "
+                         f"{target:.2f} | {source} | "
                          f"{'yes' if ours >= target else 'no, short by %.2f' % (target - ours)} |")
     lines += ["", "## Micro-F1 and AUC (%) at 20 / 40 / 60", "",
               "Micro-F1 at the best validation Micro-F1, AUC (one-vs-rest) at that iteration, as "
