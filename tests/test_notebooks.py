@@ -8,7 +8,7 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 COURSE = [
     "01_metapaths", "02_han_encoder", "03_generative_channel", "04_contrastive_channel",
     "05_infonce_gradient_imbalance", "06_positive_augmentation", "07_hetcrf_end_to_end",
-    "08_umap_embeddings",
+    "08_umap_embeddings", "09_when_channels_fight",
 ]
 
 
