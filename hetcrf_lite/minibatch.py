@@ -406,7 +406,7 @@ def _gat_rows(conv: nn.Module, wx: Tensor, s_src: Tensor, s_dst: Tensor, index: 
 
 
 def _han_layer(encoder: nn.Module, layer: int, h: Tensor, index: dict[str, RowIndex],
-               chunk_size: int) -> Tensor:
+               chunk_size: int) -> tuple[Tensor, Tensor]:
     """One HAN layer of :class:`~hetcrf_lite.encoder.HANEncoder` on all nodes, exactly.
 
     Why not the layer's ``MetaPathGATConv`` on each chunk plus its sources: on a graph without
@@ -415,7 +415,8 @@ def _han_layer(encoder: nn.Module, layer: int, h: Tensor, index: dict[str, RowIn
     per-node buffers for them (measured: 4.0 GB and 239 s at 1 M nodes, against 5.8 GB and
     180 s for the full-graph pass). Here each meta-path's projections are computed once and each
     chunk only aggregates (:func:`_gat_rows`). Semantic attention averages over *all* nodes, so
-    its mean is accumulated over chunks first (the formula of ``SemanticAttention.forward``)."""
+    its mean is accumulated over chunks first (the formula of ``SemanticAttention.forward``).
+    Returns the fused rows and beta ``[M]``."""
     convs, act, sem = encoder.convs[layer], encoder.acts[layer], encoder.semantic[layer]
     n = h.shape[0]
     z, score = {}, {}
@@ -434,37 +435,42 @@ def _han_layer(encoder: nn.Module, layer: int, h: Tensor, index: dict[str, RowIn
     fused = h.new_zeros(n, encoder.hidden_channels)
     for b, m in zip(beta, encoder.metapaths):
         fused.add_(z.pop(m), alpha=float(b))  # [N, hidden]
-    return fused
+    return fused, beta
 
 
 def _gcn_encoder_layer(encoder: nn.Module, layer: int, h: Tensor, index: dict[str, RowIndex],
-                       chunk_size: int) -> Tensor:
-    """One layer of :class:`~hetcrf_lite.encoder.MetaPathGCNEncoder` on all nodes, exactly."""
+                       chunk_size: int) -> tuple[Tensor, None]:
+    """One layer of :class:`~hetcrf_lite.encoder.MetaPathGCNEncoder` on all nodes, exactly
+    (mean fusion: no beta)."""
     lins, bias, act = encoder.lins[layer], encoder.biases[layer], encoder.acts[layer]
     n, out = h.shape[0], h.new_zeros(h.shape[0], encoder.hidden_channels)
     for k, m in enumerate(encoder.metapaths):
         hw, dinv = lins[m](h), _inv_sqrt_degree(index[m], h.dtype)  # [N, hidden]
         for n0, n1 in _chunks(n, chunk_size):
             out[n0:n1] += act(torch.sparse.mm(_gcn_rows(index[m], dinv, n0, n1), hw) + bias[k])
-    return out / len(encoder.metapaths)
+    return out / len(encoder.metapaths), None
 
 
 def _second_stage(stage: nn.Module, x: Tensor, index: dict[str, RowIndex],
-                  chunk_size: int) -> Tensor:
+                  chunk_size: int, weights: Tensor | None = None) -> Tensor:
     """:class:`~hetcrf_lite.contrastive.SecondStageGCN` on all nodes, exactly, without caching
-    its full-graph operators (2 CSR copies of every meta-path graph)."""
+    its full-graph operators (2 CSR copies of every meta-path graph); ``weights`` ``[M]`` as its
+    ``forward`` takes them (``None``: the mean over meta-paths)."""
     names = list(index) if stage.metapaths is None else stage.metapaths
     dinv = {m: _inv_sqrt_degree(index[m], x.dtype) for m in names}
+    scale = [1.0 / len(names)] * len(names) if weights is None else [float(w) for w in weights]
     for layer in range(stage.num_layers):
         out = x.new_zeros(x.shape[0], stage.channels)
         for k, m in enumerate(names):
             key = "shared" if stage.metapaths is None else m
             xm = stage.lins[layer][key](x)  # [N, C]
+            msg = x.new_zeros(x.shape[0], stage.channels)
             for n0, n1 in _chunks(x.shape[0], chunk_size):
-                out[n0:n1] += torch.sparse.mm(_gcn_rows(index[m], dinv[m], n0, n1), xm)
+                msg[n0:n1] = torch.sparse.mm(_gcn_rows(index[m], dinv[m], n0, n1), xm)
             if stage.biases is not None:
-                out += stage.biases[layer][0 if stage.metapaths is None else k]
-        x = out / len(names)
+                msg += stage.biases[layer][0 if stage.metapaths is None else k]
+            out.add_(msg, alpha=scale[k])
+        x = out
         if layer < stage.num_layers - 1:
             x = torch.nn.functional.elu(x)
     return x
@@ -501,11 +507,16 @@ def layerwise_embeddings(model: nn.Module, chunk_size: int = DEFAULT_CHUNK_SIZE
         layer_fn = _han_layer if hasattr(enc, "semantic") else _gcn_encoder_layer
         h = enc.proj(x) if not (x.is_sparse or x.layout == torch.sparse_csr) else \
             torch.sparse.mm(x, enc.proj.weight.t()) + enc.proj.bias  # [N, hidden]
+        beta = None
         for layer in range(enc.num_layers):
-            h = layer_fn(enc, layer, h, index, chunk_size)
+            h, beta = layer_fn(enc, layer, h, index, chunk_size)
         contrast = None
         if getattr(model, "second_stage", None) is not None:
-            contrast = _second_stage(model.second_stage, h, index, chunk_size)
+            if model.config.cl_fusion != "encoder":
+                raise ConfigError("layerwise_embeddings follows the encoder's fusion; "
+                                  "cl_fusion: own is not supported here, use model.embed()")
+            weights = beta if model.config.second_stage_fusion == "beta" else None
+            contrast = _second_stage(model.second_stage, h, index, chunk_size, weights)
         return h, contrast
     finally:
         model.train(was)

@@ -196,8 +196,19 @@ def _sigint_in_training_step(epoch: int):
     return training_step
 
 
+@pytest.fixture
+def terminal_sigint():
+    """SIGINT as a terminal's Ctrl-C delivers it: ``KeyboardInterrupt``. A job started in the
+    background without job control (``cmd &`` in a script, ``nohup``) inherits SIGINT ignored,
+    and Python then leaves it ignored, so these tests would see no interrupt at all."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("where, epoch", [("after_step", 5), ("before_step", 0),
                                           ("before_step", 5)])
+@pytest.mark.usefixtures("terminal_sigint")
 def test_ctrl_c_then_resume_equals_the_uninterrupted_run(tiny, tmp_path, monkeypatch,
                                                         uninterrupted, where, epoch):
     expected, straight = uninterrupted
@@ -215,6 +226,7 @@ def test_ctrl_c_then_resume_equals_the_uninterrupted_run(tiny, tmp_path, monkeyp
     assert torch.equal(model.embed(), expected)
 
 
+@pytest.mark.usefixtures("terminal_sigint")
 def test_second_ctrl_c_inside_a_step_writes_no_checkpoint(tiny, tmp_path, monkeypatch):
     # Ctrl-C during the optimizer step is held until the epoch ends; a second one stops at
     # once, and a half-updated state is never saved.

@@ -80,7 +80,7 @@ def test_tune_on_an_own_graph_file_writes_a_best_yaml_that_reproduces_its_score(
     torch.save(to_heterodata(hin), graph)
     out = tmp_path / "tune"
     code, printed, err = run_cli(["tune", "--data", str(graph), *SPEC, "--config",
-                                  str(small_config), "--seeds", "0", "--budget", "0.15",
+                                  str(small_config), "--seeds", "0", "--budget", "0.5",
                                   "--eval-runs", "2", "--threads", "1", "--out", str(out),
                                   "--quiet"])
     assert code == 0, err
