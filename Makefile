@@ -34,7 +34,7 @@ demo: venv
 	$(BIN)/hetcrf-lite train --dataset synthetic --out runs/demo --threads 1
 
 unit: venv
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest tests -q -rs
 
 # Notebooks write their figures to a temporary folder here, so a test run leaves the tree clean.
 notebooks: venv
