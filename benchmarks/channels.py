@@ -53,33 +53,35 @@ def make_graph(name: str):
     return make_synthetic_hin(**GRAPHS[name])
 
 
-def run_key(graph: str, variant: str, seed: int, changes: dict) -> str:
-    """Cache key: the graph's settings and the fully resolved config (so a changed default
-    invalidates the cache)."""
+def run_config(variant: str, seed: int, changes: dict):
+    """The shipped synthetic config with ``changes``, the variant's switches and ``seed``."""
     from hetcrf_lite.config import default_config
 
-    config = default_config("synthetic", **{**changes, **VARIANTS[variant], "seed": seed,
-                                            "grad_balance_every": 0})
+    return default_config("synthetic", **{**changes, **VARIANTS[variant], "seed": seed,
+                                          "grad_balance_every": 0})
+
+
+def run_key(graph: str, config) -> str:
+    """Cache key: the graph's settings and the fully resolved config (so a changed default
+    invalidates the cache)."""
     blob = json.dumps([graph, GRAPHS[graph], config.to_dict()], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def one_run(graph: str, variant: str, seed: int, changes: dict, cache: str) -> dict:
     """Train and score one (graph, variant, seed); cached by :func:`run_key`."""
-    path = Path(cache) / f"{run_key(graph, variant, seed, changes)}.json"
+    config = run_config(variant, seed, changes)
+    path = Path(cache) / f"{run_key(graph, config)}.json"
     if path.is_file():
         return json.loads(path.read_text())
     import torch
 
     torch.set_num_threads(1)
-    from hetcrf_lite.config import default_config
     from hetcrf_lite.diagnostics import knn_class_agreement
     from hetcrf_lite.eval import evaluate_classification
     from hetcrf_lite.train import fit
 
     dataset = make_graph(graph)
-    config = default_config("synthetic", **{**changes, **VARIANTS[variant], "seed": seed,
-                                            "grad_balance_every": 0})
     start = time.perf_counter()
     model, _ = fit(dataset, config, progress=False)
     emb = model.embed()

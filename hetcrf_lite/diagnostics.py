@@ -26,7 +26,7 @@ import torch
 from sklearn.neighbors import NearestNeighbors
 
 from .errors import DataError
-from .eval import evaluate_classification
+from .eval import evaluate_embeddings
 
 if TYPE_CHECKING:
     from .data import HINDataset
@@ -107,12 +107,11 @@ def metapath_probe_scores(z: dict[str, torch.Tensor], dataset: "HINDataset", rat
                           runs: int = 10, lr: float | None = None) -> dict[str, float]:
     """Macro-F1 (%) of the linear probe on each meta-path embedding ``Z^m`` alone, at one label
     rate (the encoder output's ``z``): what a collapsed beta keeps and what it drops."""
-    lr = (0.05 if dataset.name == "acm" else 0.01) if lr is None else lr
     out = {}
     for name, emb in z.items():
-        res = evaluate_classification(emb.detach().cpu(), dataset.labels, dataset.splits,
-                                      dataset.num_classes, lr, rates=[rate], runs=runs)
-        out[name] = res[rate].summary()["macro_f1"][0]
+        res = evaluate_embeddings(emb.detach().cpu(), dataset, lr=lr, rates=[rate], runs=runs,
+                                  clustering=False)
+        out[name] = res.classification[rate].summary()["macro_f1"][0]
     return out
 
 

@@ -891,7 +891,8 @@ class EdgeReconstruction(nn.Module):
     def __init__(self, hidden_channels: int, metapaths: list[str], drop_rate: float = 0.5,
                  gamma: float = 1.0, decoder: str = "gat", source: str = "h", heads: int = 1,
                  detach_beta: bool = True, dense_threshold: int = 10000, num_rows: int = 1024,
-                 neg_ratio: float = 1.0, center: bool = True) -> None:
+                 neg_ratio: float = 1.0, center: bool = True,
+                 uniform_weights: bool = False) -> None:
         super().__init__()
         if decoder not in ("gat", "linear"):
             raise ConfigError(f"edge decoder={decoder!r}: use 'gat' or 'linear'")
@@ -906,7 +907,7 @@ class EdgeReconstruction(nn.Module):
         self.metapaths = list(metapaths)
         self.drop_rate, self.gamma, self.source = drop_rate, gamma, source
         self.decoder_kind, self.detach_beta, self.center = decoder, detach_beta, center
-        self.uniform_weights = False  # HetCRF's edge_loss_weights: uniform
+        self.uniform_weights = uniform_weights  # 1/M per meta-path instead of beta
         self.dense_threshold, self.num_rows, self.neg_ratio = dense_threshold, num_rows, neg_ratio
         self.enc_to_dec = nn.Linear(hidden_channels, hidden_channels, bias=False)
         make = ((lambda: DecoderGATConv(hidden_channels, hidden_channels, heads))

@@ -464,12 +464,11 @@ def _second_stage(stage: nn.Module, x: Tensor, index: dict[str, RowIndex],
         for k, m in enumerate(names):
             key = "shared" if stage.metapaths is None else m
             xm = stage.lins[layer][key](x)  # [N, C]
-            msg = x.new_zeros(x.shape[0], stage.channels)
             for n0, n1 in _chunks(x.shape[0], chunk_size):
-                msg[n0:n1] = torch.sparse.mm(_gcn_rows(index[m], dinv[m], n0, n1), xm)
+                out[n0:n1].add_(torch.sparse.mm(_gcn_rows(index[m], dinv[m], n0, n1), xm),
+                                alpha=scale[k])
             if stage.biases is not None:
-                msg += stage.biases[layer][0 if stage.metapaths is None else k]
-            out.add_(msg, alpha=scale[k])
+                out.add_(stage.biases[layer][0 if stage.metapaths is None else k], alpha=scale[k])
         x = out
         if layer < stage.num_layers - 1:
             x = torch.nn.functional.elu(x)

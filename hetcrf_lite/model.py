@@ -104,10 +104,9 @@ class HetCRF(nn.Module):
                                           config.mask_rate_end)
         self.edge_recon = (EdgeReconstruction(hidden, self.metapath_names,
                                               drop_rate=config.edge_drop, gamma=config.gamma_edge,
-                                              dense_threshold=config.edge_dense_threshold)
+                                              dense_threshold=config.edge_dense_threshold,
+                                              uniform_weights=config.edge_loss_weights == "uniform")
                            if config.use_edge_recon else None)
-        if self.edge_recon is not None:
-            self.edge_recon.uniform_weights = config.edge_loss_weights == "uniform"
         if config.use_contrastive:
             relations = {t: dataset.neighbors(t).to(self.device_) for t in dataset.neighbor_types}
             self.schema_view = SchemaView(hidden, relations, num_nodes=self.num_nodes,
@@ -211,10 +210,8 @@ class HetCRF(nn.Module):
         """``(h, beta)`` the contrastive channel starts from: the encoder's fusion, or its own
         (``cl_fusion: own``), detached as ``cl_encoder_grad`` and ``cl_beta_grad`` say."""
         cfg = self.config
-        gen_on = ((self.feat_recon is not None and cfg.w_feat > 0)
-                  or (self.edge_recon is not None and cfg.w_edge > 0))
         zs = [enc.z[m] for m in self.metapath_names]
-        if gen_on and not cfg.cl_encoder_grad:  # the encoder belongs to the generative channel
+        if any(self._reconstructions_on()) and not cfg.cl_encoder_grad:  # the encoder belongs to the generative channel
             zs = [z.detach() for z in zs]
             enc = enc._replace(h=enc.h.detach(), semantic_attention=None
                                if enc.semantic_attention is None
@@ -274,11 +271,16 @@ class HetCRF(nn.Module):
         return infonce(z_f, z_s, pos, tau=cfg.tau, lam=cfg.lam, negatives=negatives,
                        cluster=cluster, tau_plus=cfg.tau_plus)
 
+    def _reconstructions_on(self) -> tuple[bool, bool]:
+        """Whether feature and edge reconstruction contribute to the loss."""
+        cfg = self.config
+        return (self.feat_recon is not None and cfg.w_feat > 0,
+                self.edge_recon is not None and cfg.w_edge > 0)
+
     def _generative_losses(self, epoch: int) -> dict[str, Tensor]:
         """The unweighted reconstruction losses that are on: ``{"feat": ..., "edge": ...}``."""
         cfg = self.config
-        feat_on = self.feat_recon is not None and cfg.w_feat > 0
-        edge_on = self.edge_recon is not None and cfg.w_edge > 0
+        feat_on, edge_on = self._reconstructions_on()
         gen: dict[str, Tensor] = {}
         if feat_on and edge_on and cfg.shared_generative_pass:
             gen["feat"], gen["edge"] = self._shared_generative_losses(epoch)
