@@ -344,19 +344,28 @@ def checkpoint_file(tmp_path_factory) -> str:
     return str(run / "checkpoint.pt")  # a path: hypothesis prints its arguments
 
 
-@FUZZ
-@given(cut=st.floats(0, 1), flips=st.lists(st.tuples(st.floats(0, 1), st.integers(1, 255)),
-                                           max_size=3), junk=st.binary(max_size=64))
-def test_checkpoint_files(tmp_path, checkpoint_file, cut, flips, junk):
-    from hetcrf_lite.train import read_checkpoint
+# A saved file, damaged: cut at a fraction of its length (junk bytes when nothing is left), then
+# up to three bytes flipped at fractional positions.
+DAMAGE = dict(cut=st.floats(0, 1), flips=st.lists(st.tuples(st.floats(0, 1),
+                                                            st.integers(1, 255)), max_size=3),
+              junk=st.binary(max_size=64))
 
-    checkpoint_bytes = Path(checkpoint_file).read_bytes()
-    raw = bytearray(checkpoint_bytes[: int(cut * len(checkpoint_bytes))] or junk)
+
+def damaged(original: bytes, cut: float, flips: list[tuple[float, int]], junk: bytes) -> bytes:
+    raw = bytearray(original[: int(cut * len(original))] or junk)
     for where, byte in flips:
         if raw:
             raw[int(where * (len(raw) - 1))] ^= byte
+    return bytes(raw)
+
+
+@FUZZ
+@given(**DAMAGE)
+def test_checkpoint_files(tmp_path, checkpoint_file, cut, flips, junk):
+    from hetcrf_lite.train import read_checkpoint
+
     path = tmp_path / "checkpoint.pt"
-    path.write_bytes(bytes(raw))
+    path.write_bytes(damaged(Path(checkpoint_file).read_bytes(), cut, flips, junk))
     result = outcome("checkpoints (read_checkpoint)", lambda: read_checkpoint(path))
     if isinstance(result, dict):
         assert "model" in result and "config" in result
@@ -372,16 +381,10 @@ def graph_file(tmp_path_factory) -> str:
 
 
 @FUZZ
-@given(cut=st.floats(0, 1), flips=st.lists(st.tuples(st.floats(0, 1), st.integers(1, 255)),
-                                           max_size=3), junk=st.binary(max_size=64))
+@given(**DAMAGE)
 def test_graph_files(tmp_path, graph_file, cut, flips, junk):
-    graph_bytes = Path(graph_file).read_bytes()
-    raw = bytearray(graph_bytes[: int(cut * len(graph_bytes))] or junk)
-    for where, byte in flips:
-        if raw:
-            raw[int(where * (len(raw) - 1))] ^= byte
     path = tmp_path / "graph.pt"
-    path.write_bytes(bytes(raw))
+    path.write_bytes(damaged(Path(graph_file).read_bytes(), cut, flips, junk))
     result = outcome("graph files (--data)",
                      lambda: hd.load_graph_dataset(path, "paper", ["PAP", "PSP"]))
     if isinstance(result, hd.HINDataset):
