@@ -61,7 +61,7 @@ bench: venv
 	$(BIN)/python benchmarks/scaling.py
 
 reproduce: venv
-	$(BIN)/python benchmarks/reproduce.py --fresh --jobs 2
+	$(BIN)/python benchmarks/reproduce.py --jobs 2
 
 ablations: venv
 	$(BIN)/python benchmarks/ablations.py

@@ -1,10 +1,11 @@
 """Reproduce the paper's benchmark table: HetCRF, LR on raw features and MetaPath2Vec, under the
 field's protocol (50 logistic-regression runs per label rate, K-means 10 runs).
 
-    # all four; training seeds 0-2 on ACM and Freebase, 0 on DBLP and AMiner (SEEDS_BY_DATASET)
-    HETCRF_DATA=/path/to/heco python benchmarks/reproduce.py
+    # all four datasets, training seeds 0-2 each (SEEDS_BY_DATASET); rows already in
+    # docs/results.json with the same config hash and package version are kept, not re-run
+    HETCRF_DATA=/path/to/heco python benchmarks/reproduce.py --jobs 2   # `make reproduce`
     python benchmarks/reproduce.py --datasets acm --seeds 0 1 2
-    python benchmarks/reproduce.py --fresh --jobs 2   # what `make reproduce` runs
+    python benchmarks/reproduce.py --fresh --jobs 2   # every row from scratch
 
 Each job is a one-thread worker; ``--jobs 2`` keeps both cores of a 2-core machine busy, the
 longest jobs first.
@@ -12,14 +13,19 @@ longest jobs first.
 Each (dataset, seed) trains HetCRF in a fresh subprocess (so its peak memory is its own) and
 writes its embeddings and config to runs/reproduce/<dataset>-seed<seed>/ (git-ignored; re-run
 ``hetcrf-lite evaluate runs/reproduce/acm-seed0/embeddings.npy --dataset acm`` for the same
-numbers). The baselines do not depend on HetCRF's seed and run once per dataset, in their own
+numbers). Rows are resumable across sessions: each carries ``key`` (sha256 of the resolved
+config, the package version and the torch version; for a baseline row its settings), a row is
+re-run only when its key changes or under ``--fresh``, and the JSON is rewritten after every
+row. The baselines do not depend on HetCRF's seed and run once per dataset, in their own
 subprocess; MetaPath2Vec (seed 0) writes runs/reproduce/<dataset>-seed0/metapath2vec.npy. The
 parent writes docs/results.md and docs/results.json.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -46,16 +52,13 @@ REFERENCE = {  # HeCo (KDD'21) Macro-F1 at 20/40/60, as the method page lists th
 TARGET_MARGIN_40 = {"aminer": 2.75, "freebase": 2.2}
 M2V_EPOCHS = 12  # MetaPath2Vec: fixed epoch count, see metapath2vec_embeddings
 M2V_SEED = 0  # the baselines run once per dataset, whatever HetCRF's training seeds
-# Training seeds of the committed table: three where a 3-seed run fits in 30 minutes on a 2-core
-# CPU, else one (the issue's rule). Measured train + evaluation time per seed, one torch thread
-# (docs/results.md, Cost): ACM about 4 min, Freebase about 6 min -> 3 seeds; DBLP 13-27 min
-# (its early stop comes at 142-300 epochs) and AMiner 20 min per seed -> 1 seed. `--seeds`
-# overrides this for every dataset.
-SEEDS_BY_DATASET = {"acm": (0, 1, 2), "freebase": (0, 1, 2), "dblp": (0,), "aminer": (0,)}
+# Training seeds: three on every dataset (issue 12). `--seeds` overrides this for every dataset.
+SEEDS_BY_DATASET = {"acm": (0, 1, 2), "freebase": (0, 1, 2), "dblp": (0, 1, 2),
+                    "aminer": (0, 1, 2)}
 # Rough CPU seconds of one job at one thread (docs/results.md, Cost): --jobs starts the longest
-# first, so the short ones fill in around them.
-EXPECTED_S = {"aminer": 1200, "dblp": 850, "acm": 240, "freebase": 360}
-EXPECTED_BASELINES_S = 150  # LR on raw features + MetaPath2Vec, one dataset
+# first, so the short ones fill in around them. DBLP stops early at 142-300 epochs.
+EXPECTED_S = {"aminer": 1200, "dblp": 1300, "acm": 240, "freebase": 360}
+EXPECTED_BASELINES_S = 200  # LR on raw features, propagated features, MetaPath2Vec; one dataset
 NOTES = ROOT / "docs" / "results_notes.md"  # hand-written notes, copied into docs/results.md
 
 
@@ -211,15 +214,11 @@ def worker(dataset_name: str, seed: int, out: Path, epochs: int | None, eval_run
     """Train HetCRF for one (dataset, seed) and evaluate it; returns a JSON row."""
     import torch  # noqa: F401  (loaded before the library, as a user would)
 
-    from hetcrf_lite.config import default_config
     from hetcrf_lite.data import load_dataset
     from hetcrf_lite.eval import evaluate_embeddings
     from hetcrf_lite.train import environment_info, fit
 
-    changes = {"seed": seed, "grad_balance_every": 0}
-    if epochs is not None:
-        changes["epochs"] = epochs
-    config = default_config(dataset_name, **changes)
+    config = hetcrf_config(dataset_name, seed, epochs)
     t0 = time.perf_counter()
     dataset = load_dataset(dataset_name, pos_num=config.pos_num, pos_score=config.pos_score)
     load_s = time.perf_counter() - t0
@@ -253,6 +252,7 @@ def baselines_worker(dataset_name: str, out: Path, eval_runs: int,
     import torch  # noqa: F401  (loaded before the library, as a user would)
 
     from hetcrf_lite.data import load_dataset
+    from hetcrf_lite.diagnostics import propagated_features
     from hetcrf_lite.eval import evaluate_embeddings
     from hetcrf_lite.train import environment_info
 
@@ -262,6 +262,11 @@ def baselines_worker(dataset_name: str, out: Path, eval_runs: int,
            "env": environment_info(),
            "lr_raw": evaluate_embeddings(x.numpy(), dataset, runs=eval_runs).to_dict()}
     del x
+    t0 = time.perf_counter()  # training-free: raw features and their meta-path neighbour means
+    prop = propagated_features(dataset, seed=M2V_SEED)
+    row["propagated_seconds"] = time.perf_counter() - t0
+    row["propagated"] = evaluate_embeddings(prop, dataset, runs=eval_runs).to_dict()
+    del prop
     t0, c0 = time.perf_counter(), time.process_time()
     m2v = metapath2vec_embeddings(dataset, seed=M2V_SEED, epochs=m2v_epochs)
     row["metapath2vec_seconds"] = time.perf_counter() - t0
@@ -287,29 +292,58 @@ def clustering(result: dict) -> tuple[float, float]:
     return summary["nmi"]["mean"], summary["ari"]["mean"]
 
 
+def load(row: dict) -> str:
+    """The load averages a row's job started and ended at, or ``-`` (rows before they were
+    logged)."""
+    if "load" not in row:
+        return "-"
+    return f"{row['load']['start']:.1f} / {row['load']['end']:.1f}"
+
+
 def kind(row: dict) -> str:
     """``"hetcrf"`` or ``"baselines"``; rows written before the split carry no kind."""
     return row.get("kind", "hetcrf")
 
 
-def kept_rows(old: list[dict], datasets: Sequence[str], seeds: Sequence[int],
-              baselines: bool) -> list[dict]:
-    """Rows of an earlier run that this run does not replace.
+def kept_rows(old: list[dict], planned: dict[tuple, str]) -> list[dict]:
+    """Rows of an earlier run that this run keeps.
 
-    A HetCRF row is replaced when its (dataset, seed) is re-run; a dataset's baseline row when its
-    baselines are re-run (not under ``--no-baselines``). Rows written when the baselines still
-    ran inside every HetCRF worker lose their baseline results: the dataset's baseline row holds
-    them now.
+    ``planned`` maps each job of this run, ``(kind, dataset, seed)``, to its :func:`row_key`. A
+    row outside the plan is kept; a planned row is kept, and its job skipped, only when its key
+    is the planned one (same config, package and torch versions, settings). Rows written when
+    the baselines still ran inside every HetCRF worker lose those results.
     """
     rows = []
     for r in old:
-        if kind(r) == "baselines":
-            if not (baselines and r["dataset"] in datasets):
-                rows.append(r)
-        elif r["dataset"] not in datasets or r["seed"] not in seeds:
-            rows.append({k: v for k, v in r.items()
-                         if k not in ("lr_raw", "metapath2vec", "metapath2vec_seconds")})
+        job = (kind(r), r["dataset"], r["seed"])
+        if job in planned and r.get("key") != planned[job]:
+            continue
+        rows.append({k: v for k, v in r.items() if kind(r) == "baselines"
+                     or k not in ("lr_raw", "metapath2vec", "metapath2vec_seconds")})
     return rows
+
+
+def row_key(job_kind: str, dataset_name: str, seed: int, settings: dict) -> str:
+    """sha256 of what a row's numbers depend on: for HetCRF the resolved config, for the
+    baselines their settings; plus the package and torch versions. A row is re-run when this
+    changes (a code change that moves numbers bumps the version: tests/test_golden.py)."""
+    import torch
+
+    import hetcrf_lite
+
+    plain = {"kind": job_kind, "dataset": dataset_name, "seed": seed, "settings": settings,
+             "hetcrf_lite": hetcrf_lite.__version__, "torch": torch.__version__}
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def hetcrf_config(dataset_name: str, seed: int, epochs: int | None):
+    """The config one HetCRF job trains: the shipped one, the seed, no gradient-balance log."""
+    from hetcrf_lite.config import default_config
+
+    changes = {"seed": seed, "grad_balance_every": 0}
+    if epochs is not None:
+        changes["epochs"] = epochs
+    return default_config(dataset_name, **changes)
 
 
 def write_report(rows: list[dict], path_md: Path, path_json: Path, command: str,
@@ -336,7 +370,8 @@ def write_report(rows: list[dict], path_md: Path, path_json: Path, command: str,
         "Macro-F1; K-means with the class count, 10 runs. Same fixed splits as HeCo.", "",
         "## Node classification, Macro-F1 (%) at 20 / 40 / 60 labelled nodes per class", "",
         "| dataset | seeds | HetCRF (ours) | HeCo (reported) | LR on raw features | "
-        "MetaPath2Vec (PyG) |", "|---|---|---|---|---|---|"]
+        "raw + meta-path means (no training) | MetaPath2Vec (PyG) |",
+        "|---|---|---|---|---|---|---|"]
 
     def fmt(rs: list[dict], key: str, metric: str = "macro_f1") -> str:
         if not rs or key not in rs[0]:
@@ -354,23 +389,21 @@ def write_report(rows: list[dict], path_md: Path, path_json: Path, command: str,
         seeds = ",".join(str(seed) for seed in sorted(r["seed"] for r in rs)) or "-"
         lines.append(f"| {ds} | {seeds} | "
                      f"{fmt(rs, 'hetcrf')} | {ref} | {fmt(b, 'lr_raw')} | "
-                     f"{fmt(b, 'metapath2vec')} |")
-    # One seed is the plan only where SEEDS_BY_DATASET says so; anywhere else it is a short run.
-    one_seed = [ds for ds, rs in by_ds.items() if len(rs) == 1]
-    by_plan = [ds for ds in one_seed if len(SEEDS_BY_DATASET.get(ds, ())) == 1]
-    short = [ds for ds in one_seed if ds not in by_plan]
-    if by_plan:
-        lines += ["", f"One training seed for {', '.join(by_plan)}: a 3-seed run of these does "
-                  "not fit in 30 minutes on a 2-core CPU (see Cost: train s per seed), so the "
-                  "table reports one seed."]
+                     f"{fmt(b, 'propagated')} | {fmt(b, 'metapath2vec')} |")
+    short = [f"{ds} ({len(rs)})" for ds, rs in by_ds.items()
+             if len(rs) < len(SEEDS_BY_DATASET.get(ds, ()))]
     if short:
-        lines += ["", f"One training seed for {', '.join(short)}, where the default plan "
-                  "(`SEEDS_BY_DATASET`) trains three: rerun without `--seeds` for the mean."]
+        lines += ["", f"Fewer training seeds than the plan's three (`SEEDS_BY_DATASET`): "
+                  f"{', '.join(short)}. `make reproduce` runs the missing rows and keeps these."]
     lines += ["", "± is the std over the 50 logistic-regression runs (for HetCRF averaged over "
               "training seeds). The baselines run once per dataset, not once per HetCRF seed: "
               "LR on raw features is deterministic given the evaluation seeds, and MetaPath2Vec "
               f"(all meta-paths chained into one walk cycle, fixed epoch count, settings in "
-              f"`metapath2vec_embeddings`) is trained once with seed {M2V_SEED}.", "",
+              f"`metapath2vec_embeddings`) is trained once with seed {M2V_SEED}. \"Raw + "
+              "meta-path means\" is the training-free baseline "
+              "`hetcrf_lite.diagnostics.propagated_features`: the raw features beside their mean "
+              "over each meta-path's neighbours (identity features reduced by a seeded "
+              "truncated SVD to 256 columns first when the result would be too large).", "",
               "## Targets (Macro-F1, same protocol and splits)", "",
               target_explanation(), "",
               "| dataset | rate | ours | HeCo (reported) | target | target is | met? |",
@@ -387,13 +420,14 @@ def write_report(rows: list[dict], path_md: Path, path_json: Path, command: str,
     lines += ["", "## Micro-F1 and AUC (%) at 20 / 40 / 60", "",
               "Micro-F1 at the best validation Micro-F1, AUC (one-vs-rest) at that iteration, as "
               "HeCo's code reads them (HeCo's paper reports Macro-F1 only in its main table).", "",
-              "| dataset | metric | HetCRF (ours) | LR on raw features | MetaPath2Vec (PyG) |",
-              "|---|---|---|---|---|"]
+              "| dataset | metric | HetCRF (ours) | LR on raw features | raw + meta-path means "
+              "| MetaPath2Vec (PyG) |", "|---|---|---|---|---|---|"]
     for ds in dict.fromkeys([*by_ds, *base]):
         rs, b = by_ds.get(ds, []), [base[ds]] if ds in base else []
         for metric, label in (("micro_f1", "Micro-F1"), ("auc", "AUC")):
             lines.append(f"| {ds} | {label} | {fmt(rs, 'hetcrf', metric)} | "
-                         f"{fmt(b, 'lr_raw', metric)} | {fmt(b, 'metapath2vec', metric)} |")
+                         f"{fmt(b, 'lr_raw', metric)} | {fmt(b, 'propagated', metric)} | "
+                         f"{fmt(b, 'metapath2vec', metric)} |")
     lines += ["", "## Clustering (K-means, 10 runs)", "", "| dataset | NMI | ARI |", "|---|---|---|"]
     for ds, rs in by_ds.items():
         nmi = np.mean([clustering(r["hetcrf"])[0] for r in rs])
@@ -403,13 +437,20 @@ def write_report(rows: list[dict], path_md: Path, path_json: Path, command: str,
               "Train CPU s is the process's CPU time (one torch thread): on a machine shared with "
               "other jobs it is what an idle core would take; wall time is what this run took.", "",
               "| dataset | seed | epochs (stop) | s / epoch | train s | train CPU s | "
-              "peak RSS MB |", "|---|---|---|---|---|---|---|"]
+              "peak RSS MB | load at start / end |", "|---|---|---|---|---|---|---|---|"]
     for rs in by_ds.values():
         for r in rs:
             cpu = r.get("train_cpu_seconds")
             lines.append(f"| {r['dataset']} | {r['seed']} | {r['epochs']} ({r['stopped']}) | "
                          f"{r['seconds_per_epoch']:.2f} | {r['train_seconds']:.0f} | "
-                         f"{'-' if cpu is None else f'{cpu:.0f}'} | {r['peak_rss_mb']:.0f} |")
+                         f"{'-' if cpu is None else f'{cpu:.0f}'} | {r['peak_rss_mb']:.0f} | "
+                         f"{load(r)} |")
+    cpu_total = sum(r.get("train_cpu_seconds") or 0 for rs in by_ds.values() for r in rs)
+    cpu_total += sum(r.get("metapath2vec_cpu_seconds") or 0 for r in base.values())
+    lines += ["", f"Training CPU time of every row together: {cpu_total / 60:.1f} min (one "
+              f"core; about {cpu_total / 120:.1f} min of wall on two idle cores, evaluation and "
+              "loading not counted). Load is the 1-minute load average when a job started and "
+              "ended: above 2 on this 2-core machine, jobs shared the cores with others."]
     if base:
         lines += ["", "Baselines (once per dataset):", "",
                   "| dataset | MetaPath2Vec seed | epochs | train s | train CPU s | peak RSS MB |",
@@ -433,11 +474,14 @@ def write_report(rows: list[dict], path_md: Path, path_json: Path, command: str,
 
 def run_worker(cmd: list[str], what: str) -> tuple[dict, float]:
     """Run one worker subprocess (its peak memory is its own): its JSON row and wall seconds."""
-    t0 = time.perf_counter()
+    t0, load0 = time.perf_counter(), os.getloadavg()[0]
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{what} failed:\n{proc.stderr[-3000:]}")
     row = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("ROW "))[4:])
+    # the machine's 1-minute load average when the job started and ended (2 = both cores busy)
+    row["load"] = {"started": started, "start": load0, "end": os.getloadavg()[0]}
     return row, time.perf_counter() - t0
 
 
@@ -478,27 +522,36 @@ def main() -> None:
         row = baselines_worker(args.baselines_worker, out, args.eval_runs, args.m2v_epochs)
         print("ROW " + json.dumps(row))
         return
-    # Rows of earlier runs are kept (a re-run replaces its own rows), so the table can be
-    # regenerated one dataset at a time.
+    # Rows of earlier runs are kept unless this run re-runs them (their key changed), so the
+    # table can be regenerated one dataset at a time and resumed across sessions.
     old = [] if args.fresh or not Path(args.json).is_file() else json.loads(
         Path(args.json).read_text())
     seeds_for = {ds: args.seeds if args.seeds is not None else SEEDS_BY_DATASET.get(ds, (0,))
                  for ds in args.datasets}
-    rows = old
-    for ds, seeds in seeds_for.items():
-        rows = kept_rows(rows, [ds], seeds, not args.no_baselines)
     common = [sys.executable, __file__, "--out", str(out), "--eval-runs", str(args.eval_runs)]
     common += ["--threads", str(args.threads)] if args.threads else []
     command = "python benchmarks/reproduce.py " + " ".join(sys.argv[1:])
-    jobs = []  # (expected seconds, what, worker command)
+    planned = {}  # (kind, dataset, seed) -> (key, expected seconds, what, worker command)
     for ds in args.datasets:
         if not args.no_baselines:
-            jobs.append((EXPECTED_BASELINES_S, f"{ds} baselines", common + [
-                "--baselines-worker", ds, "--m2v-epochs", str(args.m2v_epochs)]))
+            settings = {"m2v_epochs": args.m2v_epochs, "eval_runs": args.eval_runs}
+            planned[("baselines", ds, M2V_SEED)] = (
+                row_key("baselines", ds, M2V_SEED, settings), EXPECTED_BASELINES_S,
+                f"{ds} baselines", common + ["--baselines-worker", ds, "--m2v-epochs",
+                                             str(args.m2v_epochs)])
         for seed in seeds_for[ds]:
             cmd = common + ["--worker", ds, str(seed)]
             cmd += ["--epochs", str(args.epochs)] if args.epochs is not None else []
-            jobs.append((EXPECTED_S.get(ds, 300), f"{ds} seed {seed}", cmd))
+            settings = {"config": hetcrf_config(ds, seed, args.epochs).to_dict(),
+                        "eval_runs": args.eval_runs}
+            planned[("hetcrf", ds, seed)] = (row_key("hetcrf", ds, seed, settings),
+                                             EXPECTED_S.get(ds, 300), f"{ds} seed {seed}", cmd)
+    rows = kept_rows(old, {job: plan[0] for job, plan in planned.items()})
+    done = {(kind(r), r["dataset"], r["seed"]) for r in rows}
+    jobs = [(plan[1], plan[2], plan[3], plan[0]) for job, plan in planned.items()
+            if job not in done]
+    print(f"{len(planned) - len(jobs)} of {len(planned)} rows kept from {args.json} (same key); "
+          f"{len(jobs)} to run", flush=True)
     jobs.sort(key=lambda job: -job[0])
     order = {ds: i for i, ds in enumerate(args.datasets)}
 
@@ -506,16 +559,17 @@ def main() -> None:
         return (order.get(row["dataset"], -1), kind(row) != "baselines", row.get("seed", -1))
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        started = {pool.submit(run_worker, cmd, what): what for _, what, cmd in jobs}
+        started = {pool.submit(run_worker, cmd, what): (what, key)
+                   for _, what, cmd, key in jobs}
         for future in tqdm(as_completed(started), total=len(started), desc="reproduce",
                            file=sys.stdout):
-            what = started[future]
+            what, key = started[future]
             try:
                 row, seconds = future.result()
             except RuntimeError as err:  # rows so far are written; queued jobs are dropped
                 pool.shutdown(wait=False, cancel_futures=True)
                 sys.exit(str(err))
-            rows = sorted([*rows, {**row, "command": command}], key=canonical)
+            rows = sorted([*rows, {**row, "command": command, "key": key}], key=canonical)
             if kind(row) == "baselines":
                 summary = (f"LR raw {macro(row['lr_raw'], 20)[0]:.2f}, MetaPath2Vec "
                            f"{macro(row['metapath2vec'], 20)[0]:.2f}")

@@ -90,12 +90,14 @@ ENV = {"platform": "test", "cpu_count": 2, "torch": "x", "torch_threads": 1,
 def hetcrf_row(ds: str, seed: int, macro: float) -> dict:
     return {"dataset": ds, "kind": "hetcrf", "seed": seed, "env": ENV, "epochs": 2,
             "stopped": "reached 2 epochs", "seconds_per_epoch": 1.0, "train_seconds": 2.0,
+            "train_cpu_seconds": 3.0,
             "peak_rss_mb": 100.0, "hetcrf": fake_results(macro)}
 
 
 def baseline_row(ds: str, lr_macro: float, m2v_macro: float) -> dict:
     return {"dataset": ds, "kind": "baselines", "seed": 0, "env": ENV,
             "lr_raw": fake_results(lr_macro), "metapath2vec": fake_results(m2v_macro),
+            "propagated": fake_results(lr_macro + 5.0),
             "metapath2vec_seconds": 30.0, "metapath2vec_cpu_seconds": 25.0,
             "metapath2vec_epochs": 12, "peak_rss_mb": 300.0}
 
@@ -112,8 +114,11 @@ def test_report_has_one_baseline_row_per_dataset(tmp_path):
     assert "89.00±1.00 / 89.00±1.00 / 89.00±1.00" in acm
     assert "70.00±1.00 / 70.00±1.00 / 70.00±1.00" in acm
     assert "60.00±1.00 / 60.00±1.00 / 60.00±1.00" in acm
+    assert "75.00±1.00 / 75.00±1.00 / 75.00±1.00" in acm  # the training-free baseline
     dblp = next(line for line in text.splitlines() if line.startswith("| dblp | 0 |"))
-    assert dblp.count("not run") == 2
+    assert dblp.count("not run") == 3
+    # 4 HetCRF rows x 3 CPU s + the baselines' 25 CPU s
+    assert "Training CPU time of every row together: 0.6 min" in text
     assert "once per dataset" in text and "metapath2vec.npy" in text
     assert "| acm | 0 | 12 | 30 | 25 | 300 |" in text  # the baselines' cost line
     assert "| acm | Micro-F1 | " in text and "| acm | AUC | " in text
@@ -121,7 +126,7 @@ def test_report_has_one_baseline_row_per_dataset(tmp_path):
     assert text.count("| acm | ") == 1 + 3 + 2 + 1 + 3 + 1
 
 
-def test_report_says_which_datasets_have_one_seed_and_copies_the_notes(tmp_path):
+def test_report_says_which_datasets_lack_seeds_and_copies_the_notes(tmp_path):
     rows = [hetcrf_row("acm", s, 88.0) for s in (0, 1, 2)] + [hetcrf_row("dblp", 0, 90.0)]
     rows[0]["command"] = "python benchmarks/reproduce.py --datasets acm"
     notes = tmp_path / "notes.md"
@@ -129,34 +134,49 @@ def test_report_says_which_datasets_have_one_seed_and_copies_the_notes(tmp_path)
     md, js = tmp_path / "r.md", tmp_path / "r.json"
     reproduce.write_report(rows, md, js, "python benchmarks/reproduce.py", notes=notes)
     text = md.read_text()
-    assert "One training seed for dblp:" in text and "acm:" not in text.split("One training")[1]
-    assert "where the default plan" not in text  # dblp's one seed is the plan
-    reproduce.write_report(rows[:1] + rows[3:], md, js, "x", notes=None)  # acm with seed 0 only
-    assert "One training seed for acm, where the default plan" in md.read_text()
+    assert "Fewer training seeds than the plan's three" in text
+    assert "dblp (1)" in text and "acm (" not in text
     assert "rows of earlier runs kept" in text  # two distinct commands made the rows
     assert text.rstrip().endswith("Freebase: tried a wider grid.")
     reproduce.write_report(rows, md, js, "x", notes=tmp_path / "absent.md")
     assert "wider grid" not in md.read_text()
 
 
-def test_default_seed_plan_covers_every_dataset():
+def test_default_seed_plan_is_three_seeds_everywhere():
     assert set(reproduce.SEEDS_BY_DATASET) == set(reproduce.REFERENCE)
-    assert all(seeds[0] == 0 and len(seeds) in (1, 3)
-               for seeds in reproduce.SEEDS_BY_DATASET.values())
+    assert all(tuple(seeds) == (0, 1, 2) for seeds in reproduce.SEEDS_BY_DATASET.values())
 
 
-def test_kept_rows_replaces_only_what_is_rerun():
+def test_kept_rows_keeps_only_rows_whose_key_matches_the_plan():
     legacy = hetcrf_row("acm", 1, 80.0)
     legacy["lr_raw"] = legacy["metapath2vec"] = fake_results(30.0)
     del legacy["kind"]  # written before the baselines had their own row
-    old = [baseline_row("acm", 70.0, 60.0), hetcrf_row("acm", 0, 88.0), legacy,
+    same = {**hetcrf_row("acm", 0, 88.0), "key": "k0"}
+    stale = {**hetcrf_row("acm", 2, 88.0), "key": "old"}
+    old = [{**baseline_row("acm", 70.0, 60.0), "key": "b"}, same, legacy, stale,
            baseline_row("dblp", 70.0, 80.0), hetcrf_row("dblp", 0, 90.0)]
-    kept = reproduce.kept_rows(old, ["acm"], [0], baselines=True)
+    planned = {("hetcrf", "acm", 0): "k0", ("hetcrf", "acm", 2): "new",
+               ("baselines", "acm", 0): "b2"}
+    kept = reproduce.kept_rows(old, planned)
+    # acm seed 0 kept (same key), seed 2 and the acm baselines dropped (key changed), the rest
+    # is outside the plan
     assert [(r["dataset"], reproduce.kind(r), r["seed"]) for r in kept] == [
-        ("acm", "hetcrf", 1), ("dblp", "baselines", 0), ("dblp", "hetcrf", 0)]
-    assert "lr_raw" not in kept[0] and "metapath2vec" not in kept[0]
-    kept = reproduce.kept_rows(old, ["acm"], [0], baselines=False)  # --no-baselines
-    assert ("acm", "baselines") in [(r["dataset"], reproduce.kind(r)) for r in kept]
+        ("acm", "hetcrf", 0), ("acm", "hetcrf", 1), ("dblp", "baselines", 0),
+        ("dblp", "hetcrf", 0)]
+    assert "lr_raw" not in kept[1] and "metapath2vec" not in kept[1]
+    assert "lr_raw" in kept[2]  # a baseline row keeps its results
+
+
+def test_row_key_changes_with_the_config_and_not_otherwise():
+    a = reproduce.row_key("hetcrf", "acm", 0, {"config": reproduce.hetcrf_config("acm", 0, None)
+                                                .to_dict()})
+    b = reproduce.row_key("hetcrf", "acm", 0, {"config": reproduce.hetcrf_config("acm", 0, None)
+                                                .to_dict()})
+    c = reproduce.row_key("hetcrf", "acm", 0, {"config": reproduce.hetcrf_config("acm", 0, 7)
+                                                .to_dict()})
+    d = reproduce.row_key("hetcrf", "acm", 1, {"config": reproduce.hetcrf_config("acm", 1, None)
+                                                .to_dict()})
+    assert a == b and len({a, c, d}) == 3
 
 
 def test_help_runs():
