@@ -1,41 +1,52 @@
-"""Ablations of HetCRF (issue 4, item 3): each a table (mean ± std over seeds) and a figure.
+"""Ablations of HetCRF (issues 4 and 12): each a table (mean ± std over seeds) and a figure.
 
-    make ablations                                    # everything below, acm + freebase, 3 seeds
-    python benchmarks/ablations.py --plan             # count runs, estimate time, train nothing
-    python benchmarks/ablations.py --only depth negatives --datasets acm aminer --jobs 2
-    python benchmarks/ablations.py --datasets synthetic --seeds 0 --epochs 2   # smoke run
+    make ablations                                    # every table below, --jobs 2, resumable
+    python benchmarks/ablations.py --plan             # runs, core-hours per table; trains nothing
+    python benchmarks/ablations.py --only channels depth --jobs 2
+    python benchmarks/ablations.py --report-only      # tables from the cache: no training
+    python benchmarks/ablations.py --datasets synthetic --seeds 0 --epochs 2 --jobs 1  # smoke run
 
 Every variant is a set of changes to the shipped config (``configs/<dataset>.yaml``), never a code
-fork. The ablations (``--only NAME`` picks some): ``augmentation`` (positives: none / meta-path /
-meta-path + clustering), ``views`` (raw masked features vs encoder embeddings), ``channels``
-(generative / contrastive / both), ``depth`` (second-stage GCN layers 0-3, with the mean pairwise
-cosine similarity of the embeddings: over-smoothing), ``loss_weights`` (w_feat x w_cl, 3 x 3;
-on ACM, whose edge channel is off, without the two diagonal cells that repeat the shipped run),
-``num_clusters`` (S = class count, off by 1 and 2), ``gradient_balance`` (the method page's
-quantities, logged every ``BALANCE_EVERY`` epochs, with and without augmentation), ``encoder``
-(HAN vs one GCN per meta-path with mean fusion), ``negatives`` (all vs debiased vs dropping
-same-cluster negatives) and ``feature_init`` (identity vs a learned embedding table vs fixed
-random features; featureless datasets only).
+fork. Two budgets (``Ablation.budget``):
 
-Budget. ``make ablations`` must finish within 2 hours on a 2-core CPU, so every run trains for a
-reduced number of epochs (``DEFAULT_EPOCHS``: acm 40 of the shipped 120, freebase 60 of 500,
-aminer 40 of 300; ``--epochs`` overrides all) with 3 seeds, in ``--jobs`` worker processes of one
-torch thread each: 138 distinct trainings (acm 63, freebase 75) for 201 table cells. The
-numbers are therefore below the full-schedule ones of docs/results.md; what the tables show is
-the difference between variants under one budget. ``--plan`` prints the number of distinct
-trainings and an estimate of the time from two measured epochs per dataset (and, over
-``--budget-min``, the epochs that would fit).
+* **shipped epochs** (issue 12, item 4): ``channels`` (generative / contrastive / both),
+  ``augmentation`` (positives: none / meta-path / meta-path + clustering), ``depth`` (second
+  stage depth 0 vs 1) and ``switches`` (each design switch of docs/method.md, "How the channels
+  share the encoder", flipped away from the dataset's shipped value one at a time), trained for
+  the YAML's own ``epochs`` (no override) on ACM and Freebase with seeds 0, 1, 2; the channels
+  table also on AMiner with seed 0 (one AMiner run is about 20 core-minutes).
+* **reduced epochs** (``DEFAULT_EPOCHS``: acm 40 of the shipped 120, freebase 60 of 500, aminer
+  40 of 300), ACM and Freebase, 3 seeds: ``views`` (raw masked features vs encoder embeddings),
+  ``oversmoothing`` (second-stage depth 0-3 with the mean pairwise cosine of the embeddings),
+  ``loss_weights`` (w_feat x w_cl, 3 x 3, without the diagonal cells that repeat the shipped run
+  where the edge channel is off), ``num_clusters`` (S = class count, off by 1 and 2),
+  ``gradient_balance`` (the method page's quantities, logged every ``BALANCE_EVERY`` epochs, with
+  and without augmentation), ``encoder`` (HAN vs GCN per meta-path), ``negatives`` (all /
+  debiased / drop same cluster), ``feature_init`` (featureless datasets only). Their titles in
+  the report say "reduced epochs (N of M)": compare variants within such a table only.
 
-Deduplication and resume. Many variants equal the shipped config ("both", "depth 1", "HAN", ...).
-A run is keyed by a hash of (dataset, resolved config, evaluation settings): each key trains
-once and serves every table that lists it. Each finished run is appended to a JSONL cache
-(``benchmarks/out/ablations_cache.jsonl``); runs already there are never retrained, so an
-interrupted ``make ablations`` continues where it stopped.
+``--datasets``, ``--seeds`` and ``--epochs`` override every table's scope (smoke runs); a table
+whose epochs then differ from the YAML's is labelled reduced. ``--plan`` prints, per table and
+budget, the table cells, the distinct trainings, those first needed by that table and their
+estimated core-hours: epochs x the seconds per epoch that ``make reproduce`` measured for the
+shipped config (``docs/results.json``, mean over its seeds; variants cost more or less) plus
+``EVAL_SECONDS``. It trains and loads nothing.
+
+Deduplication and resume. Many variants equal the shipped config ("both", "depth 1", ...). A run
+is keyed by a hash of (dataset, resolved config, evaluation settings): each key trains once and
+serves every table that lists it. Each finished run is appended (and fsync'ed) to a JSONL cache,
+``benchmarks/out/ablations_cache.jsonl``; runs already there are never retrained, so ``make
+ablations`` stopped by Ctrl-C, or continued in a later session, trains only what is missing.
+``benchmarks/out/`` is git-ignored: the cache lives in this working copy only (not in git, not in
+another worktree or a fresh clone; ``git clean -X`` deletes it). ``--cache PATH`` points at another
+file. Changing a shipped YAML or a config field's default changes the keys of the runs it touches,
+which then train again: by design, a row always matches the config that made it.
 
 Evaluation: :func:`~hetcrf_lite.eval.evaluate_embeddings` with ``--eval-runs`` (20)
 logistic-regression runs at 20 and 40 labels per class and ``--clustering-runs`` (3) K-means runs.
-Outputs: the tables printed and written to docs/ablations.md, figures/ablation_<name>.png, and
-benchmarks/out/ablations.json (per-seed values included).
+Outputs: the tables printed and written to docs/ablations.md with, for the channels, depth and
+augmentation tables, sentences generated from the numbers (issue 12's acceptance checks),
+figures/ablation_<name>.png, and benchmarks/out/ablations.json (per-seed values included).
 """
 from __future__ import annotations
 
@@ -62,6 +73,7 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
 NOTES = ROOT / "docs" / "ablations_notes.md"  # hand-written reading of the tables, copied in
+RESULTS = ROOT / "docs" / "results.json"  # make reproduce's rows: seconds per epoch for --plan
 CACHE_VERSION = 1  # bump when a row's content changes meaning: old cache rows are then ignored
 
 
@@ -71,7 +83,7 @@ class DatasetInfo:
 
     name: str
     num_classes: int
-    featureless: bool  # target type has identity (one-hot) features only
+    featureless: bool  # target type has identity (one-hot) features only: "sparse-feature"
 
 
 DATASETS = {
@@ -81,9 +93,15 @@ DATASETS = {
     "freebase": DatasetInfo("freebase", 3, True),
     "synthetic": DatasetInfo("synthetic", 3, False),  # make_synthetic_hin() defaults
 }
-DEFAULT_DATASETS = ("acm", "freebase")  # Freebase: the cheapest featureless benchmark
-# Reduced epochs per dataset, so that the default run fits 2 hours on 2 cores (see --plan).
+SEEDS = (0, 1, 2)
+# Which datasets and seeds a table trains by default. Freebase: the cheapest featureless
+# benchmark. AMiner (about 20 core-minutes a run at its shipped 300 epochs) in the channels
+# table only, with one seed (issue 12, item 4).
+DEFAULT_SCOPE = {"acm": SEEDS, "freebase": SEEDS}
+CHANNELS_SCOPE = {**DEFAULT_SCOPE, "aminer": (0,)}
+# Epochs of the reduced tables, about a third of the shipped ones or less (see --plan).
 DEFAULT_EPOCHS = {"acm": 40, "dblp": 30, "aminer": 40, "freebase": 60, "synthetic": 40}
+EVAL_SECONDS = 5.0  # --plan: one evaluation (session 3 measured about 2 s on acm and freebase)
 BALANCE_EVERY = 5  # gradient_balance log period (epochs) of every run: one key for all tables
 RATES = (20, 40)
 
@@ -101,6 +119,17 @@ BALANCE_QUANTITIES = {
 # Config fields another change may not have brought yet: a variant needing a missing one is
 # skipped with a message instead of failing (any other unknown key is a typo and raises).
 OPTIONAL_FIELDS = {"feature_init"}
+# The design switches of version 0.2 (docs/method.md, "How the channels share the encoder") and
+# every value each can take; the switches table flips each away from the shipped value.
+SWITCHES: dict[str, tuple[Any, ...]] = {
+    "cl_encoder_grad": (True, False),
+    "second_stage_fusion": ("mean", "beta"),
+    "edge_loss_weights": ("beta", "uniform"),
+    "cl_fusion": ("encoder", "own"),
+    "channel_balance": ("none", "norm", "pcgrad"),
+    "cl_beta_grad": (True, False),
+    "gen_beta_grad": (True, False),
+}
 
 _AUG = {
     "none": dict(metapath_positives=False, cluster_aug=False),
@@ -112,12 +141,16 @@ _WEIGHTS = (0.25, 1.0, 4.0)
 
 @dataclass(frozen=True)
 class Ablation:
-    """One ablation: its question, and the variants (label -> config changes) for a dataset."""
+    """One ablation: its question, the variants (label -> config changes) for a dataset, its
+    budget (``shipped``: the YAML's epochs; ``reduced``: :data:`DEFAULT_EPOCHS`) and its default
+    datasets with their seeds."""
 
     title: str
     question: str
     variants: Callable[[DatasetInfo], dict[str, dict[str, Any]]]
     extra: tuple[str, ...] = ()  # ablation-specific columns: "cosine", "balance"
+    budget: str = "reduced"
+    scope: dict[str, tuple[int, ...]] = field(default_factory=lambda: dict(DEFAULT_SCOPE))
 
 
 def _clusters(info: DatasetInfo) -> dict[str, dict[str, Any]]:
@@ -158,21 +191,69 @@ def _loss_weights(info: DatasetInfo) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _switch_inert(cfg: Any, name: str) -> bool:
+    """Whether flipping the switch ``name`` cannot change a run of ``cfg`` (its code path is off):
+    edge-loss weights without edge reconstruction; ``cl_beta_grad`` and ``channel_balance`` when
+    InfoNCE's gradient already stops at the encoder output (``cl_encoder_grad`` false with a
+    generative loss on: nothing reaches beta, and the balanced gradient is the generative one;
+    a 2-epoch synthetic smoke run gave identical numbers)."""
+    edge_on = cfg.use_edge_recon and cfg.w_edge > 0
+    gen_on = edge_on or (cfg.use_feat_recon and cfg.w_feat > 0)
+    if name == "edge_loss_weights":
+        return not edge_on
+    if name in ("cl_beta_grad", "channel_balance"):
+        return gen_on and not cfg.cl_encoder_grad
+    return False
+
+
+def _switches(info: DatasetInfo) -> dict[str, dict[str, Any]]:
+    from hetcrf_lite.config import default_config
+
+    cfg = default_config(info.name)
+    out: dict[str, dict[str, Any]] = {"shipped": {}}
+    for name, values in SWITCHES.items():
+        if _switch_inert(cfg, name):
+            continue
+        for value in values:
+            if value != getattr(cfg, name):
+                shown = str(value).lower() if isinstance(value, bool) else value
+                out[f"{name}: {shown}"] = {name: value}
+    return out
+
+
 ABLATIONS: dict[str, Ablation] = {
-    "augmentation": Ablation(
-        "Positive augmentation", "Do meta-path positives and cluster positives help?",
-        lambda info: dict(_AUG)),
-    "views": Ablation(
-        "View construction", "Views from the encoder's embeddings (HetCRF) vs from masked raw "
-        "features (HeCo-style) for the schema view.",
-        lambda info: {"raw features (masked)": dict(views="raw"), "encoder embeddings": dict()}),
+    # ---- shipped epochs (issue 12, item 4) --------------------------------------------------
     "channels": Ablation(
         "Channels", "Generative only, contrastive only, or both.",
         lambda info: {"generative only": dict(use_contrastive=False, embed="encoder"),
                       "contrastive only": dict(use_feat_recon=False, use_edge_recon=False),
-                      "both": dict()}),
+                      "both": dict()},
+        budget="shipped", scope=dict(CHANNELS_SCOPE)),
+    "augmentation": Ablation(
+        "Positive augmentation", "Do meta-path positives and cluster positives help?",
+        lambda info: dict(_AUG), budget="shipped"),
     "depth": Ablation(
-        "Second-stage depth", "GCN layers after view construction; deeper over-smooths (mean "
+        "Second stage", "The second-stage GCN (depth 1, shipped) against none (depth 0), with "
+        "the mean pairwise cosine of the contrastive and of the final embedding.",
+        lambda info: {f"depth {d}": dict(second_stage_depth=d) for d in (0, 1)},
+        extra=("cosine",), budget="shipped"),
+    "switches": Ablation(
+        "Design switches", "Each switch of docs/method.md (\"How the channels share the "
+        "encoder\") flipped away from the dataset's shipped value, one at a time: one variant "
+        "per switch, two for channel_balance (norm and pcgrad, the two balancing directions of "
+        "issue 12). A switch whose code path is off in the shipped config is left out, as it "
+        "would train the shipped run again: edge_loss_weights where edge reconstruction is off "
+        "(ACM), cl_beta_grad and channel_balance where InfoNCE does not reach the encoder. No "
+        "combinations: choosing a combined design is a validation question "
+        "(benchmarks/tune.py).",
+        _switches, budget="shipped"),
+    # ---- reduced epochs ---------------------------------------------------------------------
+    "views": Ablation(
+        "View construction", "Views from the encoder's embeddings (HetCRF) vs from masked raw "
+        "features (HeCo-style) for the schema view.",
+        lambda info: {"raw features (masked)": dict(views="raw"), "encoder embeddings": dict()}),
+    "oversmoothing": Ablation(
+        "Second-stage depth 0-3", "GCN layers after view construction; deeper over-smooths (mean "
         "pairwise cosine of the contrastive embedding and of the final embedding).",
         lambda info: {f"depth {d}": dict(second_stage_depth=d) for d in (0, 1, 2, 3)},
         extra=("cosine",)),
@@ -214,14 +295,17 @@ class Job:
     eval: dict[str, Any]
     key: str
     label: str  # the first (ablation, variant) that asked for it, for progress lines
+    table: str = ""  # the first ablation that asked for it (--plan counts it there)
 
 
 @dataclass
 class Plan:
-    """Distinct jobs and, per ablation / dataset / variant, the job key of each seed."""
+    """Distinct jobs; per ablation / dataset / variant, the job key of each seed; per ablation
+    and dataset, the ``(seeds, epochs)`` it trains."""
 
     jobs: dict[str, Job] = field(default_factory=dict)
     tables: dict[str, dict[str, dict[str, list[str]]]] = field(default_factory=dict)
+    scope: dict[str, dict[str, tuple[tuple[int, ...], int]]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     requested: int = 0  # (dataset, variant, seed) cells over all tables, before deduplication
 
@@ -245,55 +329,89 @@ def dataset_info(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
-def make_plan(names: Sequence[str], datasets: Sequence[str], seeds: Sequence[int],
-              epochs: dict[str, int], eval_settings: dict[str, Any],
-              registry: dict[str, Ablation] | None = None) -> Plan:
+def shipped_epochs(dataset: str) -> int:
+    """``epochs`` of ``configs/<dataset>.yaml``."""
+    from hetcrf_lite.config import default_config
+
+    return default_config(dataset).epochs
+
+
+def table_scope(ab: Ablation, datasets: Sequence[str] | None = None,
+                seeds: Sequence[int] | None = None,
+                epochs: int | None = None) -> dict[str, tuple[tuple[int, ...], int]]:
+    """``{dataset: (seeds, epochs)}`` of one ablation: its own scope and budget, unless
+    ``datasets``, ``seeds`` or ``epochs`` override them."""
+    out = {}
+    for ds in (ab.scope if datasets is None else datasets):
+        ds_seeds = tuple(seeds) if seeds is not None else tuple(ab.scope.get(ds, SEEDS))
+        default = shipped_epochs(ds) if ab.budget == "shipped" else DEFAULT_EPOCHS[ds]
+        out[ds] = (ds_seeds, epochs or default)
+    return out
+
+
+def make_plan(names: Sequence[str], eval_settings: dict[str, Any],
+              registry: dict[str, Ablation] | None = None, datasets: Sequence[str] | None = None,
+              seeds: Sequence[int] | None = None, epochs: int | None = None) -> Plan:
     """Resolve every (ablation, dataset, variant, seed) to a config and deduplicate the runs.
 
     Args:
-        names (sequence of str): ablations to plan (keys of ``registry``).
-        datasets (sequence of str): dataset names (keys of :data:`DATASETS`).
-        seeds (sequence of int): training seeds.
-        epochs (dict): epochs per dataset.
+        names (sequence of str): ablations to plan (keys of ``registry``), in this order.
         eval_settings (dict): evaluation settings; part of every run's key.
         registry (dict, optional): the ablations; :obj:`None` is :data:`ABLATIONS`.
-            (default: :obj:`None`)
+        datasets, seeds (sequences, optional): override every ablation's own scope.
+        epochs (int, optional): overrides every ablation's budget (shipped or reduced).
 
     Returns:
-        Plan: distinct jobs keyed by :func:`run_key`, the tables that point at them, and the
-        skipped (ablation, dataset) pairs with the reason.
+        Plan: distinct jobs keyed by :func:`run_key`, the tables that point at them, each
+        table's scope, and the skipped (ablation, dataset) pairs with the reason.
     """
-    from hetcrf_lite.config import default_config
-
     registry = ABLATIONS if registry is None else registry
     known = config_fields()
     plan = Plan()
     for name in names:
-        table: dict[str, dict[str, list[str]]] = {}
-        for ds in datasets:
-            info = dataset_info(ds)
-            variants = registry[name].variants(info)
-            if not variants:
-                plan.skipped.append(f"{name} on {ds}: not applicable (the ablation is for "
-                                    "featureless datasets: aminer, freebase)")
-                continue
-            for label, changes in variants.items():
-                missing = sorted(set(changes) - known)
-                if missing and set(missing) <= OPTIONAL_FIELDS:
-                    plan.skipped.append(f"{name} / {label} on {ds}: HetCRFConfig has no field "
-                                        f"{missing} yet; skipped")
-                    continue
-                for seed in seeds:
-                    base = {"seed": seed, "epochs": epochs[ds], "grad_balance_every": BALANCE_EVERY}
-                    config = default_config(ds, **{**base, **changes}).to_dict()
-                    key = run_key(ds, config, eval_settings)
-                    plan.requested += 1
-                    if key not in plan.jobs:
-                        plan.jobs[key] = Job(ds, config, dict(eval_settings), key,
-                                             f"{name} / {label}")
-                    table.setdefault(ds, {}).setdefault(label, []).append(key)
-        plan.tables[name] = table
+        plan.tables[name] = {}
+        plan.scope[name] = table_scope(registry[name], datasets, seeds, epochs)
+        for ds in plan.scope[name]:
+            _plan_dataset(plan, name, registry[name], ds, eval_settings, known)
     return plan
+
+
+def _plan_dataset(plan: Plan, name: str, ab: Ablation, ds: str, eval_settings: dict[str, Any],
+                  known: set[str]) -> None:
+    """Add one ablation's variants on one dataset to ``plan``."""
+    from hetcrf_lite.config import default_config
+
+    variants = ab.variants(dataset_info(ds))
+    if not variants:
+        plan.skipped.append(f"{name} on {ds}: not applicable (the ablation is for "
+                            "featureless datasets: aminer, freebase)")
+        return
+    seeds, epochs = plan.scope[name][ds]
+    for label, changes in variants.items():
+        missing = sorted(set(changes) - known)
+        if missing and set(missing) <= OPTIONAL_FIELDS:
+            plan.skipped.append(f"{name} / {label} on {ds}: HetCRFConfig has no field "
+                                f"{missing} yet; skipped")
+            continue
+        for seed in seeds:
+            base = {"seed": seed, "epochs": epochs, "grad_balance_every": BALANCE_EVERY}
+            config = default_config(ds, **{**base, **changes}).to_dict()
+            key = run_key(ds, config, eval_settings)
+            plan.requested += 1
+            if key not in plan.jobs:
+                plan.jobs[key] = Job(ds, config, dict(eval_settings), key, f"{name} / {label}",
+                                     name)
+            plan.tables[name].setdefault(ds, {}).setdefault(label, []).append(key)
+
+
+def budget_label(scope: dict[str, tuple[tuple[int, ...], int]]) -> str:
+    """"shipped epochs (acm 120, ...)" when every dataset trains its YAML's epochs, else
+    "reduced epochs (acm 40 of 120, ...)": N of the YAML's M epochs."""
+    shipped = {ds: shipped_epochs(ds) for ds in scope}
+    if all(ep == shipped[ds] for ds, (_, ep) in scope.items()):
+        return "shipped epochs (" + ", ".join(f"{ds} {ep}" for ds, (_, ep) in scope.items()) + ")"
+    return "reduced epochs (" + ", ".join(f"{ds} {ep} of {shipped[ds]}"
+                                          for ds, (_, ep) in scope.items()) + ")"
 
 
 # ------------------------------------------------------------------------------ one run
@@ -493,82 +611,90 @@ def run_jobs(jobs: Sequence[Job], cache: Path, workers: int = 1,
 
 
 # ------------------------------------------------------------------------------ --plan
-def measure_cost(dataset_name: str, eval_settings: dict[str, Any]) -> dict[str, float]:
-    """Two epochs and one evaluation of the shipped config, timed on one thread.
-
-    Epoch 0 carries the one-off costs and the first cluster refresh (K-means), epoch 1 is a
-    plain step: ``first_epoch`` and ``epoch`` seconds, ``eval_seconds``, ``load_seconds``.
-    """
-    import torch
-
-    from hetcrf_lite.config import default_config
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as a worker runs
-    try:
-        cfg = default_config(dataset_name, epochs=2, grad_balance_every=BALANCE_EVERY)
-        t0 = time.perf_counter()
-        load(dataset_name, cfg.pos_num, cfg.pos_score)
-        load_s = time.perf_counter() - t0
-        row = train_and_evaluate(dataset_name, cfg.to_dict(), eval_settings)
-    finally:
-        torch.set_num_threads(threads)
-    first, plain = row["epoch_seconds"][:2]
-    return {"first_epoch": first, "epoch": plain, "eval_seconds": row["eval_seconds"],
-            "load_seconds": load_s}
+def measured_seconds_per_epoch(path: Path = RESULTS) -> dict[str, float]:
+    """Seconds per epoch of the shipped config per dataset, mean over the seeds of ``make
+    reproduce`` (``docs/results.json``, rows of kind ``hetcrf``); nothing is trained or loaded."""
+    rows = json.loads(path.read_text()) if path.is_file() else []
+    per: dict[str, list[float]] = {}
+    for row in rows:
+        if row.get("kind") == "hetcrf" and row.get("seconds_per_epoch"):
+            per.setdefault(row["dataset"], []).append(float(row["seconds_per_epoch"]))
+    return {ds: float(np.mean(v)) for ds, v in per.items()}
 
 
-def estimate_seconds(config: dict[str, Any], cost: dict[str, float]) -> float:
-    """A run's seconds from :func:`measure_cost`: plain epochs, plus epoch 0's extra cost again
-    at every later cluster refresh (an upper bound: it includes one-off start-up), plus the
-    evaluation."""
-    epochs = config["epochs"]
-    refreshes = 1
-    if config["use_contrastive"] and config["cluster_aug"]:
-        refreshes = -(-epochs // config["cluster_every"])  # ceil
-    extra = max(0.0, cost["first_epoch"] - cost["epoch"])
-    return epochs * cost["epoch"] + refreshes * extra + cost["eval_seconds"]
+def estimate_seconds(job: Job, per_epoch: dict[str, float]) -> float | None:
+    """One run's core-seconds: its epochs at the dataset's measured seconds per epoch, plus one
+    evaluation (:data:`EVAL_SECONDS`); :obj:`None` without a measurement. An upper bound where
+    early stopping ends a run sooner; variants without a channel cost less, balanced ones more."""
+    spe = per_epoch.get(job.dataset)
+    return None if spe is None else job.config["epochs"] * spe + EVAL_SECONDS
 
 
-def print_plan(plan: Plan, cache: Path, workers: int, eval_settings: dict[str, Any],
-               measure: bool = True, budget_min: float = 120.0,
-               log: Callable[[str], None] = print) -> float | None:
-    """Print the run count and, when ``measure``, the estimated wall time (returned, seconds);
-    above ``budget_min`` minutes, also the epochs that would fit."""
-    cached = read_cache(cache)
-    todo = [j for j in plan.jobs.values() if j.key not in cached]
-    log(f"distinct training runs: {len(plan.jobs)} ({plan.requested} table cells before "
-        f"deduplication; {len(plan.jobs) - len(todo)} already in {cache.name}, {len(todo)} to "
-        "train)")
+def _core_hours(jobs: Sequence[Job], per_epoch: dict[str, float]) -> tuple[float, int]:
+    """Estimated core-hours of ``jobs`` and how many of them have no measurement."""
+    secs = [estimate_seconds(j, per_epoch) for j in jobs]
+    return sum(s for s in secs if s is not None) / 3600, sum(s is None for s in secs)
+
+
+def _table_keys(table: dict[str, dict[str, list[str]]]) -> list[str]:
+    return list(dict.fromkeys(k for variants in table.values() for keys in variants.values()
+                              for k in keys))
+
+
+def _plan_row(name: str, plan: Plan, new: list[Job], per_epoch: dict[str, float]) -> str:
+    table = plan.tables[name]
+    cells = sum(len(keys) for variants in table.values() for keys in variants.values())
+    scope = ", ".join(f"{ds} {len(s)}x{ep}" for ds, (s, ep) in plan.scope[name].items())
+    hours, unknown = _core_hours(new, per_epoch)
+    budget = "shipped" if budget_label(plan.scope[name]).startswith("shipped") else "reduced"
+    return (f"  {budget:8s}{name:17s}{scope:42s}{cells:6d}{len(_table_keys(table)):6d}"
+            f"{len(new):6d}{hours:8.2f}" + (f"  ({unknown} not measured)" if unknown else ""))
+
+
+def print_plan(plan: Plan, cache: Path, workers: int, per_epoch: dict[str, float],
+               log: Callable[[str], None] = print) -> float:
+    """Print, per table and budget, the cells, the distinct trainings, those first needed by
+    that table ("new") and their estimated core-hours; then the totals. Returns the estimated
+    core-hours still to train (runs in ``cache`` excluded)."""
+    log("estimated cost: epochs x seconds per epoch of the shipped config measured by make "
+        f"reproduce (docs/results.json: {_fmt_spe(per_epoch)}) + {EVAL_SECONDS:g} s evaluation, "
+        "on one core")
+    log(f"  {'budget':8s}{'table':17s}{'datasets: seeds x epochs':42s}{'cells':>6s}"
+        f"{'runs':>6s}{'new':>6s}{'core-h':>8s}")
+    seen: set[str] = set()
+    by_budget: dict[str, list[Job]] = {}
     for name, table in plan.tables.items():
-        cells = sum(len(keys) for variants in table.values() for keys in variants.values())
-        log(f"  {name:17s} {cells:4d} cells")
+        new = [plan.jobs[k] for k in _table_keys(table) if k not in seen]
+        seen.update(j.key for j in new)
+        log(_plan_row(name, plan, new, per_epoch))
+        budget = "shipped" if budget_label(plan.scope[name]).startswith("shipped") else "reduced"
+        by_budget.setdefault(budget, []).extend(new)
+    for budget, jobs in by_budget.items():
+        log(f"  {budget}-epoch tables: {len(jobs)} distinct trainings, "
+            f"{_core_hours(jobs, per_epoch)[0]:.1f} core-hours")
     for msg in plan.skipped:
         log(f"  skipped: {msg}")
-    if not measure or not todo:
-        return 0.0 if not todo else None
-    total = 0.0
-    for ds in sorted({j.dataset for j in todo}):
-        cost = measure_cost(ds, eval_settings)
-        mine = [j for j in todo if j.dataset == ds]
-        secs = sum(estimate_seconds(j.config, cost) for j in mine)
-        total += secs
-        log(f"  {ds}: {len(mine)} runs x {mine[0].config['epochs']} epochs; measured on 1 "
-            f"thread: epoch 0 {cost['first_epoch']:.2f} s (start-up, cluster refresh), epoch 1 "
-            f"{cost['epoch']:.2f} s, evaluation {cost['eval_seconds']:.1f} s -> "
-            f"{secs / 60:.0f} min of one core")
-    wall = total / max(1, workers)
-    log(f"estimated wall time with --jobs {workers}: {wall / 60:.0f} min ({total / 3600:.1f} "
-        "core-hours; assumes each worker runs at the measured 1-thread speed and every run "
-        "reaches its epoch limit: early stopping only shortens it; variants cost more or less "
-        "than the shipped config measured here)")
-    if wall > 60 * budget_min:
-        scale = 60 * budget_min / wall  # the estimate is about linear in the epochs
-        fit_epochs = {ds: max(1, int(scale * e)) for ds, e in
-                      sorted({(j.dataset, j.config["epochs"]) for j in todo})}
-        log(f"over the {budget_min:.0f}-minute budget: about {fit_epochs} epochs would fit "
-            "(--epochs sets one value for all; DEFAULT_EPOCHS holds the per-dataset defaults)")
-    return wall
+    return _plan_total(plan, cache, workers, per_epoch, log)
+
+
+def _fmt_spe(per_epoch: dict[str, float]) -> str:
+    return ", ".join(f"{ds} {s:.2f} s" for ds, s in sorted(per_epoch.items())) or "none"
+
+
+def _plan_total(plan: Plan, cache: Path, workers: int, per_epoch: dict[str, float],
+                log: Callable[[str], None]) -> float:
+    cached = read_cache(cache)
+    todo = [j for j in plan.jobs.values() if j.key not in cached]
+    total, unknown = _core_hours(list(plan.jobs.values()), per_epoch)
+    left, _ = _core_hours(todo, per_epoch)
+    log(f"total: {len(plan.jobs)} distinct trainings ({plan.requested} table cells before "
+        f"deduplication), {total:.1f} core-hours; {len(plan.jobs) - len(todo)} already in "
+        f"{cache}, {len(todo)} to train: {left:.1f} core-hours, about {left / max(1, workers):.1f} "
+        f"h wall with --jobs {workers} (each worker at the measured 1-thread speed)")
+    if unknown:
+        log(f"  {unknown} runs on datasets without a measurement in docs/results.json are not "
+            "in the estimate")
+    return left
 
 
 # ------------------------------------------------------------------------------ results
@@ -601,6 +727,8 @@ def summarise(plan: Plan, rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
                                        for k in rs[0]["balance"]}
                     cell["balance_log"] = [r["balance_log"] for r in rs]
                 out[name][ds][label] = cell
+            if not out[name][ds]:  # nothing trained yet on this dataset
+                del out[name][ds]
     return out
 
 
@@ -612,8 +740,10 @@ def _fmt_g(ms: tuple[float, float]) -> str:
     return f"{ms[0]:.3g} ± {ms[1]:.2g}"
 
 
-def table_lines(name: str, summary: dict[str, Any]) -> list[str]:
-    """The markdown table of one ablation (one row per dataset and variant)."""
+def table_lines(name: str, summary: dict[str, Any],
+                expected: dict[str, dict[str, list[str]]] | None = None) -> list[str]:
+    """The markdown table of one ablation (one row per dataset and variant); a variant of
+    ``expected`` (the plan's table) without any row reads "not run yet"."""
     ab = ABLATIONS.get(name)
     extra = ab.extra if ab is not None else ()
     head = ["dataset", "variant", "seeds", "epochs"] + [f"Ma-F1@{r}" for r in RATES] + ["NMI"]
@@ -622,20 +752,34 @@ def table_lines(name: str, summary: dict[str, Any]) -> list[str]:
     if "balance" in extra:
         head += list(BALANCE_QUANTITIES.values())
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for ds, variants in summary.items():
-        for label, cell in variants.items():
-            m = cell["metrics"]
-            cells = [ds, label, str(len(cell["seeds"])), f"{np.mean(cell['epochs']):.0f}"]
-            cells += [_fmt(m[f"macro_f1_{r}"]) for r in RATES] + [_fmt(m["nmi"])]
-            if "cosine" in extra:
-                cells += [_fmt(m["cos_contrastive"], 3) if "cos_contrastive" in m else "n/a",
-                          _fmt(m["cos_final"], 3)]
-            if "balance" in extra:
-                bal = cell.get("balance", {})
-                cells += [_fmt_g(bal[f"{k}_mean"]) if f"{k}_mean" in bal else "n/a"
-                          for k in BALANCE_QUANTITIES]
-            lines.append("| " + " | ".join(cells) + " |")
+    expected = expected if expected is not None else {
+        ds: {label: cell["keys"] for label, cell in variants.items()}
+        for ds, variants in summary.items()}
+    for ds, variants in expected.items():
+        for label, keys in variants.items():
+            cell = summary.get(ds, {}).get(label)
+            if cell is None:
+                lines.append(f"| {ds} | {label} | not run yet |" + " |" * (len(head) - 3))
+                continue
+            lines.append("| " + " | ".join(_row_cells(ds, label, cell, len(keys), extra)) + " |")
     return lines
+
+
+def _row_cells(ds: str, label: str, cell: dict[str, Any], expected_seeds: int,
+               extra: tuple[str, ...]) -> list[str]:
+    m = cell["metrics"]
+    seeds = len(cell["seeds"])
+    cells = [ds, label, str(seeds) if seeds >= expected_seeds else f"{seeds} of {expected_seeds}",
+             f"{np.mean(cell['epochs']):.0f}"]
+    cells += [_fmt(m[f"macro_f1_{r}"]) for r in RATES] + [_fmt(m["nmi"])]
+    if "cosine" in extra:
+        cells += [_fmt(m["cos_contrastive"], 3) if "cos_contrastive" in m else "n/a",
+                  _fmt(m["cos_final"], 3)]
+    if "balance" in extra:
+        bal = cell.get("balance", {})
+        cells += [_fmt_g(bal[f"{k}_mean"]) if f"{k}_mean" in bal else "n/a"
+                  for k in BALANCE_QUANTITIES]
+    return cells
 
 
 # ------------------------------------------------------------------------------ figures
@@ -654,7 +798,7 @@ def bar_figure(name: str, summary: dict[str, Any], path: Path) -> None:
     plt = _plt()
     datasets = list(summary)
     metrics = [(f"macro_f1_{r}", f"Macro-F1@{r}") for r in RATES] + [("nmi", "NMI")]
-    depth = name == "depth"
+    depth = name in ("depth", "oversmoothing")
     nrows = 2 if depth else 1
     width = max(4.5, 0.55 * max(len(v) for v in summary.values()) * len(metrics) / 2)
     fig, axes = plt.subplots(nrows, len(datasets), figsize=(width * len(datasets), 3.6 * nrows),
@@ -729,100 +873,267 @@ def balance_figure(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+# ------------------------------------------------------------------------------ checks
+SPARSE = tuple(ds for ds, info in DATASETS.items() if info.featureless)  # aminer, freebase
+# The "helps" checks of issue 12: (table, better variant, worse variant, what is compared).
+HELPS = {
+    "depth": [("depth 1", "depth 0", "the second stage (depth 1 against depth 0)")],
+    "augmentation": [("meta-path only", "none", "meta-path positives (meta-path only against "
+                      "none)"), ("meta-path + clustering", "meta-path only", "cluster positives "
+                      "(meta-path + clustering against meta-path only)")],
+}
+
+
+def _by_rate(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[int, str, bool]]:
+    """Per rate: "a vs b" (Macro-F1 mean ± std) and whether a's mean is at or above b's."""
+    out = []
+    for r in RATES:
+        ma, mb = a["metrics"][f"macro_f1_{r}"], b["metrics"][f"macro_f1_{r}"]
+        out.append((r, f"{_fmt(ma)} vs {_fmt(mb)}", ma[0] >= mb[0]))
+    return out
+
+
+def _phrase(pairs: list[tuple[int, str, bool]], yes: str, no: str) -> str:
+    """"yes at 20 labels (x vs y) and no at 40 labels (x vs y)", grouped by verdict."""
+    groups: dict[str, list[str]] = {}
+    for rate, numbers, ok in pairs:
+        groups.setdefault(yes if ok else no, []).append(f"{rate} labels ({numbers})")
+    return " and ".join(f"{v} at {' and '.join(items)}" for v, items in groups.items())
+
+
+def _missing(cells: dict[str, Any], labels: Sequence[str]) -> list[str]:
+    return [label for label in labels if label not in cells]
+
+
+def channel_checks(per_ds: dict[str, Any], expected: dict[str, dict[str, list[str]]]) -> list[str]:
+    """Sentences: on each dataset, is the full model ("both") at or above each single channel
+    at every rate (means over seeds); then the verdict over all datasets."""
+    lines, verdicts = [], []
+    singles = ("generative only", "contrastive only")
+    for ds in expected:
+        cells = per_ds.get(ds, {})
+        missing = _missing(cells, ("both",) + singles)
+        if missing:
+            lines.append(f"- {ds}: not run yet (missing: {', '.join(missing)}).")
+            verdicts.append(None)
+            continue
+        parts = [_phrase(_by_rate(cells["both"], cells[s]), f"at or above {s}", f"below {s}")
+                 for s in singles]
+        lines.append(f"- {ds}: the full model (both) is {'; '.join(parts)}.")
+        verdicts.append(all(ok for s in singles for _, _, ok in _by_rate(cells["both"], cells[s])))
+    return lines + [_verdict("the full model at or above each single channel at every rate on "
+                             "every dataset", verdicts, every=True)]
+
+
+def helps_checks(name: str, per_ds: dict[str, Any],
+                 expected: dict[str, dict[str, list[str]]]) -> list[str]:
+    """Sentences: for each comparison of :data:`HELPS`, does it help (mean over seeds strictly
+    above, per rate) on each sparse-feature dataset of the table; then the verdict."""
+    lines = []
+    sparse = [ds for ds in expected if ds in SPARSE]
+    for better, worse, what in HELPS.get(name, []):
+        if not sparse:
+            lines.append(f"- {what}: no sparse-feature dataset ({', '.join(SPARSE)}) in this "
+                         "run; not checked.")
+            continue
+        verdicts = []
+        for ds in sparse:
+            line, ok = _helps_line(per_ds.get(ds, {}), ds, better, worse, what)
+            lines.append(line)
+            verdicts.append(ok)
+        lines.append(_verdict(f"{what} helps on at least one sparse-feature dataset at every "
+                              "rate", verdicts, every=False))
+    return lines
+
+
+def _helps_line(cells: dict[str, Any], ds: str, better: str, worse: str,
+                what: str) -> tuple[str, bool | None]:
+    missing = _missing(cells, (better, worse))
+    if missing:
+        return f"- {ds}: {what}: not run yet (missing: {', '.join(missing)}).", None
+    pairs = [(r, numbers, _mean(cells[better], r) > _mean(cells[worse], r))
+             for r, numbers, _ in _by_rate(cells[better], cells[worse])]
+    return (f"- {ds}: {what} {_phrase(pairs, 'helps', 'does not help')}.",
+            all(ok for _, _, ok in pairs))
+
+
+def _mean(cell: dict[str, Any], rate: int) -> float:
+    return cell["metrics"][f"macro_f1_{rate}"][0]
+
+
+def _verdict(claim: str, verdicts: list[bool | None], every: bool) -> str:
+    """"Check: <claim>: met / not met / not run yet" from per-dataset verdicts (None: missing);
+    ``every``: all datasets must pass, else one is enough."""
+    known = [v for v in verdicts if v is not None]
+    if every:
+        met = bool(verdicts) and all(v is True for v in verdicts)
+        undecided = not met and not any(v is False for v in verdicts)
+    else:
+        met = any(known)
+        undecided = not met and len(known) < len(verdicts)
+    state = "met" if met else ("not run yet" if undecided else "not met (numbers above)")
+    return f"\n**Check (issue 12): {claim}: {state}.**\n"
+
+
+def check_lines(name: str, per_ds: dict[str, Any],
+                expected: dict[str, dict[str, list[str]]]) -> list[str]:
+    """The generated sentences of one table (channels, depth, augmentation), else none."""
+    if name == "channels":
+        return channel_checks(per_ds, expected)
+    return helps_checks(name, per_ds, expected) if name in HELPS else []
+
+
 # ------------------------------------------------------------------------------ report
-def write_markdown(path: Path, summary: dict[str, Any], plan: Plan, rows: dict[str, Any],
-                   args: argparse.Namespace, epochs: dict[str, int], figures: Path,
-                   command: str, notes: Path | None = NOTES) -> None:
-    from hetcrf_lite.config import default_config
+def _header_lines(plan: Plan, rows: dict[str, Any], args: argparse.Namespace,
+                  command: str) -> list[str]:
     from hetcrf_lite.train import environment_info
 
     env = environment_info()
     used = [rows[k] for k in plan.jobs if k in rows]
     platforms = sorted({r["env"]["platform"] for r in used})
     core_min = sum(r["train_seconds"] + r["eval_seconds"] for r in used) / 60
-    ep = ", ".join(f"{ds} {epochs[ds]}" for ds in args.datasets)
-    shipped = ", ".join(f"{ds} {default_config(ds).epochs}" for ds in args.datasets)
-    lines = [
+    return [
         "# Ablations of HetCRF", "",
         f"Generated by `{command}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}.",
         f"Machine: {env['platform']}, {env['cpu_count']} CPUs; Python {env['python']}, torch "
         f"{env['torch']}, torch_geometric {env['torch_geometric']}, numpy {env['numpy']}, "
         f"scikit-learn {env['scikit_learn']}."
         + (f" Rows were trained on: {'; '.join(platforms)}." if len(platforms) > 1 else ""),
-        f"Datasets: {', '.join(args.datasets)}. Training seeds: {args.seeds}. Epochs (maximum; "
-        f"early stopping on the training loss as shipped): {ep}.",
-        f"Runs: {len(plan.jobs)} distinct trainings for {plan.requested} table cells (variants "
-        f"equal to the shipped config are trained once and shared); {core_min:.0f} core-minutes "
-        f"of training and evaluation, in worker processes of one torch thread.",
+        f"Runs: {len(used)} of {len(plan.jobs)} distinct trainings done for {plan.requested} "
+        f"table cells (variants equal to the shipped config are trained once and shared); "
+        f"{core_min:.0f} core-minutes of training and evaluation, in worker processes of one "
+        "torch thread. Early stopping on the training loss as shipped.",
         f"Evaluation: `evaluate_embeddings`, {args.eval_runs} logistic-regression runs at "
         f"{' and '.join(map(str, RATES))} labels per class (the field's protocol otherwise: "
         f"Adam, 200 iterations, lr 0.05 on ACM, 0.01 elsewhere); K-means with the class count "
         f"(runs: {args.clustering_runs}). Cells: mean ± std over the training seeds (ddof 1) "
         "of each seed's mean over evaluation runs, in %.", "",
-        f"**These numbers come from reduced epochs** ({ep}, where the shipped configs train "
-        f"{shipped}; the defaults of `make ablations` are sized to fit every ablation in 2 hours "
-        "on a 2-core CPU). They are not the reproduction numbers (docs/results.md); compare "
-        "variants within a table.", "",
+        "**Two budgets.** Each table's title says its budget. Tables at *shipped epochs* train "
+        "each config's own `epochs` (configs/<dataset>.yaml). Tables at *reduced epochs (N of "
+        "M)* train N of the shipped M epochs so that they fit a 2-core machine: their numbers "
+        "are below the full-schedule ones of docs/results.md; compare variants within such a "
+        "table only. Cells not trained yet read \"not run yet\".", "",
     ]
+
+
+def _cost_lines(plan: Plan, rows: dict[str, Any]) -> list[str]:
+    used = [rows[k] for k in plan.jobs if k in rows]
+    lines = ["Cost per run (median; timings of a shared machine are noisy):", "",
+             "| dataset | epochs (max) | runs | epochs run | s / epoch | train + eval s |",
+             "|---|---|---|---|---|---|"]
+    for ds, max_ep in sorted({(j.dataset, j.config["epochs"]) for j in plan.jobs.values()}):
+        rs = [r for r in used if r["dataset"] == ds and r["config"]["epochs"] == max_ep]
+        if rs:
+            lines.append(f"| {ds} | {max_ep} | {len(rs)} | "
+                         f"{np.median([r['epochs'] for r in rs]):.0f} | "
+                         f"{np.median([r['seconds_per_epoch'] for r in rs]):.2f} | "
+                         f"{np.median([r['train_seconds'] + r['eval_seconds'] for r in rs]):.0f} |")
+    return lines + [""]
+
+
+def _section_lines(name: str, plan: Plan, summary: dict[str, Any], figures: Path,
+                   md_dir: Path) -> list[str]:
+    ab = ABLATIONS.get(name)
+    label = budget_label(plan.scope[name])
+    fig = os.path.relpath(figures / f"ablation_{name}.png", md_dir)
+    lines = [f"## {ab.title if ab else name}: {label} (`--only {name}`)", "",
+             (ab.question if ab else "") + f" Budget: {label}.", "", f"![{name}]({fig})", ""]
+    if not plan.tables[name]:
+        return lines + ["Not run: no dataset of this run applies (see Skipped).", ""]
+    lines += table_lines(name, summary.get(name, {}), plan.tables[name]) + [""]
+    checks = check_lines(name, summary.get(name, {}), plan.tables[name])
+    if checks:
+        lines += ["What the numbers say (generated; Macro-F1 means over seeds):", ""]
+        lines += checks + [""]
+    if name == "gradient_balance":
+        lines += ["Each quantity is the mean over anchors (512 fixed anchors), averaged over "
+                  f"the epochs logged every {BALANCE_EVERY}, then mean ± std over seeds. The "
+                  "positive and negative gradient sums are equal by construction (a unit "
+                  "test, not a column). \"none\" has the anchor as its only positive.", ""]
+    return lines
+
+
+def write_markdown(path: Path, summary: dict[str, Any], plan: Plan, rows: dict[str, Any],
+                   args: argparse.Namespace, figures: Path, command: str,
+                   notes: Path | None = NOTES) -> None:
+    """docs/ablations.md: header, skipped variants, cost, one section per table (its budget in
+    the title, "not run yet" for missing cells, the generated check sentences), the notes."""
+    lines = _header_lines(plan, rows, args, command)
     if plan.skipped:
         lines += ["Skipped:", ""] + [f"- {s}" for s in plan.skipped] + [""]
-    lines += ["Cost per run (median; timings of a shared machine are noisy):", "",
-              "| dataset | runs | epochs run | s / epoch | train + eval s |",
-              "|---|---|---|---|---|"]
-    for ds in args.datasets:
-        rs = [r for r in used if r["dataset"] == ds]
-        if rs:
-            epochs_run = np.median([r["epochs"] for r in rs])
-            per_epoch = np.median([r["seconds_per_epoch"] for r in rs])
-            per_run = np.median([r["train_seconds"] + r["eval_seconds"] for r in rs])
-            lines.append(f"| {ds} | {len(rs)} | {epochs_run:.0f} | {per_epoch:.2f} | "
-                         f"{per_run:.0f} |")
-    lines.append("")
-    for name, per_ds in summary.items():
-        ab = ABLATIONS.get(name)
-        fig = os.path.relpath(figures / f"ablation_{name}.png", path.parent)
-        lines += [f"## {ab.title if ab else name} (`--only {name}`)", "",
-                  ab.question if ab else "", "", f"![{name}]({fig})", ""]
-        lines += (table_lines(name, per_ds) if per_ds else
-                  ["Not run: no dataset of this run applies (see Skipped)."]) + [""]
-        if name == "gradient_balance":
-            lines += ["Each quantity is the mean over anchors (512 fixed anchors), averaged over "
-                      f"the epochs logged every {BALANCE_EVERY}, then mean ± std over seeds. The "
-                      "positive and negative gradient sums are equal by construction (a unit "
-                      "test, not a column). \"none\" has the anchor as its only positive.", ""]
-    path.parent.mkdir(parents=True, exist_ok=True)
+    lines += _cost_lines(plan, rows)
+    for name in plan.tables:
+        lines += _section_lines(name, plan, summary, figures, path.parent)
     if notes is not None and notes.is_file():  # what the tables say, written by hand
         lines += ["", f"<!-- the section below is copied from {notes.name}; edit it there -->",
                   notes.read_text().rstrip(), ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", choices=list(ABLATIONS), default=list(ABLATIONS),
                         metavar="NAME", help=f"ablations to run: {', '.join(ABLATIONS)}")
-    parser.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS),
-                        choices=list(DATASETS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--datasets", nargs="+", default=None, choices=list(DATASETS),
+                        help="override every table's datasets (default: each table's own)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None,
+                        help="override every table's seeds (default: 0 1 2; aminer 0)")
     parser.add_argument("--epochs", type=int, default=None,
-                        help=f"epochs for every dataset (default per dataset: {DEFAULT_EPOCHS})")
+                        help="epochs for every table and dataset (default: the YAML's for the "
+                             f"shipped-epoch tables, {DEFAULT_EPOCHS} for the others)")
     parser.add_argument("--eval-runs", type=int, default=20)
     parser.add_argument("--clustering-runs", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 8),
                         help="worker processes, one torch thread each (default: CPU count)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads with --jobs 1 (default 1)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads with --jobs 1 (default 1)")
     parser.add_argument("--plan", action="store_true",
-                        help="print the distinct runs and an estimated time; train nothing "
-                             "(times 2 epochs of the shipped config per dataset)")
-    parser.add_argument("--budget-min", type=float, default=120.0,
-                        help="--plan: wall-clock budget in minutes to compare against")
+                        help="print runs and estimated core-hours per table; train nothing")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the tables from the cache; train nothing")
     parser.add_argument("--cache", type=Path, default=OUT / "ablations_cache.jsonl")
     parser.add_argument("--json", type=Path, default=OUT / "ablations.json")
     parser.add_argument("--md", type=Path, default=ROOT / "docs" / "ablations.md")
     parser.add_argument("--figures", type=Path, default=ROOT / "figures")
     parser.add_argument("--notes", type=Path, default=NOTES,
                         help="hand-written notes appended to the markdown, if the file exists")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def report(plan: Plan, rows: dict[str, Any], args: argparse.Namespace, command: str,
+           failed: Sequence[str] = ()) -> dict[str, Any]:
+    """Print the tables, draw the figures, write the markdown and the JSON; the summary."""
+    summary = summarise(plan, rows)
+    checks = {}
+    for name in plan.tables:
+        per_ds, label = summary.get(name, {}), budget_label(plan.scope[name])
+        print(f"\n== {name}: {label}; mean ± std over seeds ==")
+        print("\n".join(table_lines(name, per_ds, plan.tables[name])))
+        checks[name] = check_lines(name, per_ds, plan.tables[name])
+        print("\n".join(checks[name]))
+        if per_ds and name == "gradient_balance":
+            balance_figure(per_ds, args.figures / f"ablation_{name}.png")
+        elif per_ds:
+            bar_figure(name, per_ds, args.figures / f"ablation_{name}.png")
+    write_markdown(args.md, summary, plan, rows, args, args.figures, command, notes=args.notes)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({
+        "command": command, "date": datetime.now(timezone.utc).isoformat(),
+        "machine": platform.platform(), "scope": plan.scope, "eval": plan_eval(plan),
+        "budgets": {n: budget_label(plan.scope[n]) for n in plan.tables}, "checks": checks,
+        "balance_every": BALANCE_EVERY, "distinct_runs": len(plan.jobs),
+        "skipped": plan.skipped, "failed": list(failed), "ablations": summary}, indent=2))
+    print(f"\nwrote {args.md}, {args.json}, {args.figures}/ablation_*.png")
+    return summary
+
+
+def plan_eval(plan: Plan) -> dict[str, Any] | None:
+    return next(iter(plan.jobs.values())).eval if plan.jobs else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -830,39 +1141,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     # products about 10x slower (docs/performance.md), and K-means follows the same limit.
     torch.set_num_threads(args.threads or 1)
     _limits_main = threadpool_limits(args.threads or 1)  # noqa: F841 (kept alive for the run)
-    epochs = {ds: args.epochs or DEFAULT_EPOCHS[ds] for ds in args.datasets}
     eval_settings = {"runs": args.eval_runs, "rates": list(RATES),
                      "clustering_runs": args.clustering_runs}
-    plan = make_plan(args.only, args.datasets, args.seeds, epochs, eval_settings)
-    print(f"epochs per dataset (reduced, see the docstring): {epochs}")
+    names = [n for n in ABLATIONS if n in args.only]  # shipped-epoch tables first
+    plan = make_plan(names, eval_settings, datasets=args.datasets, seeds=args.seeds,
+                     epochs=args.epochs)
     if args.plan:
-        print_plan(plan, args.cache, args.jobs, eval_settings, budget_min=args.budget_min)
+        print_plan(plan, args.cache, args.jobs, measured_seconds_per_epoch())
         return 0
     for msg in plan.skipped:
         print(f"skipped: {msg}")
-    rows, failed = run_jobs(list(plan.jobs.values()), args.cache, args.jobs)
-    summary = summarise(plan, rows)
-    for name, per_ds in summary.items():
-        print(f"\n== {name}: mean ± std over seeds {args.seeds}, epochs {epochs} (reduced) ==")
-        if not per_ds:
-            print("not run: no dataset of this run applies (see skipped above)")
-            continue
-        print("\n".join(table_lines(name, per_ds)))
-        if name == "gradient_balance":  # its figure: the quantities with vs without augmentation
-            balance_figure(per_ds, args.figures / f"ablation_{name}.png")
-        else:
-            bar_figure(name, per_ds, args.figures / f"ablation_{name}.png")
+    if args.report_only:
+        rows, failed = read_cache(args.cache), []
+    else:
+        rows, failed = run_jobs(list(plan.jobs.values()), args.cache, args.jobs)
     command = "python benchmarks/ablations.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    write_markdown(args.md, summary, plan, rows, args, epochs, args.figures, command.strip(),
-                   notes=args.notes)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({
-        "command": command.strip(), "date": datetime.now(timezone.utc).isoformat(),
-        "machine": platform.platform(), "datasets": args.datasets, "seeds": args.seeds,
-        "epochs": epochs, "eval": eval_settings, "balance_every": BALANCE_EVERY,
-        "distinct_runs": len(plan.jobs), "skipped": plan.skipped, "failed": failed,
-        "ablations": summary}, indent=2))
-    print(f"\nwrote {args.md}, {args.json}, {args.figures}/ablation_*.png")
+    report(plan, rows, args, command.strip(), failed)
     if failed:
         print(f"{len(failed)} run(s) failed:\n  " + "\n  ".join(failed), file=sys.stderr)
         return 1

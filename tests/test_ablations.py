@@ -1,4 +1,5 @@
-"""benchmarks/ablations.py: valid variants, deduplication, the JSONL cache, --plan, a smoke run.
+"""benchmarks/ablations.py: budgets and scopes, valid variants, the switch table, deduplication,
+the JSONL cache and resume, --plan, the generated check sentences, a smoke run.
 
 Training cases use the synthetic graph for 2 epochs with tiny evaluations (a few seconds each).
 """
@@ -6,31 +7,78 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from hetcrf_lite.config import HetCRFConfig
 from hetcrf_lite.errors import ConfigError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 import ablations as A  # noqa: E402
 
 EVAL = {"runs": 2, "rates": [20, 40], "clustering_runs": 1}
 FIELDS = {f.name for f in fields(HetCRFConfig)}
+SHIPPED_TABLES = ("channels", "augmentation", "depth", "switches")
+TINY = ["--eval-runs", "2", "--clustering-runs", "1", "--jobs", "1"]
+
+
+def yaml_config(dataset: str) -> dict:
+    """The shipped values, read without the library: dataclass defaults, then the YAML."""
+    defaults = {f.name: f.default for f in fields(HetCRFConfig) if f.default is not MISSING}
+    text = (ROOT / "hetcrf_lite" / "configs" / f"{dataset}.yaml").read_text()
+    return {**defaults, **yaml.safe_load(text)}
 
 
 def tiny_plan(names, registry=None, datasets=("synthetic",), seeds=(0,)):
-    epochs = {ds: 2 for ds in datasets}
-    return A.make_plan(names, list(datasets), list(seeds), epochs, EVAL, registry=registry)
+    return A.make_plan(names, EVAL, registry=registry, datasets=list(datasets),
+                       seeds=list(seeds), epochs=2)
+
+
+def no_training(*args, **kwargs):
+    raise AssertionError("a run was trained (or a dataset loaded)")
+
+
+# ------------------------------------------------------------------------------ plan and scope
+def test_default_plan_budgets_seeds_and_datasets():
+    plan = A.make_plan(list(A.ABLATIONS), EVAL)
+    for name in A.ABLATIONS:
+        shipped = name in SHIPPED_TABLES
+        assert (A.ABLATIONS[name].budget == "shipped") == shipped, name
+        expected_ds = {"acm", "freebase", "aminer"} if name == "channels" else {"acm", "freebase"}
+        assert set(plan.scope[name]) == expected_ds, name
+        for ds, (seeds, epochs) in plan.scope[name].items():
+            assert seeds == ((0,) if ds == "aminer" else (0, 1, 2)), (name, ds)
+            want = yaml_config(ds)["epochs"] if shipped else A.DEFAULT_EPOCHS[ds]
+            assert epochs == want, (name, ds)
+            for keys in plan.tables[name].get(ds, {}).values():
+                assert len(keys) == len(seeds)
+                assert all(plan.jobs[k].config["epochs"] == want for k in keys)
+                assert sorted(plan.jobs[k].config["seed"] for k in keys) == list(seeds)
+        label = A.budget_label(plan.scope[name])
+        assert label.startswith("shipped epochs" if shipped else "reduced epochs"), label
+    assert yaml_config("acm")["epochs"] > A.DEFAULT_EPOCHS["acm"]  # reduced means reduced
+    assert A.budget_label(plan.scope["views"]) == \
+        f"reduced epochs (acm 40 of {yaml_config('acm')['epochs']}, freebase 60 of " \
+        f"{yaml_config('freebase')['epochs']})"
+
+
+def test_overrides_apply_to_every_table_and_label_it_reduced():
+    plan = A.make_plan(["channels", "views"], EVAL, datasets=["aminer"], epochs=7)
+    assert plan.scope["channels"] == {"aminer": ((0,), 7)}  # the table's own aminer seeds
+    assert plan.scope["views"] == {"aminer": ((0, 1, 2), 7)}
+    assert A.budget_label(plan.scope["channels"]) == \
+        f"reduced epochs (aminer 7 of {yaml_config('aminer')['epochs']})"
 
 
 @pytest.mark.parametrize("dataset", [d for d in A.DATASETS if d != "synthetic"])
 def test_every_variant_resolves_to_a_valid_config(dataset):
     info = A.DATASETS[dataset]
-    plan = A.make_plan(list(A.ABLATIONS), [dataset], [0], A.DEFAULT_EPOCHS, EVAL)
+    plan = A.make_plan(list(A.ABLATIONS), EVAL, datasets=[dataset], seeds=[0])
     assert not [s for s in plan.skipped if "no field" in s], plan.skipped  # all fields exist now
     for name, ab in A.ABLATIONS.items():
         variants = ab.variants(info)
@@ -44,8 +92,36 @@ def test_every_variant_resolves_to_a_valid_config(dataset):
             config = plan.jobs[keys[label][0]].config
             HetCRFConfig.from_dict(config)  # validates
             assert all(config[k] == v for k, v in changes.items()), (name, label)
-            assert config["epochs"] == A.DEFAULT_EPOCHS[dataset]
+            assert config["epochs"] == plan.scope[name][dataset][1]
             assert config["grad_balance_every"] == A.BALANCE_EVERY
+
+
+@pytest.mark.parametrize("dataset", ["acm", "freebase"])
+def test_switch_table_flips_each_switch_away_from_the_yaml_value(dataset):
+    shipped = yaml_config(dataset)
+    variants = A.ABLATIONS["switches"].variants(A.DATASETS[dataset])
+    assert variants.pop("shipped") == {}
+    flipped: dict[str, set] = {}
+    for label, changes in variants.items():
+        assert len(changes) == 1, label  # one switch at a time
+        (name, value), = changes.items()
+        assert name in A.SWITCHES and value != shipped[name], label
+        flipped.setdefault(name, set()).add(value)
+    edge_on = shipped["use_edge_recon"] and shipped["w_edge"] > 0
+    expected = set(A.SWITCHES) - (set() if edge_on else {"edge_loss_weights"})
+    assert set(flipped) == expected
+    assert dataset != "acm" or not edge_on  # ACM ships edge reconstruction off
+    assert flipped["channel_balance"] == {"norm", "pcgrad"} - {shipped["channel_balance"]}
+    # the benchmark configs pin version 0.1's design
+    assert (shipped["cl_encoder_grad"], shipped["second_stage_fusion"]) == (True, "mean")
+    assert flipped["cl_encoder_grad"] == {False} and flipped["second_stage_fusion"] == {"beta"}
+
+
+def test_switches_inert_in_the_shipped_config_are_left_out():
+    syn = A.ABLATIONS["switches"].variants(A.DATASETS["synthetic"])  # version 0.2's defaults
+    assert "cl_encoder_grad: true" in syn and "second_stage_fusion: mean" in syn
+    # InfoNCE stops at H: nothing of it reaches beta, and there is nothing to balance
+    assert not any(label.startswith(("cl_beta_grad", "channel_balance")) for label in syn)
 
 
 def test_cluster_counts_are_true_count_and_off_by_one_and_two():
@@ -54,9 +130,9 @@ def test_cluster_counts_are_true_count_and_off_by_one_and_two():
     assert "true count" in labels[2]
     acm = A.ABLATIONS["num_clusters"].variants(A.DATASETS["acm"])  # 3 classes: S=1 impossible
     assert [v.get("num_clusters") for v in acm.values()] == [2, None, 4, 5]
-    plan = A.make_plan(["num_clusters", "channels"], ["acm"], [0], A.DEFAULT_EPOCHS, EVAL)
+    plan = A.make_plan(["num_clusters", "views"], EVAL, datasets=["acm"], seeds=[0])
     assert plan.tables["num_clusters"]["acm"]["S=3 (true count)"] == \
-        plan.tables["channels"]["acm"]["both"]  # the shipped None is the class count
+        plan.tables["views"]["acm"]["encoder embeddings"]  # the shipped None is the class count
 
 
 def test_loss_grid_drops_the_diagonal_only_where_it_repeats_the_shipped_config():
@@ -66,17 +142,20 @@ def test_loss_grid_drops_the_diagonal_only_where_it_repeats_the_shipped_config()
     assert "w_feat=1, w_cl=1" in acm and "w_feat=4, w_cl=4" not in acm
 
 
-def test_variants_equal_to_the_default_train_once():
-    plan = A.make_plan(["channels", "augmentation", "gradient_balance", "depth"], ["acm"], [0, 1],
-                       A.DEFAULT_EPOCHS, EVAL)
+def test_variants_equal_to_the_default_train_once_within_a_budget():
+    plan = A.make_plan(["channels", "augmentation", "depth", "gradient_balance", "oversmoothing"],
+                       EVAL, datasets=["acm"], seeds=[0, 1])
     t = {name: plan.tables[name]["acm"] for name in plan.tables}
     default = t["channels"]["both"]
     assert t["augmentation"]["meta-path + clustering"] == default
     assert t["depth"]["depth 1"] == default  # second_stage_depth 1 is the shipped value
-    assert t["gradient_balance"]["none"] == t["augmentation"]["none"]
-    # per seed: default + 2 channels + 2 augmentation + 3 depths; gradient_balance adds nothing
-    assert plan.requested == 2 * (3 + 3 + 3 + 4)
-    assert len(plan.jobs) == 2 * 8
+    assert t["oversmoothing"]["depth 1"] != default  # reduced epochs: another run
+    assert t["gradient_balance"]["none"] != t["augmentation"]["none"]
+    assert t["oversmoothing"]["depth 1"] == t["gradient_balance"]["meta-path + clustering"]
+    # per seed: shipped default + 2 channels + 2 augmentation + depth 0 = 6;
+    # reduced: 3 augmentation states + depth 0 / 2 / 3 = 6
+    assert plan.requested == 2 * (3 + 3 + 2 + 3 + 4)
+    assert len(plan.jobs) == 2 * 12
     assert len(set(default)) == 2  # the two seeds stay apart
 
 
@@ -101,6 +180,116 @@ def test_mean_pairwise_cosine_matches_the_dense_formula():
     assert A.mean_pairwise_cosine(np.ones((4, 3))) == pytest.approx(1.0)
 
 
+# ------------------------------------------------------------------------------ --plan
+def test_estimate_uses_the_measured_seconds_per_epoch(tmp_path):
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps([
+        {"dataset": "acm", "kind": "hetcrf", "seed": 0, "seconds_per_epoch": 2.0},
+        {"dataset": "acm", "kind": "hetcrf", "seed": 1, "seconds_per_epoch": 4.0},
+        {"dataset": "acm", "kind": "baselines", "seed": 0}]))
+    per_epoch = A.measured_seconds_per_epoch(results)
+    assert per_epoch == {"acm": 3.0}
+    job = A.Job("acm", {"epochs": 120}, EVAL, "k", "x")
+    assert A.estimate_seconds(job, per_epoch) == 120 * 3.0 + A.EVAL_SECONDS
+    assert A.estimate_seconds(A.Job("freebase", {"epochs": 5}, EVAL, "k", "x"), per_epoch) is None
+    assert A.measured_seconds_per_epoch(tmp_path / "absent.json") == {}
+
+
+def test_plan_prints_tables_budgets_and_core_hours_and_trains_nothing(tmp_path, capsys,
+                                                                     monkeypatch):
+    monkeypatch.setattr(A, "train_and_evaluate", no_training)
+    monkeypatch.setattr(A, "load", no_training)
+    cache = tmp_path / "cache.jsonl"
+    assert A.main(["--plan", "--jobs", "2", "--cache", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert not cache.exists()
+    acm, fb, am = (yaml_config(d)["epochs"] for d in ("acm", "freebase", "aminer"))
+    rows = {line.split()[1]: line.split() for line in out.splitlines()
+            if line.startswith("  shipped ") or line.startswith("  reduced ")}
+    assert set(rows) == set(A.ABLATIONS)
+    assert f"acm 3x{acm}, freebase 3x{fb}, aminer 1x{am}" in out
+    assert all(rows[n][0] == "shipped" for n in SHIPPED_TABLES)
+    assert rows["views"][0] == "reduced" and "acm 3x40, freebase 3x60" in out
+    assert "shipped-epoch tables:" in out and "reduced-epoch tables:" in out
+    assert "core-hours" in out and "with --jobs 2" in out
+    total = [line for line in out.splitlines() if line.startswith("total:")]
+    assert len(total) == 1 and "0 already in" in total[0]
+
+
+# ------------------------------------------------------------------------------ checks
+def fake_rows(plan, f1):
+    """Rows for every job of ``plan`` with Macro-F1 ``f1[(dataset, variant)]`` at every rate."""
+    rows = {}
+    for name, table in plan.tables.items():
+        for ds, variants in table.items():
+            for label, keys in variants.items():
+                for key in keys:
+                    job = plan.jobs[key]
+                    value = f1.get((ds, label), 50.0) + job.config["seed"] * 0.1
+                    metrics = {f"macro_f1_{r}": value for r in A.RATES}
+                    metrics.update(nmi=10.0, cos_final=0.5)
+                    rows[key] = {"key": key, "seed": job.config["seed"], "epochs": 2,
+                                 "metrics": metrics}
+    return rows
+
+
+def test_sentences_say_below_when_the_full_model_is_below_a_channel():
+    plan = A.make_plan(["channels"], EVAL, datasets=["acm", "freebase"], seeds=[0, 1], epochs=2)
+    rows = fake_rows(plan, {("acm", "both"): 70.0, ("acm", "generative only"): 60.0,
+                            ("acm", "contrastive only"): 80.0, ("freebase", "both"): 60.0,
+                            ("freebase", "generative only"): 55.0,
+                            ("freebase", "contrastive only"): 58.0})
+    summary = A.summarise(plan, rows)
+    text = "\n".join(A.check_lines("channels", summary["channels"], plan.tables["channels"]))
+    acm = next(line for line in text.splitlines() if line.startswith("- acm"))
+    assert "below contrastive only at 20 labels" in acm and "at or above generative only" in acm
+    fb = next(line for line in text.splitlines() if line.startswith("- freebase"))
+    assert "below" not in fb
+    assert "at or above each single channel" in text and "not met" in text
+
+
+def test_sentences_on_helps_and_on_missing_cells():
+    plan = A.make_plan(["depth", "augmentation"], EVAL, datasets=["acm", "freebase"], seeds=[0],
+                       epochs=2)
+    rows = fake_rows(plan, {("freebase", "depth 1"): 55.0, ("freebase", "depth 0"): 50.0,
+                            ("acm", "depth 1"): 40.0, ("acm", "meta-path + clustering"): 40.0,
+                            ("freebase", "meta-path + clustering"): 55.0,  # = depth 1's run
+                            ("freebase", "none"): 52.0, ("freebase", "meta-path only"): 50.0})
+    summary = A.summarise(plan, rows)
+    depth = A.check_lines("depth", summary["depth"], plan.tables["depth"])
+    assert any(line.startswith("- freebase: the second stage") and "helps at 20 labels" in line
+               for line in depth)
+    assert not any(line.startswith("- acm") for line in depth)  # not a sparse-feature dataset
+    assert "helps on at least one sparse-feature dataset at every rate: met" in depth[-1]
+    aug = "\n".join(A.check_lines("augmentation", summary["augmentation"],
+                                  plan.tables["augmentation"]))
+    assert "meta-path positives (meta-path only against none) does not help" in aug
+    assert "cluster positives (meta-path + clustering against meta-path only) helps" in aug
+    assert "meta-path positives (meta-path only against none) helps on at least one " \
+        "sparse-feature dataset at every rate: not met" in aug
+    # nothing trained: every sentence and every table row says so instead of failing
+    empty = A.summarise(plan, {})
+    lines = A.check_lines("depth", empty.get("depth", {}), plan.tables["depth"])
+    assert "not run yet" in lines[0] and "not run yet" in lines[-1]
+    table = A.table_lines("depth", empty.get("depth", {}), plan.tables["depth"])
+    assert sum("not run yet" in line for line in table) == 4
+
+
+def test_report_only_writes_not_run_yet_without_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(A, "train_and_evaluate", no_training)
+    out = tmp_path / "out"
+    argv = ["--report-only", "--datasets", "synthetic", "--seeds", "0", "--epochs", "2",
+            "--only", "channels", "views", *TINY, "--cache", str(out / "c.jsonl"),
+            "--json", str(out / "a.json"), "--md", str(out / "a.md"),
+            "--figures", str(out / "fig"), "--notes", str(tmp_path / "none.md")]
+    assert A.main(argv) == 0
+    md = (out / "a.md").read_text()
+    assert "| synthetic | both | not run yet |" in md
+    assert "## Channels: reduced epochs (synthetic 2 of" in md
+    assert "Check (issue 12): the full model at or above each single channel" in md
+
+
+# ------------------------------------------------------------------------------ training
 def test_shared_default_trains_once_and_the_cache_resumes(tmp_path, monkeypatch):
     registry = {"a": A.Ablation("a", "?", lambda info: {"default": {}, "tau": {"tau": 0.3}}),
                 "b": A.Ablation("b", "?", lambda info: {"default": {}})}
@@ -117,10 +306,6 @@ def test_shared_default_trains_once_and_the_cache_resumes(tmp_path, monkeypatch)
     # an interrupted write leaves half a line: ignored, the rest is reused, nothing retrains
     with open(cache, "a") as fh:
         fh.write('{"key": "cut sh')
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("a cached run was retrained")
-
     monkeypatch.setattr(A, "train_and_evaluate", no_training)
     messages = []
     rows2, failed2 = A.run_jobs(list(plan.jobs.values()), cache, workers=1, log=messages.append)
@@ -128,45 +313,43 @@ def test_shared_default_trains_once_and_the_cache_resumes(tmp_path, monkeypatch)
     assert "2 in the cache, 0 to train" in messages[0]
 
 
-def test_plan_prints_the_run_count_and_trains_nothing(tmp_path, capsys):
-    cache = tmp_path / "cache.jsonl"
-    code = A.main(["--plan", "--datasets", "synthetic", "--seeds", "0", "1", "--epochs", "2",
-                   "--only", "channels", "depth", "--eval-runs", "2", "--clustering-runs", "1",
-                   "--jobs", "2", "--cache", str(cache)])
-    out = capsys.readouterr().out
-    assert code == 0 and not cache.exists()
-    # per seed: default, generative only, contrastive only, depth 0 / 2 / 3
-    assert "distinct training runs: 12 (14 table cells" in out
-    assert "estimated wall time with --jobs 2" in out
+def test_rerun_of_a_smoke_run_trains_nothing(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    argv = ["--datasets", "synthetic", "--seeds", "0", "--epochs", "2", "--only", "channels",
+            *TINY, "--cache", str(out / "c.jsonl"), "--json", str(out / "a.json"),
+            "--md", str(out / "a.md"), "--figures", str(out / "fig"),
+            "--notes", str(tmp_path / "none.md")]
+    assert A.main(argv) == 0
+    first = capsys.readouterr().out
+    assert "3 distinct runs: 0 in the cache, 3 to train" in first
+    monkeypatch.setattr(A, "train_and_evaluate", no_training)  # a rerun (a later session)
+    assert A.main(argv) == 0
+    assert "3 distinct runs: 3 in the cache, 0 to train" in capsys.readouterr().out
+    md = (out / "a.md").read_text()
+    assert "| not run yet |" not in md and "| synthetic | both | 1 | 2 |" in md
+    assert "- synthetic: the full model (both) is" in md
 
 
 def test_smoke_run_writes_tables_figures_and_json(tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["--datasets", "synthetic", "--seeds", "0", "--epochs", "2", "--only",
-            "gradient_balance", "depth", "--eval-runs", "2", "--clustering-runs", "1",
-            "--jobs", "1", "--cache", str(out / "c.jsonl"), "--json", str(out / "a.json"),
-            "--md", str(out / "a.md"), "--figures", str(out / "fig"),
-            "--notes", str(tmp_path / "notes.md")]
+            "gradient_balance", "oversmoothing", *TINY, "--cache", str(out / "c.jsonl"),
+            "--json", str(out / "a.json"), "--md", str(out / "a.md"),
+            "--figures", str(out / "fig"), "--notes", str(tmp_path / "notes.md")]
     (tmp_path / "notes.md").write_text("## Reading the tables\n\nDepth 3 over-smooths.\n")
     assert A.main(argv) == 0
     md = (out / "a.md").read_text()
     assert md.rstrip().endswith("Depth 3 over-smooths.")  # the hand-written notes, copied
-    assert "reduced epochs" in md and "Training seeds: [0]" in md
+    assert "reduced epochs (synthetic 2 of" in md
     assert "| synthetic | depth 3 |" in md and "cos (contrastive emb.)" in md
     assert "pos. mass" in md and "| synthetic | none |" in md
-    assert (out / "fig" / "ablation_depth.png").stat().st_size > 0
+    assert (out / "fig" / "ablation_oversmoothing.png").stat().st_size > 0
     assert (out / "fig" / "ablation_gradient_balance.png").stat().st_size > 0
     result = json.loads((out / "a.json").read_text())
     assert result["distinct_runs"] == 6  # 3 augmentation states + depth 0 / 2 / 3
+    assert result["budgets"]["oversmoothing"].startswith("reduced epochs")
     cell = result["ablations"]["gradient_balance"]["synthetic"]["none"]
     assert cell["balance"]["num_pos_mean"][0] == 1.0  # no augmentation: the anchor alone
     aug = result["ablations"]["gradient_balance"]["synthetic"]["meta-path + clustering"]
     assert aug["balance"]["num_pos_mean"][0] > 1.0
     capsys.readouterr()
-
-
-def test_estimate_counts_plain_epochs_refreshes_and_evaluation():
-    cost = {"first_epoch": 5.0, "epoch": 2.0, "eval_seconds": 3.0, "load_seconds": 1.0}
-    config = {"epochs": 40, "cluster_every": 10, "use_contrastive": True, "cluster_aug": True}
-    assert A.estimate_seconds(config, cost) == 40 * 2 + 4 * 3 + 3  # refreshes at 0, 10, 20, 30
-    assert A.estimate_seconds({**config, "cluster_aug": False}, cost) == 40 * 2 + 3 + 3
