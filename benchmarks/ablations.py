@@ -300,13 +300,9 @@ def make_plan(names: Sequence[str], datasets: Sequence[str], seeds: Sequence[int
 @lru_cache(maxsize=4)
 def load(name: str, pos_num: int | None = None, pos_score: str = "count") -> "HINDataset":
     """The dataset of a run, loaded once per process (a worker serves many runs)."""
-    if name == "synthetic":
-        from hetcrf_lite.synthetic import make_synthetic_hin
+    from hetcrf_lite.utils import load_named_dataset
 
-        return make_synthetic_hin()
-    from hetcrf_lite.data import load_dataset
-
-    return load_dataset(name, pos_num=pos_num, pos_score=pos_score)
+    return load_named_dataset(name, pos_num=pos_num, pos_score=pos_score)
 
 
 def mean_pairwise_cosine(emb: np.ndarray) -> float:
@@ -345,7 +341,8 @@ def train_and_evaluate(dataset_name: str, config: dict[str, Any],
     """
     from hetcrf_lite.config import HetCRFConfig
     from hetcrf_lite.eval import evaluate_embeddings
-    from hetcrf_lite.train import environment_info, fit
+    from hetcrf_lite.train import fit
+    from hetcrf_lite.utils import environment_info
 
     cfg = HetCRFConfig.from_dict(config)
     dataset = load(dataset_name, cfg.pos_num, cfg.pos_score)
@@ -734,7 +731,7 @@ def write_markdown(path: Path, summary: dict[str, Any], plan: Plan, rows: dict[s
                    args: argparse.Namespace, epochs: dict[str, int], figures: Path,
                    command: str, notes: Path | None = NOTES) -> None:
     from hetcrf_lite.config import default_config
-    from hetcrf_lite.train import environment_info
+    from hetcrf_lite.utils import environment_info
 
     env = environment_info()
     used = [rows[k] for k in plan.jobs if k in rows]

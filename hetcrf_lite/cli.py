@@ -16,7 +16,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pickle
 import sys
@@ -33,26 +32,12 @@ EXIT_ERROR = 2  # a named error, one line on stderr (as argparse's usage errors)
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), checkpoint saved
 
 
-def _load(name: str, config=None, seed: int = 0):
-    """The dataset a run needs: one of the four benchmarks or the synthetic default."""
-    if name == "synthetic":
-        from .synthetic import make_synthetic_hin
-
-        return make_synthetic_hin(seed=seed)
-    from .data import load_dataset
-
-    kwargs = {}
-    if config is not None:
-        kwargs = {"pos_num": config.pos_num, "pos_score": config.pos_score}
-    return load_dataset(name, **kwargs)
-
-
 def _train_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Path]:
     """``(config or None, overrides, run folder)`` of ``train``. With ``--resume`` the config
     may be left out (the checkpoint's is used); ``--epochs`` and ``--device`` then count as
     overrides, and ``--override FIELD=VALUE`` gives the others."""
     from .config import HetCRFConfig, default_config, parse_override
-    from .train import resume_config
+    from .trainer import resume_config
 
     graph = graph_fields(args)
     if graph and args.dataset:
@@ -178,6 +163,7 @@ def _dataset_for(args: argparse.Namespace, run: Path | None = None) -> tuple[Any
     folder ``run`` (its config and recorded graph)."""
     from .config import HetCRFConfig
     from .train import config_dataset, run_dataset
+    from .utils import load_named_dataset
 
     if run is not None and args.data and args.target is None and args.metapaths is None:
         return run_dataset(run, graph=args.data)  # the run's own graph, moved
@@ -188,7 +174,7 @@ def _dataset_for(args: argparse.Namespace, run: Path | None = None) -> tuple[Any
         config = HetCRFConfig(**graph)
         return config, config_dataset(config)
     if args.dataset:
-        return None, _load(args.dataset, seed=args.seed)
+        return None, load_named_dataset(args.dataset, seed=args.seed)
     if run is not None:
         return run_dataset(run)
     raise ConfigError(f"{args.command} needs --dataset NAME or --data GRAPH --target TYPE "
@@ -213,11 +199,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     results = evaluate_embeddings(emb, dataset, runs=args.runs, lr=lr)
     print(results)
     if args.json:
-        from .files import atomic_write_bytes
-
-        # NaN AUCs are written as JSON's non-standard NaN, which json.load reads back
-        text = json.dumps(results.to_dict(), indent=2)
-        atomic_write_bytes(Path(args.json), lambda fh: fh.write(text.encode()))
+        results.save_json(args.json)
     return 0
 
 
@@ -259,7 +241,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def cmd_umap(args: argparse.Namespace) -> int:
-    from .plot import umap_figure_for_run
+    from .train import umap_figure_for_run
 
     path = umap_figure_for_run(args.run_dir, out=args.out, seed=args.seed, graph=args.data)
     print(f"wrote {path}")
@@ -340,7 +322,7 @@ def _minutes(text: str) -> float:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from .train import migrate_checkpoint
+    from .trainer import migrate_checkpoint
 
     print(f"migrated {migrate_checkpoint(args.checkpoint)}")
     return 0

@@ -73,7 +73,9 @@ from torch_geometric.utils import softmax, subgraph
 from .config import HetCRFConfig
 from .data import HINDataset, identity_features
 from .errors import ConfigError, DataError, TrainingError
-from .train import Trainer, seed_everything
+from .model import HetCRF
+from .trainer import Trainer
+from .utils import seed_everything
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -648,8 +650,6 @@ def fit_minibatch(dataset: HINDataset, config: HetCRFConfig, out_dir: Any = None
     mini-batches (:class:`MiniBatchTrainer`); the mini-batch counterpart of
     :func:`hetcrf_lite.train.fit`. ``trainer_kwargs`` go to the trainer. Returns
     ``(model, history)``; the model holds its lowest-loss parameters."""
-    from .model import HetCRF
-
     seed_everything(config.seed)
     model = HetCRF(dataset, config)
     trainer = MiniBatchTrainer(model, config, dataset, out_dir=out_dir, progress=progress,

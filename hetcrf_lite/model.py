@@ -26,7 +26,8 @@ from .errors import ConfigError
 from .generative import (EdgeReconstruction, FeatureReconstruction, MaskSchedule, is_identity,
                          with_token_column)
 from .metapaths import metapath_positives
-from .train import resolve_device
+from .memory import check_full_batch_fits
+from .utils import resolve_device
 
 
 def self_positives(num_nodes: int, device: torch.device | None = None) -> Tensor:
@@ -71,8 +72,6 @@ class HetCRF(nn.Module):
 
     def __init__(self, dataset: HINDataset, config: HetCRFConfig) -> None:
         super().__init__()
-        from .distributed import check_full_batch_fits
-
         check_full_batch_fits(dataset, config)  # refuses N x N work that cannot fit, names batch_size
         self.config = config
         self.device_ = resolve_device(config.device)

@@ -8,7 +8,7 @@ device, e.g. cuda): tensors are detached and copied to the CPU at the boundary.
 """
 from __future__ import annotations
 
-import json
+import io
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
+from .files import atomic_write_bytes
 
 
 def _numpy(values: Any, dtype: Any = None) -> np.ndarray:
@@ -53,6 +54,16 @@ def save_figure(fig: plt.Figure, name: str, dpi: int = 120) -> Path:
     path = figures_dir() / f"{name}.png"
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
+
+
+def write_png(fig: plt.Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Write ``fig`` to ``path`` as PNG atomically (:func:`~hetcrf_lite.files.atomic_write_bytes`)
+    and close it; returns the path."""
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(Path(path), lambda fh: fh.write(png.getvalue()))
+    return Path(path)
 
 
 def plot_loss_curves(history: dict[str, Any]) -> plt.Figure:
@@ -214,39 +225,3 @@ def plot_embedding_2d(points: np.ndarray | torch.Tensor, labels: np.ndarray | to
     ax.set_yticks([])
     ax.set_title(title, fontsize=10)
     return fig
-
-
-def umap_figure_for_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
-                        seed: int = 0, graph: str | os.PathLike | None = None) -> Path:
-    """UMAP of a training run's ``embeddings.npy`` coloured by class, silhouette in the title.
-    A run on a graph of your own finds it at its recorded path (or ``graph``), checked by its
-    sha256 (:func:`hetcrf_lite.train.run_dataset`)."""
-    from sklearn.metrics import silhouette_score
-
-    from .train import run_dataset
-
-    run = Path(run_dir)
-    for needed in ("embeddings.npy", "config.yaml"):
-        if not (run / needed).is_file():
-            raise DataError(f"{run / needed} is missing: is {run} a folder written by "
-                            "'hetcrf-lite train'?")
-    emb = np.load(run / "embeddings.npy", allow_pickle=False)
-    config, dataset = run_dataset(run, graph)
-    labels = dataset.labels.cpu().numpy()
-    if len(labels) != len(emb):
-        raise DataError(f"{len(emb)} embeddings but {len(labels)} target nodes in "
-                        f"{config.dataset}")
-    points = umap_projection(emb, seed=seed)
-    known = labels >= 0
-    # Silhouette of the embeddings themselves (cosine), not of the 2-D picture.
-    sil = silhouette_score(emb[known], labels[known], metric="cosine",
-                           sample_size=min(5000, int(known.sum())), random_state=seed)
-    fig = plot_embedding_2d(points, labels,
-                            title=f"{config.dataset}: UMAP of HetCRF embeddings "
-                                  f"(silhouette {sil:.3f})")
-    path = Path(out) if out else run / "umap.png"
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    with open(run / "umap.json", "w") as fh:
-        json.dump({"silhouette_cosine": float(sil), "seed": seed}, fh)
-    return path

@@ -485,8 +485,8 @@ def write_outputs(result: dict[str, Any], out: Path, command: str = "") -> tuple
     ``out/best.yaml`` (accepted by ``hetcrf-lite train --config``)."""
     import yaml
 
-    from .files import atomic_write_bytes, ensure_folder
-    from .train import environment_info, save_json
+    from .files import atomic_write_bytes, ensure_folder, save_json
+    from .utils import environment_info
 
     ensure_folder(out)
     best = result["best"]
@@ -660,17 +660,12 @@ def _grid_main(argv: list[str] | None, root: Path) -> int:
     from tqdm.auto import tqdm
 
     from .config import default_config
-    from .data import load_dataset
-    from .train import environment_info
+    from .utils import environment_info, load_named_dataset
 
     grid = parse_grid(args.grid)
     fixed = {k: v[0] for k, v in parse_grid(args.fixed).items()}
     base = default_config(args.dataset, **fixed)
-    if args.dataset == "synthetic":
-        from .synthetic import make_synthetic_hin
-        dataset = make_synthetic_hin()
-    else:
-        dataset = load_dataset(args.dataset, pos_num=base.pos_num, pos_score=base.pos_score)
+    dataset = load_named_dataset(args.dataset, pos_num=base.pos_num, pos_score=base.pos_score)
     points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -7,12 +7,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from hetcrf_lite.config import HetCRFConfig
-from hetcrf_lite.distributed import (DistributedHetCRF, available_memory_bytes,
-                                     build_rank_model, check_full_batch_fits, free_port,
-                                     full_batch_memory_estimate, init_distributed, train_ddp)
+from hetcrf_lite.distributed import (DistributedHetCRF, build_rank_model, free_port,
+                                     init_distributed, train_ddp)
 from hetcrf_lite.errors import ConfigError
+from hetcrf_lite.memory import (available_memory_bytes, check_full_batch_fits,
+                                full_batch_memory_estimate)
 from hetcrf_lite.synthetic import make_synthetic_hin
-from hetcrf_lite.train import Trainer
+from hetcrf_lite.trainer import Trainer
 
 NODES = 200
 
@@ -160,7 +161,7 @@ def test_rank_out_of_range_is_refused():
 def test_dataset_fn_is_picklable_for_spawn():
     import pickle
 
-    from hetcrf_lite.distributed import load_named_dataset
+    from hetcrf_lite.utils import load_named_dataset
 
     fn = functools.partial(load_named_dataset, "synthetic", 400, 0)
     assert pickle.loads(pickle.dumps(fn))().num_nodes == 400

@@ -11,7 +11,7 @@ from hetcrf_lite.minibatch import (MiniBatchTrainer, RowIndex, SubgraphSampler, 
                                    refresh_clusters, sample_rows)
 from hetcrf_lite.model import HetCRF
 from hetcrf_lite.synthetic import make_synthetic_hin
-from hetcrf_lite.train import seed_everything
+from hetcrf_lite.utils import seed_everything
 
 N = 240
 

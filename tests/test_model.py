@@ -5,7 +5,8 @@ import torch
 from hetcrf_lite.config import HetCRFConfig
 from hetcrf_lite.model import HetCRF
 from hetcrf_lite.synthetic import make_synthetic_hin
-from hetcrf_lite.train import fit, seed_everything
+from hetcrf_lite.train import fit
+from hetcrf_lite.utils import seed_everything
 
 
 @pytest.fixture(scope="module")
@@ -124,10 +125,10 @@ def test_gradient_balance_is_logged_each_epoch(tiny):
 
 
 def test_full_batch_refuses_a_graph_that_cannot_fit(tiny, monkeypatch):
-    import hetcrf_lite.distributed as dist
+    import hetcrf_lite.memory as memory
     from hetcrf_lite.errors import ConfigError
 
-    monkeypatch.setattr(dist, "available_memory_bytes", lambda device: 1024)
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda device: 1024)
     with pytest.raises(ConfigError, match="batch_size"):
         HetCRF(tiny, cfg())
     HetCRF(tiny, cfg(batch_size=64))  # the mini-batch mode is accepted

@@ -8,7 +8,9 @@ from hetcrf_lite.config import HetCRFConfig
 from hetcrf_lite.errors import TrainingError
 from hetcrf_lite.model import HetCRF
 from hetcrf_lite.synthetic import make_synthetic_hin
-from hetcrf_lite.train import Trainer, fit, resolve_device, seed_everything
+from hetcrf_lite.train import fit
+from hetcrf_lite.trainer import Trainer
+from hetcrf_lite.utils import resolve_device, seed_everything
 
 
 @pytest.fixture(scope="module")
