@@ -66,7 +66,7 @@ __all__ = [
 # Data-parallel training
 # ------------------------------------------------------------------------------------------
 class StepModule(nn.Module):
-    """``forward(epoch)`` runs ``model.training_step(epoch)``.
+    """``forward(epoch, graph)`` runs ``model.training_step(epoch, graph)``.
 
     DistributedDataParallel all-reduces the gradients of what its ``forward`` returned; HetCRF's
     loss comes from ``training_step``, so this thin module makes it the forward.
@@ -76,8 +76,8 @@ class StepModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, epoch: int) -> tuple[Tensor, dict[str, float]]:
-        return self.model.training_step(epoch)
+    def forward(self, epoch: int, graph: Any = None) -> tuple[Tensor, dict[str, float]]:
+        return self.model.training_step(epoch, graph)
 
 
 class DistributedHetCRF(nn.Module):
@@ -126,8 +126,10 @@ class DistributedHetCRF(nn.Module):
         """The wrapped model."""
         return self.ddp.module.model
 
-    def training_step(self, epoch: int) -> tuple[Tensor, dict[str, float]]:
-        loss, parts = self.ddp(epoch)
+    def training_step(self, epoch: int, graph: Any = None) -> tuple[Tensor, dict[str, float]]:
+        """The wrapped model's step on ``graph`` (its full graph when ``None``; a
+        :meth:`~hetcrf_lite.model.HetCRF.subgraph` in mini-batch training), averaged as above."""
+        loss, parts = self.ddp(epoch, graph)
         keys = sorted(parts)
         stats = torch.tensor([float(loss.detach())] + [parts[k] for k in keys],
                              dtype=torch.float64, device=loss.device)
