@@ -342,12 +342,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="hetcrf-lite", description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_train_command(sub: Any) -> None:
+    """The parser of ``hetcrf-lite train``."""
     train = sub.add_parser(
         "train", help="train HetCRF and write a run folder",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -375,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_graph_options(train)
     train.set_defaults(func=cmd_train)
 
+
+def _add_evaluate_command(sub: Any) -> None:
+    """The parser of ``hetcrf-lite evaluate``."""
     ev = sub.add_parser("evaluate", help="classification and clustering metrics of embeddings",
                         epilog="examples:\n  hetcrf-lite evaluate runs/acm/embeddings.npy "
                         "--dataset acm\n  hetcrf-lite evaluate runs/mine   (a run folder: its "
@@ -391,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_graph_options(ev)
     ev.set_defaults(func=cmd_evaluate)
 
+
+def _add_describe_command(sub: Any) -> None:
+    """The parser of ``hetcrf-lite describe``."""
     de = sub.add_parser("describe", help="node, relation and meta-path statistics")
     de.add_argument("--dataset")
     de.add_argument("--seed", type=int, default=0)
@@ -398,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_graph_options(de)
     de.set_defaults(func=cmd_describe)
 
+
+def _add_umap_command(sub: Any) -> None:
+    """The parser of ``hetcrf-lite umap``."""
     um = sub.add_parser("umap", help="UMAP figure of a run's embeddings, coloured by class")
     um.add_argument("run_dir")
     um.add_argument("--out", help="PNG path (default RUN_DIR/umap.png)")
@@ -406,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_graph_options(um, run_folder=True)
     um.set_defaults(func=cmd_umap)
 
+
+def _add_embed_command(sub: Any) -> None:
+    """The parser of ``hetcrf-lite embed``."""
     em = sub.add_parser("embed", help="reload a run's trained model (checkpoint.pt, "
                         "weights-only) and compute its embeddings",
                         epilog="example:\n  hetcrf-lite embed runs/acm --out emb.npy\n"
@@ -417,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_graph_options(em, run_folder=True)
     em.set_defaults(func=cmd_embed)
 
+
+def _add_tune_command(sub: Any) -> None:
+    """The parser of ``hetcrf-lite tune``."""
     tu = sub.add_parser(
         "tune", help="budgeted search of lr, tau, epochs and embedding on validation labels",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -446,11 +457,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_graph_options(tu)
     tu.set_defaults(func=cmd_tune)
 
+
+def _add_migrate_command(sub: Any) -> None:
+    """The parser of ``hetcrf-lite migrate-checkpoint``."""
     mi = sub.add_parser("migrate-checkpoint",
                         help="rewrite a checkpoint of hetcrf-lite before issue 13 in the safe "
                         "format (unpickles it: only for a file you wrote yourself)")
     mi.add_argument("checkpoint")
     mi.set_defaults(func=cmd_migrate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``hetcrf-lite`` parser: one sub-command per ``_add_*_command``."""
+    parser = argparse.ArgumentParser(
+        prog="hetcrf-lite", description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_train_command, _add_evaluate_command, _add_describe_command,
+                _add_umap_command, _add_embed_command, _add_tune_command,
+                _add_migrate_command):
+        add(sub)
     return parser
 
 

@@ -148,11 +148,19 @@ class HetCRFConfig:
         First every field is checked against its annotation (:func:`check_types`), and
         converted where that is lossless (``"1e-3"`` to ``0.001``, ``3.0`` to ``3``)."""
         check_types(self)
+        self._validate_choices()
+        self._validate_ranges()
+        self._validate_graph(self._need)
+        self._validate_sampling()
+        self._validate_channels()
 
-        def need(ok: bool, name: str, rule: str) -> None:
-            if not ok:
-                raise ConfigError(f"config field '{name}' = {getattr(self, name)!r}: {rule}")
+    def _need(self, ok: bool, name: str, rule: str) -> None:
+        """Raise the :class:`ConfigError` of field ``name`` breaking ``rule`` unless ``ok``."""
+        if not ok:
+            raise ConfigError(f"config field '{name}' = {getattr(self, name)!r}: {rule}")
 
+    def _validate_choices(self) -> None:
+        """Fields that take one of a few strings."""
         choices = {
             "encoder": ("han", "gcn"),
             "views": ("embedding", "raw"),
@@ -169,7 +177,12 @@ class HetCRFConfig:
             "channel_balance": ("none", "norm", "pcgrad"),
         }
         for name, allowed in choices.items():
-            need(getattr(self, name) in allowed, name, f"must be one of {', '.join(allowed)}")
+            self._need(getattr(self, name) in allowed, name,
+                       f"must be one of {', '.join(allowed)}")
+
+    def _validate_ranges(self) -> None:
+        """Numbers: sizes, rates, weights, the learning rate and the seeds."""
+        need = self._need
         for name in ("hidden_channels", "heads", "epochs", "cluster_every", "cluster_k"):
             need(isinstance(getattr(self, name), int) and getattr(self, name) > 0, name,
                  "must be a positive integer")
@@ -194,7 +207,10 @@ class HetCRFConfig:
         need(self.lr > 0, "lr", "must be > 0")
         need(0 <= self.seed < 2**32, "seed", "must lie in [0, 2**32 - 1] (NumPy's seed range)")
         need(0 <= self.split_seed < 2**32, "split_seed", "must lie in [0, 2**32 - 1]")
-        self._validate_graph(need)
+
+    def _validate_sampling(self) -> None:
+        """Positives, mini-batches, fan-out, clusters and the edge decoder's threshold."""
+        need = self._need
         need(self.pos_num is None or (isinstance(self.pos_num, int) and self.pos_num >= 1),
              "pos_num", "must be an integer >= 1 (the anchor counts as one) or None")
         need(self.batch_size is None or (isinstance(self.batch_size, int) and self.batch_size >= 2),
@@ -206,6 +222,10 @@ class HetCRFConfig:
              or (isinstance(self.num_clusters, int) and self.num_clusters >= 2),
              "num_clusters", "must be None (= number of classes), 'auto' or an integer >= 2")
         need(self.edge_dense_threshold >= 0, "edge_dense_threshold", "must be >= 0")
+
+    def _validate_channels(self) -> None:
+        """At least one loss is on, and the embedding asked for exists."""
+        need = self._need
         need(isinstance(self.shared_generative_pass, bool), "shared_generative_pass",
              "must be true or false")
         need(self.eval_lr is None or self.eval_lr > 0, "eval_lr", "must be > 0 or None")
@@ -424,19 +444,7 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        if value is None:
-            if _NONE in args:
-                return None
-            raise bad()
-        members = [a for a in args if a is not _NONE]
-        ordered = ([a for a in members if _is_exact(value, a)]
-                   + [a for a in members if not _is_exact(value, a)])
-        for member in ordered:
-            try:
-                return _coerce(name, value, member)
-            except ConfigError:
-                continue
-        raise bad()
+        return _coerce_union(name, value, args, bad)
     if tp is _NONE:
         if value is None:
             return None
@@ -459,13 +467,33 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
         if isinstance(value, str):
             return value
         raise bad()
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise bad()
-        if not args:
-            return list(value)
-        item = args[0]
-        return [_coerce(f"{name}[{i}]", v, item) for i, v in enumerate(value)]
+    if origin in (list, tuple, dict):
+        return _coerce_container(name, value, origin, args, bad)
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise bad()
+    return value
+
+
+def _coerce_union(name: str, value: Any, args: tuple, bad) -> Any:
+    """``value`` as the first member of a union that takes it, exact type matches first."""
+    if value is None:
+        if _NONE in args:
+            return None
+        raise bad()
+    members = [a for a in args if a is not _NONE]
+    ordered = ([a for a in members if _is_exact(value, a)]
+               + [a for a in members if not _is_exact(value, a)])
+    for member in ordered:
+        try:
+            return _coerce(name, value, member)
+        except ConfigError:
+            continue
+    raise bad()
+
+
+def _coerce_container(name: str, value: Any, origin: Any, args: tuple, bad) -> Any:
+    """``value`` as a ``list[...]`` (a tuple annotation too) or ``dict[..., ...]``, item by
+    item."""
     if origin is dict:
         if not isinstance(value, dict):
             raise bad()
@@ -474,9 +502,11 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
         key_t, val_t = args
         return {_coerce(f"{name} key", k, key_t): _coerce(f"{name}[{k!r}]", v, val_t)
                 for k, v in value.items()}
-    if isinstance(tp, type) and not isinstance(value, tp):
+    if not isinstance(value, (list, tuple)):
         raise bad()
-    return value
+    if not args:
+        return list(value)
+    return [_coerce(f"{name}[{i}]", v, args[0]) for i, v in enumerate(value)]
 
 
 def _as_int(value: Any, bad) -> int:

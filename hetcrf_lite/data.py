@@ -367,6 +367,31 @@ def _writable(folder: Path) -> bool:
     return os.access(p, os.W_OK) and bool(p.stat().st_mode & 0o222)
 
 
+def _refuse_unfetchable(name: str, folder: Path, missing: list[str], corrupt: list[str],
+                        download: bool, hint: str) -> None:
+    """Raise the named error when missing or corrupt files may not (``download=False``) or
+    cannot (a read-only folder) be fetched again."""
+    writable = _writable(folder)
+    if corrupt and not (download and writable):
+        why = ("the folder is read-only, so it cannot be fetched again: restore it, or point "
+               "HETCRF_DATA (or root=) at a writable folder" if not writable else
+               "delete it and load with download=True to fetch it again, or pass verify=False "
+               "if you changed it on purpose")
+        raise DataError(
+            f"{name}: {corrupt} in {folder} do not match the sha256 in hetcrf_lite/SHA256SUMS "
+            f"(corrupt or truncated); {why}."
+        )
+    if missing and not download:
+        raise DataFileNotFoundError(
+            f"{name}: missing {missing} in {folder}. {hint}, or call with download=True."
+        )
+    if not writable:
+        raise DataFileNotFoundError(
+            f"{name}: missing {missing} in {folder}, and that folder is read-only so nothing can "
+            f"be downloaded there. {hint} a writable folder."
+        )
+
+
 def _ensure_files(name: str, files: Sequence[str], folder: Path, download: bool,
                   verify: bool) -> None:
     """Checks that every file is present (and matches the manifest); fetches what is missing or
@@ -382,27 +407,9 @@ def _ensure_files(name: str, files: Sequence[str], folder: Path, download: bool,
                 corrupt.append(f)
     if not missing and not corrupt:
         return
-    writable = _writable(folder)
-    if corrupt and not (download and writable):
-        why = ("the folder is read-only, so it cannot be fetched again: restore it, or point "
-               "HETCRF_DATA (or root=) at a writable folder" if not writable else
-               "delete it and load with download=True to fetch it again, or pass verify=False "
-               "if you changed it on purpose")
-        raise DataError(
-            f"{name}: {corrupt} in {folder} do not match the sha256 in hetcrf_lite/SHA256SUMS "
-            f"(corrupt or truncated); {why}."
-        )
     hint = (f"Set HETCRF_DATA to the folder holding the HeCo datasets (one sub-folder per "
             f"dataset, e.g. HETCRF_DATA/{name}/{files[0]}) or pass root=")
-    if missing and not download:
-        raise DataFileNotFoundError(
-            f"{name}: missing {missing} in {folder}. {hint}, or call with download=True."
-        )
-    if not writable:
-        raise DataFileNotFoundError(
-            f"{name}: missing {missing} in {folder}, and that folder is read-only so nothing can "
-            f"be downloaded there. {hint} a writable folder."
-        )
+    _refuse_unfetchable(name, folder, missing, corrupt, download, hint)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -824,9 +831,38 @@ def _assemble(data, target, metapaths, labels, splits, num_classes, pos_num, pos
               build_positives, seed) -> HINDataset:
     """Shared body of :func:`from_heterodata` and :func:`load_dataset` (which may skip the
     positives when it reads the stored ones)."""
+    data = _checked_copy(data, target)
+
+    n = int(data[target].num_nodes)
+    if labels is None:
+        labels = data[target].get("y")
+    y = (torch.full((n,), -1, dtype=torch.int64) if labels is None
+         else validate_labels(labels, n, num_classes))
+    if num_classes is None:
+        num_classes = int(y.max()) + 1 if y.numel() and int(y.max()) >= 0 else 0
+    data[target].y = y
+
+    paths, adj, counts = _metapath_graphs(data, metapaths, target)
+
+    if splits is None:
+        labelled = int((y >= 0).sum())
+        size = min(1000, labelled // 4)
+        splits = make_splits(y, RATES, size, size, seed=seed) if labelled else {}
+    else:
+        splits = _validate_splits(splits, y)
+    pos = metapath_positives(adj, n, pos_num, pos_score) if build_positives else None
+    return HINDataset(name=name, data=data, target=target, labels=y, num_classes=num_classes,
+                      splits=splits, metapaths=paths, metapath_adj=adj, metapath_counts=counts,
+                      pos=pos)
+
+
+def _checked_copy(data, target: str):
+    """A shallow copy of ``data`` (new stores, same tensors: the caller's object stays as it
+    was) whose node types all have a count and valid features (identity features where there
+    are none) and whose edges are valid."""
     if target not in data.node_types:
         raise DataError(f"target {target!r} is not a node type; the graph has {data.node_types}.")
-    data = copy.copy(data)  # new stores, same tensors: the caller's object stays as it was
+    data = copy.copy(data)
     for t in data.node_types:
         n = data[t].num_nodes
         if n is None:
@@ -839,16 +875,14 @@ def _assemble(data, target, metapaths, labels, splits, num_classes, pos_num, pos
         if x.size(0) != n:
             raise DataError(f"data[{t!r}].x has {x.size(0)} rows but {t!r} has {n} nodes.")
     _validate_edges(data)
+    return data
 
-    n = int(data[target].num_nodes)
-    if labels is None:
-        labels = data[target].get("y")
-    y = (torch.full((n,), -1, dtype=torch.int64) if labels is None
-         else validate_labels(labels, n, num_classes))
-    if num_classes is None:
-        num_classes = int(y.max()) + 1 if y.numel() and int(y.max()) >= 0 else 0
-    data[target].y = y
 
+def _metapath_graphs(data, metapaths: object, target: str
+                     ) -> tuple[dict[str, list[str]], dict[str, Tensor], dict[str, Tensor]]:
+    """``(paths, adjacency, counts)`` keyed by meta-path name: the node types of each meta-path,
+    its target-node graph ``[2, E]`` and its path counts; a meta-path without edges, or a name
+    used twice, is a :class:`MetaPathError`."""
     items = _metapath_items(metapaths, target)
     if not items:
         raise MetaPathError(f"no meta-path given; give at least one, e.g. "
@@ -869,17 +903,7 @@ def _assemble(data, target, metapaths, labels, splits, num_classes, pos_num, pos
                 "hold edges, or drop this meta-path."
             )
         paths[key], adj[key], counts[key] = types, ei, cnt
-
-    if splits is None:
-        labelled = int((y >= 0).sum())
-        size = min(1000, labelled // 4)
-        splits = make_splits(y, RATES, size, size, seed=seed) if labelled else {}
-    else:
-        splits = _validate_splits(splits, y)
-    pos = metapath_positives(adj, n, pos_num, pos_score) if build_positives else None
-    return HINDataset(name=name, data=data, target=target, labels=y, num_classes=num_classes,
-                      splits=splits, metapaths=paths, metapath_adj=adj, metapath_counts=counts,
-                      pos=pos)
+    return paths, adj, counts
 
 
 def _metapath_items(metapaths: object, target: str) -> list[tuple[str | None, object]]:
