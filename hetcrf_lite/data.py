@@ -874,8 +874,27 @@ def _checked_copy(data, target: str):
         validate_features(x, f"data[{t!r}].x")
         if x.size(0) != n:
             raise DataError(f"data[{t!r}].x has {x.size(0)} rows but {t!r} has {n} nodes.")
+        refuse_dense_identity(x, f"data[{t!r}].x")
     _validate_edges(data)
     return data
+
+
+def refuse_dense_identity(x: Tensor, where: str) -> None:
+    """Identity (one-hot) features are held sparse, never as a dense ``N x N`` matrix
+    (:class:`HINDataset`'s promise: a dense identity costs ``4 N^2`` bytes and dense products).
+
+    Raises:
+        DataError: ``x`` is a dense square identity matrix; the message names the sparse
+            :func:`identity_features` (or leaving ``x`` unset, which gives it).
+    """
+    n = x.shape[0]
+    if x.layout != torch.strided or x.dim() != 2 or x.shape[1] != n or n < 2:
+        return
+    if int(torch.count_nonzero(x)) == n and bool((x.diagonal() == 1).all()):
+        raise DataError(
+            f"{where} is a dense {n} x {n} identity matrix; identity features are held sparse "
+            f"({4 * n * n / 2**20:.1f} MiB dense): use hetcrf_lite.data.identity_features({n}), "
+            "or leave x unset (featureless types get it)")
 
 
 def _metapath_graphs(data, metapaths: object, target: str
