@@ -131,6 +131,13 @@ def test_every_module_is_in_exactly_one_layer():
     assert set(placed) == set(_modules()), "add the new module to LAYERS and docs/architecture.md"
 
 
+def test_architecture_page_lists_every_module_in_its_layer():
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    for name, layer in LAYERS:
+        for module in layer:
+            assert f"| {name} | `{module}.py` |" in page, f"{module}.py missing from its table row"
+
+
 def test_no_import_cycles():
     assert _cycles(_graph()) == []
 
