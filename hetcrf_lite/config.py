@@ -312,7 +312,9 @@ class HetCRFConfig:
 
 
 def default_config(dataset: str, **changes: Any) -> HetCRFConfig:
-    """The shipped config for ``dataset`` (``configs/<dataset>.yaml``), with ``changes`` applied."""
+    """The shipped config for ``dataset`` (``configs/<dataset>.yaml``), with ``changes`` applied.
+
+    Introduced in notebook 03."""
     path = CONFIG_DIR / f"{dataset}.yaml"
     if not path.is_file():
         shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))

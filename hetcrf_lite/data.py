@@ -223,6 +223,8 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
 
     ``root`` if given, else ``$HETCRF_DATA``, else ``$XDG_CACHE_HOME/hetcrf_lite``
     (``~/.cache/hetcrf_lite`` when ``XDG_CACHE_HOME`` is unset).
+
+    Introduced in notebook 08.
     """
     if root is not None:
         return Path(root).expanduser()
@@ -730,6 +732,8 @@ def load_dataset(
     Raises:
         DataFileNotFoundError: files are missing and cannot be fetched.
         DataError: unknown name, corrupt files, or contents of the wrong shape or range.
+
+    Introduced in notebook 01.
     """
     spec = _spec(name)
     key = str(name).lower()
@@ -822,6 +826,8 @@ def from_heterodata(
         DataError: unknown target, bad features, labels, splits or edge ids.
         MetaPathError: a meta-path that is malformed, does not close on the target, or has no
             edges.
+
+    Introduced in notebook 01.
     """
     return _assemble(data, target, metapaths, labels, splits, num_classes, pos_num, pos_score,
                      name, build_positives=True, seed=seed)
@@ -1261,6 +1267,8 @@ def describe(dataset: HINDataset) -> str:
 
     Returns:
         str: aligned tables, one block per topic.
+
+    Introduced in notebook 01.
     """
     ds, n = dataset, dataset.num_nodes
     out = [f"{ds.name}: target {ds.target!r}, {n} nodes, {ds.num_classes} classes", ""]

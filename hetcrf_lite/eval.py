@@ -517,6 +517,8 @@ def evaluate_classification(
 
     Returns:
         dict: ``{rate: ClassificationResult}``.
+
+    Introduced in notebook 09.
     """
     emb = _check_emb(emb)
     labels = _check_labels(labels, emb.shape[0])
@@ -620,6 +622,8 @@ def evaluate_embeddings(
 
     Returns:
         Results: the numbers and the settings that produced them (``meta``).
+
+    Introduced in notebook 04.
     """
     lr = (0.05 if dataset.name == "acm" else 0.01) if lr is None else lr
     clf = evaluate_classification(emb, dataset.labels, dataset.splits, dataset.num_classes, lr,

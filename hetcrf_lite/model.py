@@ -108,6 +108,8 @@ class HetCRF(nn.Module):
     Args:
         dataset (HINDataset): the graph, its meta-paths and meta-path positives.
         config (HetCRFConfig): every hyper-parameter and switch.
+
+    Introduced in notebook 04.
     """
 
     def __init__(self, dataset: HINDataset, config: HetCRFConfig) -> None:

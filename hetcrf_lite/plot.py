@@ -50,7 +50,9 @@ def figures_dir() -> Path:
 
 
 def save_figure(fig: plt.Figure, name: str, dpi: int = 120) -> Path:
-    """Save ``fig`` as ``<figures_dir>/<name>.png`` and return the path."""
+    """Save ``fig`` as ``<figures_dir>/<name>.png`` and return the path.
+
+    Introduced in notebook 01."""
     path = figures_dir() / f"{name}.png"
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
@@ -67,7 +69,9 @@ def write_png(fig: plt.Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
 
 
 def plot_loss_curves(history: dict[str, Any]) -> plt.Figure:
-    """Total (weighted) loss and each unweighted loss part per epoch, from a trainer history."""
+    """Total (weighted) loss and each unweighted loss part per epoch, from a trainer history.
+
+    Introduced in notebook 03."""
     epochs = [r["epoch"] for r in history["epochs"]]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     # The total is drawn dashed and on top: with one loss part (a channel trained alone) the
@@ -89,7 +93,9 @@ def plot_loss_curves(history: dict[str, Any]) -> plt.Figure:
 def plot_semantic_attention(beta: Sequence[float], names: Sequence[str],
                             title: str = "semantic attention") -> plt.Figure:
     """Bars of the meta-path weights beta (which meta-paths the model trusts); ``beta`` may be a
-    tensor on any device."""
+    tensor on any device.
+
+    Introduced in notebook 02."""
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(names), 3))
     ax.bar(list(names), _numpy(beta, float), color="tab:blue")
     ax.set_ylim(0, 1)
@@ -165,6 +171,8 @@ def plot_gradient_balance(summaries: dict[str, list[dict[str, float]]],
     draws a panel on a log scale when its values are positive and span a factor of
     :data:`LOG_SCALE_SPAN` or more (the pull per positive with one positive against five, say);
     ``True`` / ``False`` forces it where the values allow.
+
+    Introduced in notebook 06.
     """
     first = next(iter(summaries.values()))
     keys = list(keys or first[0].keys())
@@ -191,7 +199,9 @@ def plot_gradient_balance(summaries: dict[str, list[dict[str, float]]],
 def umap_projection(emb: np.ndarray | torch.Tensor, seed: int = 0, n_neighbors: int = 15,
                     min_dist: float = 0.1) -> np.ndarray:
     """2-D UMAP of ``emb`` (cosine metric, seeded; single-threaded so the seed holds); ``emb``
-    may be a tensor on any device."""
+    may be a tensor on any device.
+
+    Introduced in notebook 08."""
     import umap
 
     emb = _numpy(emb, np.float32)
@@ -208,7 +218,9 @@ def umap_projection(emb: np.ndarray | torch.Tensor, seed: int = 0, n_neighbors: 
 def plot_embedding_2d(points: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor,
                       title: str = "", ax: plt.Axes | None = None) -> plt.Figure:
     """Scatter of 2-D points coloured by class (unlabelled, -1, in light grey); arrays or
-    tensors on any device."""
+    tensors on any device.
+
+    Introduced in notebook 08."""
     fig = ax.figure if ax is not None else plt.figure(figsize=(5, 4.5))
     ax = ax or fig.add_subplot()
     points, labels = _numpy(points), _numpy(labels)

@@ -69,6 +69,8 @@ def fit(dataset, config: HetCRFConfig, out_dir: str | os.PathLike | None = None,
     :data:`~hetcrf_lite.config.RESUME_SAFE_FIELDS` only) change it explicitly
     (:func:`resume_config`).
     Returns ``(model, history)``; the model holds its lowest-loss parameters.
+
+    Introduced in notebook 03.
     """
     check_trainable(dataset, config)
     if resume:
@@ -117,6 +119,8 @@ def train_run(config: HetCRFConfig | None, out_dir: str | os.PathLike, resume: b
     the checkpoint's) before anything is written. The folder is checked for writing before
     training, and temporary files orphaned by a killed run are removed. A run stopped by
     Ctrl-C returns ``{"interrupted": True, ...}`` without evaluating.
+
+    Introduced in notebook 08.
     """
     out = Path(out_dir)
     if resume:
@@ -276,7 +280,9 @@ def umap_figure_for_run(run_dir: str | os.PathLike, out: str | os.PathLike | Non
                         seed: int = 0, graph: str | os.PathLike | None = None) -> Path:
     """UMAP of a training run's ``embeddings.npy`` coloured by class, silhouette in the title.
     A run on a graph of your own finds it at its recorded path (or ``graph``), checked by its
-    sha256 (:func:`hetcrf_lite.train.run_dataset`)."""
+    sha256 (:func:`hetcrf_lite.train.run_dataset`).
+
+    Introduced in notebook 08."""
     from sklearn.metrics import silhouette_score
 
     run = Path(run_dir)

@@ -35,6 +35,8 @@ def resolve_device(device: str) -> torch.device:
 
     Raises:
         TrainingError: ``"cuda"`` asked for where no GPU is visible.
+
+    Introduced in notebook 01.
     """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
