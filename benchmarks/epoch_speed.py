@@ -2,7 +2,7 @@
 
 Every dataset runs in its own fresh subprocess, one at a time, with its shipped config
 (``default_config(name)``: both channels, cluster positives, hidden 64, full batch). An epoch is
-what :class:`~hetcrf_lite.train.Trainer` runs: the cluster refresh when due, one training step
+what :class:`~hetcrf_lite.trainer.Trainer` runs: the cluster refresh when due, one training step
 (forward, backward, Adam) and the ``gradient_balance`` log; its seconds are the trainer's own
 per-epoch record. The table gives the median over ``--epochs`` epochs after ``--warmup`` (the
 warm-up holds the first K-means refresh and builds the sparse caches), and the peak memory:

@@ -342,6 +342,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _finish(parser: argparse.ArgumentParser, func: Any, run_folder: bool = False) -> None:
+    """The options every data-reading command shares (threads, a graph of your own), and the
+    command's function."""
+    add_threads_option(parser)
+    add_graph_options(parser, run_folder=run_folder)
+    parser.set_defaults(func=func)
+
+
 def _add_train_command(sub: Any) -> None:
     """The parser of ``hetcrf-lite train``."""
     train = sub.add_parser(
@@ -367,9 +375,7 @@ def _add_train_command(sub: Any) -> None:
     train.add_argument("--eval-runs", type=_positive_int, default=50,
                        help="logistic-regression repeats")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_threads_option(train)
-    add_graph_options(train)
-    train.set_defaults(func=cmd_train)
+    _finish(train, cmd_train)
 
 
 def _add_evaluate_command(sub: Any) -> None:
@@ -386,9 +392,7 @@ def _add_evaluate_command(sub: Any) -> None:
     ev.add_argument("--runs", type=_positive_int, default=50)
     ev.add_argument("--lr", type=float, default=None)
     ev.add_argument("--json", help="also write the metrics here")
-    add_threads_option(ev)
-    add_graph_options(ev)
-    ev.set_defaults(func=cmd_evaluate)
+    _finish(ev, cmd_evaluate)
 
 
 def _add_describe_command(sub: Any) -> None:
@@ -396,9 +400,7 @@ def _add_describe_command(sub: Any) -> None:
     de = sub.add_parser("describe", help="node, relation and meta-path statistics")
     de.add_argument("--dataset")
     de.add_argument("--seed", type=int, default=0)
-    add_threads_option(de)
-    add_graph_options(de)
-    de.set_defaults(func=cmd_describe)
+    _finish(de, cmd_describe)
 
 
 def _add_umap_command(sub: Any) -> None:
@@ -407,9 +409,7 @@ def _add_umap_command(sub: Any) -> None:
     um.add_argument("run_dir")
     um.add_argument("--out", help="PNG path (default RUN_DIR/umap.png)")
     um.add_argument("--seed", type=int, default=0)
-    add_threads_option(um)
-    add_graph_options(um, run_folder=True)
-    um.set_defaults(func=cmd_umap)
+    _finish(um, cmd_umap, run_folder=True)
 
 
 def _add_embed_command(sub: Any) -> None:
@@ -421,9 +421,7 @@ def _add_embed_command(sub: Any) -> None:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     em.add_argument("run_dir")
     em.add_argument("--out", help="write the [N, D] embeddings here (.npy)")
-    add_threads_option(em)
-    add_graph_options(em, run_folder=True)
-    em.set_defaults(func=cmd_embed)
+    _finish(em, cmd_embed, run_folder=True)
 
 
 def _add_tune_command(sub: Any) -> None:
@@ -453,9 +451,7 @@ def _add_tune_command(sub: Any) -> None:
     tu.add_argument("--out", help="folder for tune.json and best.yaml (default "
                     "runs/tune-<dataset>)")
     tu.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_threads_option(tu)
-    add_graph_options(tu)
-    tu.set_defaults(func=cmd_tune)
+    _finish(tu, cmd_tune)
 
 
 def _add_migrate_command(sub: Any) -> None:

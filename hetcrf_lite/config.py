@@ -148,18 +148,16 @@ class HetCRFConfig:
         First every field is checked against its annotation (:func:`check_types`), and
         converted where that is lossless (``"1e-3"`` to ``0.001``, ``3.0`` to ``3``)."""
         check_types(self)
-        self._validate_choices()
-        self._validate_ranges()
-        self._validate_graph(self._need)
-        self._validate_sampling()
-        self._validate_channels()
 
-    def _need(self, ok: bool, name: str, rule: str) -> None:
-        """Raise the :class:`ConfigError` of field ``name`` breaking ``rule`` unless ``ok``."""
-        if not ok:
-            raise ConfigError(f"config field '{name}' = {getattr(self, name)!r}: {rule}")
+        def need(ok: bool, name: str, rule: str) -> None:
+            if not ok:
+                raise ConfigError(f"config field '{name}' = {getattr(self, name)!r}: {rule}")
 
-    def _validate_choices(self) -> None:
+        for check in (self._validate_choices, self._validate_ranges, self._validate_graph,
+                      self._validate_sampling, self._validate_channels):
+            check(need)
+
+    def _validate_choices(self, need) -> None:
         """Fields that take one of a few strings."""
         choices = {
             "encoder": ("han", "gcn"),
@@ -177,12 +175,10 @@ class HetCRFConfig:
             "channel_balance": ("none", "norm", "pcgrad"),
         }
         for name, allowed in choices.items():
-            self._need(getattr(self, name) in allowed, name,
-                       f"must be one of {', '.join(allowed)}")
+            need(getattr(self, name) in allowed, name, f"must be one of {', '.join(allowed)}")
 
-    def _validate_ranges(self) -> None:
+    def _validate_ranges(self, need) -> None:
         """Numbers: sizes, rates, weights, the learning rate and the seeds."""
-        need = self._need
         for name in ("hidden_channels", "heads", "epochs", "cluster_every", "cluster_k"):
             need(isinstance(getattr(self, name), int) and getattr(self, name) > 0, name,
                  "must be a positive integer")
@@ -208,9 +204,8 @@ class HetCRFConfig:
         need(0 <= self.seed < 2**32, "seed", "must lie in [0, 2**32 - 1] (NumPy's seed range)")
         need(0 <= self.split_seed < 2**32, "split_seed", "must lie in [0, 2**32 - 1]")
 
-    def _validate_sampling(self) -> None:
+    def _validate_sampling(self, need) -> None:
         """Positives, mini-batches, fan-out, clusters and the edge decoder's threshold."""
-        need = self._need
         need(self.pos_num is None or (isinstance(self.pos_num, int) and self.pos_num >= 1),
              "pos_num", "must be an integer >= 1 (the anchor counts as one) or None")
         need(self.batch_size is None or (isinstance(self.batch_size, int) and self.batch_size >= 2),
@@ -223,9 +218,8 @@ class HetCRFConfig:
              "num_clusters", "must be None (= number of classes), 'auto' or an integer >= 2")
         need(self.edge_dense_threshold >= 0, "edge_dense_threshold", "must be >= 0")
 
-    def _validate_channels(self) -> None:
+    def _validate_channels(self, need) -> None:
         """At least one loss is on, and the embedding asked for exists."""
-        need = self._need
         need(isinstance(self.shared_generative_pass, bool), "shared_generative_pass",
              "must be true or false")
         need(self.eval_lr is None or self.eval_lr > 0, "eval_lr", "must be > 0 or None")

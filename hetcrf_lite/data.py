@@ -894,9 +894,8 @@ def refuse_dense_identity(x: Tensor, where: str) -> None:
             :func:`identity_features` (or leaving ``x`` unset, which gives it).
     """
     n = x.shape[0]
-    if x.layout != torch.strided or x.dim() != 2 or x.shape[1] != n or n < 2:
-        return
-    if int(torch.count_nonzero(x)) == n and bool((x.diagonal() == 1).all()):
+    if (x.layout == torch.strided and x.dim() == 2 and x.shape[1] == n > 1
+            and int(torch.count_nonzero(x)) == n and bool((x.diagonal() == 1).all())):
         raise DataError(
             f"{where} is a dense {n} x {n} identity matrix; identity features are held sparse "
             f"({4 * n * n / 2**20:.1f} MiB dense): use hetcrf_lite.data.identity_features({n}), "

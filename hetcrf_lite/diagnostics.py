@@ -1,10 +1,10 @@
 """Instruments for "when the channels fight": what an embedding holds, and what each channel does.
 
-Introduced in notebook 09 (``knn_class_agreement`` already in notebook 08). Everything here reads a trained model or an embedding; nothing
-changes training. The per-step quantities (semantic attention beta, the channels' gradient
-cosine and norms on the shared encoder) are logged by :class:`~hetcrf_lite.model.HetCRF`
-into the history (``record["diagnostics"]``, see ``channel_grad_every``); this module turns a
-finished model or embedding into numbers:
+Introduced in notebook 09 (``knn_class_agreement`` already in notebook 08). Everything here reads a
+trained model or an embedding; nothing changes training. The per-step quantities (semantic attention
+beta, the channels' gradient cosine and norms on the shared encoder) are logged by
+:class:`~hetcrf_lite.model.HetCRF` into the history (``record["diagnostics"]``, see
+``channel_grad_every``); this module turns a finished model or embedding into numbers:
 
 * :func:`knn_class_agreement` -- what a UMAP picture shows: the share of each node's ``k``
   nearest neighbours (cosine, in the embedding itself, not in the 2-D projection) that have

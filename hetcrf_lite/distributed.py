@@ -3,13 +3,14 @@
 (Whether a full-batch step fits in memory at all is :mod:`hetcrf_lite.memory`.)
 
 :func:`train_ddp` trains one :class:`~hetcrf_lite.model.HetCRF` per process with
-:class:`torch.nn.parallel.DistributedDataParallel` (gloo on CPU, NCCL on GPU): every rank starts from the same parameters, and the gradients are averaged across ranks before
-every Adam step, so the ranks stay identical. With ``batch_size = B`` the run trains on
-subgraph mini-batches (:class:`~hetcrf_lite.minibatch.MiniBatchTrainer`): an epoch's seed
-order is shared, each rank takes its own ``B`` seeds of every step and samples its own
-fan-out, masks and dropped edges (its own seed), so a step sees ``W * B`` seeds on ``W``
-ranks and an epoch takes ``ceil(N / (W * B))`` steps. Without ``batch_size`` every rank runs
-the full-batch step on its own corruptions.
+:class:`torch.nn.parallel.DistributedDataParallel` (gloo on CPU, NCCL on GPU): every rank starts
+from the same parameters, and the gradients are averaged across ranks before every Adam step, so the
+ranks stay identical. With ``batch_size = B`` the run trains on subgraph mini-batches
+(:class:`~hetcrf_lite.minibatch.MiniBatchTrainer`): an epoch's seed order is shared, each rank takes
+its own ``B`` seeds of every step and samples its own fan-out, masks and dropped edges (its own
+seed), so a step sees ``W * B`` seeds on ``W`` ranks and an epoch takes ``ceil(N / (W * B))`` steps.
+Without ``batch_size`` every rank runs the full-batch step on its own corruptions.
+
 
 Launch on one machine with ``torchrun`` (or ``--nproc`` without it)::
 
@@ -50,16 +51,8 @@ from .model import HetCRF
 from .trainer import Trainer
 from .utils import load_named_dataset, resolve_device, seed_everything
 
-__all__ = [
-    "StepModule",
-    "DistributedHetCRF",
-    "init_distributed",
-    "build_rank_model",
-    "train_ddp",
-    "spawn_local",
-    "free_port",
-    "main",
-]
+__all__ = ["StepModule", "DistributedHetCRF", "init_distributed", "build_rank_model", "train_ddp",
+           "spawn_local", "free_port", "main"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -82,7 +75,7 @@ class StepModule(nn.Module):
 
 class DistributedHetCRF(nn.Module):
     r"""A :class:`~hetcrf_lite.model.HetCRF` under DistributedDataParallel, shaped for
-    :class:`~hetcrf_lite.train.Trainer`.
+    :class:`~hetcrf_lite.trainer.Trainer`.
 
     ``training_step`` returns a loss whose *gradient* is the rank's own (DDP averages it over
     ranks during ``backward``) and whose *value*, like the logged parts, is the mean over ranks:
@@ -224,7 +217,7 @@ def train_ddp(rank: int, world_size: int, config: HetCRFConfig,
     ``dataset_fn`` (every rank its own identical copy), builds the model
     (:func:`build_rank_model`), wraps it (:class:`DistributedHetCRF`) and runs
     trainer: :class:`~hetcrf_lite.minibatch.MiniBatchTrainer` on subgraph mini-batches when
-    ``config.batch_size`` is set, :class:`~hetcrf_lite.train.Trainer` (full batch) otherwise;
+    ``config.batch_size`` is set, :class:`~hetcrf_lite.trainer.Trainer` (full batch) otherwise;
     Adam, early stopping on the loss averaged over ranks.
     Rank 0 alone writes ``out_dir`` and shows progress. A process group created here is
     destroyed on return.

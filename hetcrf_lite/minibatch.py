@@ -73,7 +73,7 @@ from torch_geometric.utils import softmax, subgraph
 
 from .config import HetCRFConfig
 from .data import HINDataset, identity_features
-from .errors import ConfigError, DataError, TrainingError
+from .errors import ConfigError, DataError
 from .model import HetCRF
 from .trainer import Trainer
 from .utils import seed_everything
@@ -545,18 +545,19 @@ def refresh_clusters(model: nn.Module, epoch: int, chunk_size: int = DEFAULT_CHU
 # Training
 # ------------------------------------------------------------------------------------------
 class MiniBatchTrainer(Trainer):
-    r""":class:`~hetcrf_lite.train.Trainer` whose epoch is one pass over every target node as a
+    r""":class:`~hetcrf_lite.trainer.Trainer` whose epoch is one pass over every target node as a
     seed: ``ceil(N / (world_size * batch_size))`` Adam steps, each on an induced subgraph.
 
     Per epoch: the cluster positives are refreshed when due (:func:`refresh_clusters`, exact
-    layer-wise inference; early stopping re-baselines after a refresh, as in the parent); then
-    for every seed batch the node set is sampled
-    (:meth:`SubgraphSampler.sample_nodes`: fan-out and the seeds' positives), its sub-dataset
-    built, its tensors taken (:meth:`~hetcrf_lite.model.HetCRF.subgraph`) and one
-    ``training_step(epoch, graph)`` taken on them. The epoch's loss and parts are the means over its steps; early
-    stopping, checkpoints, resume and the history work as in the parent class. The epoch order
-    is drawn from ``(config.seed, epoch)``; the fan-out draws come from the model's generator,
-    which checkpoints carry, so a resumed run repeats the original.
+    layer-wise inference; early stopping re-baselines after a refresh, as in the parent); then for
+    every seed batch the node set is sampled (:meth:`SubgraphSampler.sample_nodes`: fan-out and the
+    seeds' positives), its sub-dataset built, its tensors taken
+    (:meth:`~hetcrf_lite.model.HetCRF.subgraph`) and one ``training_step(epoch, graph)`` taken on
+    them. The epoch's loss and parts are the means over its steps; early stopping, checkpoints,
+    resume and the history work as in the parent class. The epoch order is drawn from
+    ``(config.seed, epoch)``; the fan-out draws come from the model's generator, which checkpoints
+    carry, so a resumed run repeats the original.
+
 
     Args:
         model (torch.nn.Module): a :class:`~hetcrf_lite.model.HetCRF`, or a
@@ -608,13 +609,7 @@ class MiniBatchTrainer(Trainer):
         for i, seeds in enumerate(batches):
             node_ids = self.sampler.sample_nodes(seeds, hetcrf.generator, pos)
             graph = hetcrf.subgraph(self.sampler.subgraph(node_ids), node_ids)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss, parts = model.training_step(epoch, graph)
-            if not torch.isfinite(loss):
-                raise TrainingError(self.nonfinite_message(
-                    f"loss became {loss.item()} at epoch {epoch}, step {i} (parts: {parts})"))
-            loss.backward()
-            self.optimizer.step()
+            loss, parts = self.optimizer_step(epoch, graph, step=i)
             if balance_due and i == len(batches) - 1:  # on the last step's views
                 balance = model.gradient_balance_summary()
             total += float(loss.detach())

@@ -83,7 +83,6 @@ class GraphTensors:
         base_pos (Tensor): ``[2, P]`` meta-path (or self) positives.
         relations (dict[str, Tensor] or None): schema-view relation edges ``{t: [2, E_t]}``;
             ``None``: those the schema view holds (the full graph).
-        relation_sizes (dict[str, int] or None): neighbours of each type in ``relations``.
         cluster_labels (Tensor or None): ``[N]`` K-means labels of the cluster positives.
         extra_pos (Tensor or None): ``[2, P_extra]`` cluster positives.
         node_ids (Tensor or None): full-graph ids of the target nodes of a subgraph, in its
@@ -96,7 +95,6 @@ class GraphTensors:
     edge_index_dict: dict[str, Tensor]
     base_pos: Tensor
     relations: dict[str, Tensor] | None = None
-    relation_sizes: dict[str, int] | None = None
     cluster_labels: Tensor | None = None
     extra_pos: Tensor | None = None
     node_ids: Tensor | None = None
@@ -226,14 +224,13 @@ class HetCRF(nn.Module):
             target = None if self._feat_target is None else sub.x.to(dev)  # identity rows
         else:
             x, target, _ = self._input_features(sub, self.config)
-        relations = {t: sub.neighbors(t).to(dev) for t in sub.neighbor_types}
-        sizes = {t: int(rel[1].max()) + 1 if rel.numel() else 0 for t, rel in relations.items()}
         aug = self.augmenter
         labelled = aug is not None and aug.labels is not None
         return GraphTensors(
             num_nodes=sub.num_nodes, x=x, feat_target=target,
             edge_index_dict={k: v.to(dev) for k, v in sub.metapath_adj.items()},
-            base_pos=restrict(self.base_pos), relations=relations, relation_sizes=sizes,
+            base_pos=restrict(self.base_pos),
+            relations={t: sub.neighbors(t).to(dev) for t in sub.neighbor_types},
             cluster_labels=aug.labels[ids.to(aug.labels.device)] if labelled else None,
             extra_pos=restrict(aug.extra) if labelled else None, node_ids=ids)
 
@@ -352,7 +349,7 @@ class HetCRF(nn.Module):
         else:
             fusion_in, schema_in = h, h
         def schema_view(h: Tensor) -> Tensor:
-            return self.schema_view(h, g.relations, g.relation_sizes, generator=self.generator)
+            return self.schema_view(h, g.relations, generator=self.generator)
 
         if cfg.second_stage == "before_views":
             fusion_in = self.second_stage(fusion_in, g.edge_index_dict, weights)

@@ -1,4 +1,5 @@
-"""The training loop: Adam, early stopping on the training loss, atomic checkpoints, resume, history.
+"""The training loop: Adam, early stopping on the training loss, atomic checkpoints, resume,
+history.
 
 The trainer knows nothing of the method: it asks the model for ``training_step(epoch)`` (a loss
 and its named parts), calls ``on_epoch_start(epoch)`` (cluster refreshes) and, every
@@ -275,7 +276,8 @@ def resume_config(out_dir: str | os.PathLike | None, config: HetCRFConfig | None
         diffs = {k: v for k, v in config_differences(saved, config).items() if k not in overrides}
         if diffs:
             raise ConfigError(
-                f"resume refused: the config differs from the one in {path} in {show_differences(diffs)}. "
+                f"resume refused: the config differs from the one in {path} in "
+                f"{show_differences(diffs)}. "
                 "Resume with the checkpoint's config (on the command line: leave out --config, "
                 "--dataset and the flags); change a safe field explicitly with --override "
                 f"FIELD=VALUE ({', '.join(RESUME_SAFE_FIELDS)}); anything else needs a fresh "
@@ -465,7 +467,8 @@ class Trainer:
         unsafe = {k: v for k, v in diffs.items() if k not in RESUME_SAFE_FIELDS}
         if unsafe:
             raise ConfigError(
-                f"resume refused: the config differs from the one in {path} in {show_differences(unsafe)}. "
+                f"resume refused: the config differs from the one in {path} in "
+                f"{show_differences(unsafe)}. "
                 f"Only {', '.join(RESUME_SAFE_FIELDS)} may change on resume; anything else "
                 "needs a fresh run in a new folder.")
         return diffs
@@ -608,13 +611,7 @@ class Trainer:
         if self.model.on_epoch_start(epoch) and self.best_epoch >= 0:
             self._rebaseline = True
         self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss, parts = self.model.training_step(epoch)
-        if not torch.isfinite(loss):
-            raise TrainingError(self.nonfinite_message(f"loss became {loss.item()} at epoch "
-                                                       f"{epoch} (parts: {parts})"))
-        loss.backward()
-        self.optimizer.step()
+        loss, parts = self.optimizer_step(epoch)
         if self.scheduler is not None:
             self.scheduler.step()
         record: dict[str, Any] = {"epoch": epoch, "loss": float(loss.detach()), "parts": parts,
@@ -627,6 +624,22 @@ class Trainer:
         record["seconds"] = time.perf_counter() - start
         self.history["epochs"].append(record)
         return record
+
+    def optimizer_step(self, epoch: int, graph: Any = None,
+                       step: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """One Adam step on ``model.training_step(epoch, graph)`` (``graph=None``: the model's
+        own graph; a mini-batch step passes its subgraph and its ``step`` number); a NaN/Inf
+        loss raises :class:`TrainingError` before the step. Returns ``(loss, parts)``."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, parts = (self.model.training_step(epoch) if graph is None
+                       else self.model.training_step(epoch, graph))
+        if not torch.isfinite(loss):
+            where = f"epoch {epoch}" if step is None else f"epoch {epoch}, step {step}"
+            raise TrainingError(self.nonfinite_message(
+                f"loss became {loss.item()} at {where} (parts: {parts})"))
+        loss.backward()
+        self.optimizer.step()
+        return loss, parts
 
     # ---------------------------------------------------------------------------------------
     def nonfinite_message(self, what: str) -> str:

@@ -16,7 +16,7 @@ for this method:
 * the number of epochs, read off a validation curve during that same training: about
   :data:`CURVE_POINTS` times per run the trainer's ``on_epoch_end`` hook scores the parameters
   a run of that many epochs would end with (its lowest-loss epoch so far,
-  :attr:`~hetcrf_lite.train.Trainer.lowest_loss_state`), so ``epochs: E`` in ``best.yaml``
+  :attr:`~hetcrf_lite.trainer.Trainer.lowest_loss_state`), so ``epochs: E`` in ``best.yaml``
   gives the model that was scored, and epochs cost no extra trainings. A seed that stopped early
   counts with its final model at every later epoch (a longer run stops at the same epoch). With
   ``lr_schedule: cosine`` the schedule depends on the epoch count, so only the last epoch is
@@ -76,9 +76,17 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
+import yaml
+from tqdm.auto import tqdm
 
-from .config import HetCRFConfig
+from .config import HetCRFConfig, default_config
+from .diagnostics import propagated_features
 from .errors import ConfigError, NoValidationLabelsError, TrainingError
+from .eval import evaluate_embeddings
+from .files import atomic_write_bytes, ensure_folder, save_json
+from .plot import plt, write_png
+from .train import build_trainer, fit
+from .utils import environment_info, load_named_dataset
 
 __all__ = ["tune", "check_tunable", "validation_only", "validation_scores", "baseline_scores",
            "candidates", "format_table", "write_outputs", "score", "curve_summary",
@@ -104,8 +112,6 @@ def validation_only(dataset):
 
 def validation_scores(emb, val_dataset, eval_runs: int, lr: float | None = None) -> dict:
     """Validation Macro-F1 per label rate of one embedding (no clustering, no test labels)."""
-    from .eval import evaluate_embeddings
-
     if isinstance(emb, np.ndarray):
         emb = torch.from_numpy(emb)
     res = evaluate_embeddings(emb, val_dataset, lr=lr, runs=eval_runs, clustering=False)
@@ -160,8 +166,6 @@ def _is_identity(x: torch.Tensor) -> bool:
 def baseline_scores(dataset, eval_runs: int, lr: float | None = None) -> dict[str, dict]:
     """Validation Macro-F1 per rate of the two training-free baselines:
     ``{"raw features": {...} or {"skipped": why}, "propagated features": {...}}``."""
-    from .diagnostics import propagated_features
-
     val_dataset = validation_only(dataset)
     x = dataset.x
     out: dict[str, dict] = {}
@@ -198,8 +202,6 @@ def _train_probed(dataset, config: HetCRFConfig, val_dataset, eval_runs: int,
                   probe_at: set[int]) -> dict[str, Any]:
     """One training; at each epoch count in ``probe_at`` (and at an early stop) the validation
     scores of every mode of the model a run of that many epochs returns."""
-    from .train import build_trainer
-
     modes = _modes(config)
     curve: list[dict] = []
 
@@ -314,8 +316,6 @@ def _estimate(dataset, base: HetCRFConfig, val_dataset, eval_runs: int,
               seeds: list[int]) -> dict[str, float]:
     """Time the first epochs and one probe of the starting config: seconds of one training and
     of one candidate (all seeds)."""
-    from .train import build_trainer
-
     epochs = min(TIMING_EPOCHS, base.epochs)
     config = base.replace(epochs=epochs, seed=seeds[0], patience=max(base.patience, epochs))
     stamps: list[float] = []
@@ -355,8 +355,6 @@ def tune(dataset, base: HetCRFConfig, seeds: list[int] | tuple[int, ...] = (0, 1
         first), ``best`` (the winning row), ``best_config`` (a :class:`HetCRFConfig`),
         ``baselines``, ``estimate``, ``budget_s``, ``skipped`` (why the search stopped).
     """
-    from tqdm.auto import tqdm
-
     seeds = list(seeds)
     _check_tune_settings(base, seeds, budget_s, eval_runs)
     check_tunable(dataset)
@@ -507,10 +505,7 @@ def format_table(result: dict[str, Any]) -> str:
 def write_outputs(result: dict[str, Any], out: Path, command: str = "") -> tuple[Path, Path]:
     """``out/tune.json`` (every candidate, per seed and rate; budget, configs, versions) and
     ``out/best.yaml`` (accepted by ``hetcrf-lite train --config``)."""
-    import yaml
 
-    from .files import atomic_write_bytes, ensure_folder, save_json
-    from .utils import environment_info
 
     ensure_folder(out)
     best = result["best"]
@@ -538,8 +533,6 @@ def write_outputs(result: dict[str, Any], out: Path, command: str = "") -> tuple
 
 def parse_grid(items: list[str]) -> dict[str, list]:
     """``["lr=0.001,0.003", "embed=concat,encoder"]`` -> ``{"lr": [0.001, 0.003], ...}``."""
-    import yaml
-
     grid = {}
     for item in items:
         key, _, values = item.partition("=")
@@ -559,9 +552,6 @@ def score(dataset, changes: dict, seed: int, eval_runs: int,
     (the current parameters, not the lowest-loss ones), through the trainer's ``on_epoch_end``
     hook, which leaves the training itself as it is without probes.
     """
-    from .config import default_config
-    from .train import fit
-
     base = base if base is not None else default_config(dataset.name)
     config = base.replace(**{"grad_balance_every": 0, **changes, "seed": seed})
     modes = embed_modes or [config.embed]
@@ -614,10 +604,6 @@ def merge_results(results: list[dict], dataset: str) -> dict:
 
 def plot_curves(result: dict, path: Path) -> None:
     """Validation score against epoch for each grid point: one thin line per seed, the mean bold."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = [r for r in result["rows"] if r.get("curve")]
     if not rows:
         raise ConfigError("no curve to plot: run with --curve-every N")
@@ -636,8 +622,7 @@ def plot_curves(result: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    write_png(fig, path)
     print(f"figure written to {path}")
 
 
@@ -712,11 +697,7 @@ def _grid_main(argv: list[str] | None, root: Path) -> int:
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
-    from tqdm.auto import tqdm
 
-    from .config import default_config
-    from .files import save_json
-    from .utils import environment_info, load_named_dataset
 
     grid = parse_grid(args.grid)
     fixed = {k: v[0] for k, v in parse_grid(args.fixed).items()}
