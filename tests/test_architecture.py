@@ -16,7 +16,8 @@ MAX_FUNCTION_LINES = 50
 LAYERS = [
     ("foundation", {"errors", "files", "check", "config"}),
     ("data", {"metapaths", "data", "synthetic", "utils", "memory"}),
-    ("layers", {"encoder", "contrastive", "generative", "augment"}),
+    ("layers", {"sparse", "gat_fused", "encoder", "infonce_fused", "contrastive", "generative",
+                "augment"}),
     ("model", {"model"}),
     ("training", {"trainer", "minibatch", "distributed"}),
     ("evaluation", {"eval", "diagnostics", "plot"}),
@@ -38,6 +39,9 @@ ALLOWED_LONG_FUNCTIONS = {
     ("contrastive", "gradient_balance"),
 }
 OTHER_HALF = {"encoder", "contrastive", "generative", "augment"}
+# Layer modules the other half adds (sparse ops, fused GAT and InfoNCE backends): placed above,
+# allowed to be absent until that branch is merged; then this set is emptied too.
+PENDING_MODULES = {"sparse", "gat_fused", "infonce_fused"}
 
 
 def _modules() -> dict[str, ast.Module]:
@@ -128,13 +132,14 @@ def test_cycle_finder_finds_a_planted_cycle():
 def test_every_module_is_in_exactly_one_layer():
     placed = [m for _, layer in LAYERS for m in layer]
     assert len(placed) == len(set(placed))
-    assert set(placed) == set(_modules()), "add the new module to LAYERS and docs/architecture.md"
+    assert set(_modules()) <= set(placed), "add the new module to LAYERS and docs/architecture.md"
+    assert set(placed) - set(_modules()) <= PENDING_MODULES
 
 
 def test_architecture_page_lists_every_module_in_its_layer():
     page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
     for name, layer in LAYERS:
-        for module in layer:
+        for module in layer & set(_modules()):
             assert f"| {name} | `{module}.py` |" in page, f"{module}.py missing from its table row"
 
 
