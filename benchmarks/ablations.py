@@ -418,13 +418,9 @@ def budget_label(scope: dict[str, tuple[tuple[int, ...], int]]) -> str:
 @lru_cache(maxsize=4)
 def load(name: str, pos_num: int | None = None, pos_score: str = "count") -> "HINDataset":
     """The dataset of a run, loaded once per process (a worker serves many runs)."""
-    if name == "synthetic":
-        from hetcrf_lite.synthetic import make_synthetic_hin
+    from hetcrf_lite.utils import load_named_dataset
 
-        return make_synthetic_hin()
-    from hetcrf_lite.data import load_dataset
-
-    return load_dataset(name, pos_num=pos_num, pos_score=pos_score)
+    return load_named_dataset(name, pos_num=pos_num, pos_score=pos_score)
 
 
 def mean_pairwise_cosine(emb: np.ndarray) -> float:
@@ -463,7 +459,8 @@ def train_and_evaluate(dataset_name: str, config: dict[str, Any],
     """
     from hetcrf_lite.config import HetCRFConfig
     from hetcrf_lite.eval import evaluate_embeddings
-    from hetcrf_lite.train import environment_info, fit
+    from hetcrf_lite.train import fit
+    from hetcrf_lite.utils import environment_info
 
     cfg = HetCRFConfig.from_dict(config)
     dataset = load(dataset_name, cfg.pos_num, cfg.pos_score)
@@ -986,7 +983,7 @@ def check_lines(name: str, per_ds: dict[str, Any],
 # ------------------------------------------------------------------------------ report
 def _header_lines(plan: Plan, rows: dict[str, Any], args: argparse.Namespace,
                   command: str) -> list[str]:
-    from hetcrf_lite.train import environment_info
+    from hetcrf_lite.utils import environment_info
 
     env = environment_info()
     used = [rows[k] for k in plan.jobs if k in rows]

@@ -2,7 +2,7 @@
 
 Every dataset runs in its own fresh subprocess, one at a time, with its shipped config
 (``default_config(name)``: both channels, cluster positives, hidden 64, full batch). An epoch is
-what :class:`~hetcrf_lite.train.Trainer` runs: the cluster refresh when due, one training step
+what :class:`~hetcrf_lite.trainer.Trainer` runs: the cluster refresh when due, one training step
 (forward, backward, Adam) and the ``gradient_balance`` log; its seconds are the trainer's own
 per-epoch record. The table gives the median over ``--epochs`` epochs after ``--warmup`` (the
 warm-up holds the first K-means refresh and builds the sparse caches), and the peak memory:
@@ -90,7 +90,8 @@ def _cpu_clock(model) -> list[float]:
 def epoch_worker(name: str, warmup: int, epochs: int) -> dict:
     """Train ``warmup + epochs`` epochs (no early stop); per-epoch seconds from the trainer."""
     from hetcrf_lite.model import HetCRF
-    from hetcrf_lite.train import Trainer, seed_everything
+    from hetcrf_lite.trainer import Trainer
+    from hetcrf_lite.utils import seed_everything
 
     ds, config, load_s = _load(name)
     config = config.replace(epochs=warmup + epochs, patience=10**9)
@@ -127,7 +128,8 @@ def converge_worker(name: str) -> dict:
     """The shipped config until early stopping or its ``epochs``; each epoch start goes to
     stderr, so a run stopped by the timeout still says how far it got."""
     from hetcrf_lite.model import HetCRF
-    from hetcrf_lite.train import Trainer, seed_everything
+    from hetcrf_lite.trainer import Trainer
+    from hetcrf_lite.utils import seed_everything
 
     start_rss = _status_mb("VmRSS")
     ds, config, load_s = _load(name)
@@ -175,7 +177,7 @@ def breakdown_worker(name: str, repeats: int) -> dict:
     """Each part of one training step, forward + backward, timed alone (median)."""
     from hetcrf_lite.encoder import EncoderOutput
     from hetcrf_lite.model import HetCRF
-    from hetcrf_lite.train import seed_everything
+    from hetcrf_lite.utils import seed_everything
 
     ds, config, _ = _load(name)
     seed_everything(config.seed)

@@ -25,7 +25,6 @@ and inflate the ratio.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -41,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hetcrf_lite.eval import evaluate_classification, evaluate_classification_loop  # noqa: E402
+from hetcrf_lite.files import save_json  # noqa: E402
 
 N, DIM, CLASSES, RATE = 4019, 64, 3, 20
 
@@ -157,10 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"speed-up {t_loop / t_fast:.1f}x; identical steps and scores (Macro-F1 "
           f"{summary['macro_f1']['mean']:.2f} ± {summary['macro_f1']['std']:.2f}, AUC "
           f"{summary['auc']['mean']:.2f})")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.json.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, args.json)
+    save_json(report, args.json)
     print(f"wrote {args.json}")
     return report
 

@@ -216,7 +216,8 @@ def worker(dataset_name: str, seed: int, out: Path, epochs: int | None, eval_run
 
     from hetcrf_lite.data import load_dataset
     from hetcrf_lite.eval import evaluate_embeddings
-    from hetcrf_lite.train import environment_info, fit
+    from hetcrf_lite.train import fit
+    from hetcrf_lite.utils import environment_info
 
     config = hetcrf_config(dataset_name, seed, epochs)
     t0 = time.perf_counter()
@@ -254,7 +255,7 @@ def baselines_worker(dataset_name: str, out: Path, eval_runs: int,
     from hetcrf_lite.data import load_dataset
     from hetcrf_lite.diagnostics import propagated_features
     from hetcrf_lite.eval import evaluate_embeddings
-    from hetcrf_lite.train import environment_info
+    from hetcrf_lite.utils import environment_info
 
     dataset = load_dataset(dataset_name)
     x = dataset.x.to_dense() if dataset.x.is_sparse else dataset.x  # identity: [N, N], once

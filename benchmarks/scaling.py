@@ -18,7 +18,7 @@ Peak memory is the growth of the peak RSS over the generated graph (``VmHWM`` af
 ``clear_refs``) and the absolute process peak; the generator's own peak is reported apart. The
 script fits the slope of log-memory and log-time against log-nodes (1 = linear) and draws
 ``figures/scaling.png``. Every size also records whether full-batch training would be refused
-(:func:`~hetcrf_lite.distributed.check_full_batch_fits`) and its message. ``--inference``
+(:func:`~hetcrf_lite.memory.check_full_batch_fits`) and its message. ``--inference``
 measures, after training, the peak of the exact layer-wise inference against the model's own
 full-graph pass (``HetCRF.contrastive_embedding``, no gradient). ``--fanout-sweep`` trains the
 synthetic default graph to convergence with several fan-outs and full batch, and reports
@@ -110,12 +110,12 @@ def _inference_peaks(model, res: dict, cap: _MemoryCap) -> None:
 
 
 def worker(args: argparse.Namespace) -> dict:
-    from hetcrf_lite.distributed import check_full_batch_fits
+    from hetcrf_lite.memory import check_full_batch_fits
     from hetcrf_lite.errors import ConfigError
     from hetcrf_lite.minibatch import MiniBatchTrainer
     from hetcrf_lite.model import HetCRF
     from hetcrf_lite.synthetic import make_synthetic_hin
-    from hetcrf_lite.train import seed_everything
+    from hetcrf_lite.utils import seed_everything
 
     n = args.num_nodes
     res: dict = {"num_nodes": n, "threads": torch.get_num_threads(),

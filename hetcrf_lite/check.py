@@ -104,6 +104,8 @@ def check_environment(extras: Sequence[str] = (), raise_on_missing: bool = True)
 
     Returns:
         True when everything is present.
+
+    Introduced in notebook 01.
     """
     lines = []
     py_ok = sys.version_info[:2] >= MIN_PYTHON

@@ -16,7 +16,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pickle
 import sys
@@ -33,26 +32,12 @@ EXIT_ERROR = 2  # a named error, one line on stderr (as argparse's usage errors)
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), checkpoint saved
 
 
-def _load(name: str, config=None, seed: int = 0):
-    """The dataset a run needs: one of the four benchmarks or the synthetic default."""
-    if name == "synthetic":
-        from .synthetic import make_synthetic_hin
-
-        return make_synthetic_hin(seed=seed)
-    from .data import load_dataset
-
-    kwargs = {}
-    if config is not None:
-        kwargs = {"pos_num": config.pos_num, "pos_score": config.pos_score}
-    return load_dataset(name, **kwargs)
-
-
 def _train_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Path]:
     """``(config or None, overrides, run folder)`` of ``train``. With ``--resume`` the config
     may be left out (the checkpoint's is used); ``--epochs`` and ``--device`` then count as
     overrides, and ``--override FIELD=VALUE`` gives the others."""
     from .config import HetCRFConfig, default_config, parse_override
-    from .train import resume_config
+    from .trainer import resume_config
 
     graph = graph_fields(args)
     if graph and args.dataset:
@@ -178,6 +163,7 @@ def _dataset_for(args: argparse.Namespace, run: Path | None = None) -> tuple[Any
     folder ``run`` (its config and recorded graph)."""
     from .config import HetCRFConfig
     from .train import config_dataset, run_dataset
+    from .utils import load_named_dataset
 
     if run is not None and args.data and args.target is None and args.metapaths is None:
         return run_dataset(run, graph=args.data)  # the run's own graph, moved
@@ -188,7 +174,7 @@ def _dataset_for(args: argparse.Namespace, run: Path | None = None) -> tuple[Any
         config = HetCRFConfig(**graph)
         return config, config_dataset(config)
     if args.dataset:
-        return None, _load(args.dataset, seed=args.seed)
+        return None, load_named_dataset(args.dataset, seed=args.seed)
     if run is not None:
         return run_dataset(run)
     raise ConfigError(f"{args.command} needs --dataset NAME or --data GRAPH --target TYPE "
@@ -213,11 +199,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     results = evaluate_embeddings(emb, dataset, runs=args.runs, lr=lr)
     print(results)
     if args.json:
-        from .files import atomic_write_bytes
-
-        # NaN AUCs are written as JSON's non-standard NaN, which json.load reads back
-        text = json.dumps(results.to_dict(), indent=2)
-        atomic_write_bytes(Path(args.json), lambda fh: fh.write(text.encode()))
+        results.save_json(args.json)
     return 0
 
 
@@ -259,7 +241,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def cmd_umap(args: argparse.Namespace) -> int:
-    from .plot import umap_figure_for_run
+    from .train import umap_figure_for_run
 
     path = umap_figure_for_run(args.run_dir, out=args.out, seed=args.seed, graph=args.data)
     print(f"wrote {path}")
@@ -340,7 +322,7 @@ def _minutes(text: str) -> float:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from .train import migrate_checkpoint
+    from .trainer import migrate_checkpoint
 
     print(f"migrated {migrate_checkpoint(args.checkpoint)}")
     return 0
@@ -360,12 +342,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="hetcrf-lite", description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _finish(parser: argparse.ArgumentParser, func: Any, run_folder: bool = False) -> None:
+    """The options every data-reading command shares (threads, a graph of your own), and the
+    command's function."""
+    add_threads_option(parser)
+    add_graph_options(parser, run_folder=run_folder)
+    parser.set_defaults(func=func)
 
+
+def _add_train_command(sub: Any) -> None:
+    """The parser of ``hetcrf-lite train``."""
     train = sub.add_parser(
         "train", help="train HetCRF and write a run folder",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -389,10 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-runs", type=_positive_int, default=50,
                        help="logistic-regression repeats")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_threads_option(train)
-    add_graph_options(train)
-    train.set_defaults(func=cmd_train)
+    _finish(train, cmd_train)
 
+
+def _add_evaluate_command(sub: Any) -> None:
+    """The parser of ``hetcrf-lite evaluate``."""
     ev = sub.add_parser("evaluate", help="classification and clustering metrics of embeddings",
                         epilog="examples:\n  hetcrf-lite evaluate runs/acm/embeddings.npy "
                         "--dataset acm\n  hetcrf-lite evaluate runs/mine   (a run folder: its "
@@ -405,25 +392,28 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--runs", type=_positive_int, default=50)
     ev.add_argument("--lr", type=float, default=None)
     ev.add_argument("--json", help="also write the metrics here")
-    add_threads_option(ev)
-    add_graph_options(ev)
-    ev.set_defaults(func=cmd_evaluate)
+    _finish(ev, cmd_evaluate)
 
+
+def _add_describe_command(sub: Any) -> None:
+    """The parser of ``hetcrf-lite describe``."""
     de = sub.add_parser("describe", help="node, relation and meta-path statistics")
     de.add_argument("--dataset")
     de.add_argument("--seed", type=int, default=0)
-    add_threads_option(de)
-    add_graph_options(de)
-    de.set_defaults(func=cmd_describe)
+    _finish(de, cmd_describe)
 
+
+def _add_umap_command(sub: Any) -> None:
+    """The parser of ``hetcrf-lite umap``."""
     um = sub.add_parser("umap", help="UMAP figure of a run's embeddings, coloured by class")
     um.add_argument("run_dir")
     um.add_argument("--out", help="PNG path (default RUN_DIR/umap.png)")
     um.add_argument("--seed", type=int, default=0)
-    add_threads_option(um)
-    add_graph_options(um, run_folder=True)
-    um.set_defaults(func=cmd_umap)
+    _finish(um, cmd_umap, run_folder=True)
 
+
+def _add_embed_command(sub: Any) -> None:
+    """The parser of ``hetcrf-lite embed``."""
     em = sub.add_parser("embed", help="reload a run's trained model (checkpoint.pt, "
                         "weights-only) and compute its embeddings",
                         epilog="example:\n  hetcrf-lite embed runs/acm --out emb.npy\n"
@@ -431,10 +421,11 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     em.add_argument("run_dir")
     em.add_argument("--out", help="write the [N, D] embeddings here (.npy)")
-    add_threads_option(em)
-    add_graph_options(em, run_folder=True)
-    em.set_defaults(func=cmd_embed)
+    _finish(em, cmd_embed, run_folder=True)
 
+
+def _add_tune_command(sub: Any) -> None:
+    """The parser of ``hetcrf-lite tune``."""
     tu = sub.add_parser(
         "tune", help="budgeted search of lr, tau, epochs and embedding on validation labels",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -460,15 +451,28 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--out", help="folder for tune.json and best.yaml (default "
                     "runs/tune-<dataset>)")
     tu.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_threads_option(tu)
-    add_graph_options(tu)
-    tu.set_defaults(func=cmd_tune)
+    _finish(tu, cmd_tune)
 
+
+def _add_migrate_command(sub: Any) -> None:
+    """The parser of ``hetcrf-lite migrate-checkpoint``."""
     mi = sub.add_parser("migrate-checkpoint",
                         help="rewrite a checkpoint of hetcrf-lite before issue 13 in the safe "
                         "format (unpickles it: only for a file you wrote yourself)")
     mi.add_argument("checkpoint")
     mi.set_defaults(func=cmd_migrate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``hetcrf-lite`` parser: one sub-command per ``_add_*_command``."""
+    parser = argparse.ArgumentParser(
+        prog="hetcrf-lite", description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_train_command, _add_evaluate_command, _add_describe_command,
+                _add_umap_command, _add_embed_command, _add_tune_command,
+                _add_migrate_command):
+        add(sub)
     return parser
 
 

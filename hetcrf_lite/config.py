@@ -153,6 +153,12 @@ class HetCRFConfig:
             if not ok:
                 raise ConfigError(f"config field '{name}' = {getattr(self, name)!r}: {rule}")
 
+        for check in (self._validate_choices, self._validate_ranges, self._validate_graph,
+                      self._validate_sampling, self._validate_channels):
+            check(need)
+
+    def _validate_choices(self, need) -> None:
+        """Fields that take one of a few strings."""
         choices = {
             "encoder": ("han", "gcn"),
             "views": ("embedding", "raw"),
@@ -170,6 +176,9 @@ class HetCRFConfig:
         }
         for name, allowed in choices.items():
             need(getattr(self, name) in allowed, name, f"must be one of {', '.join(allowed)}")
+
+    def _validate_ranges(self, need) -> None:
+        """Numbers: sizes, rates, weights, the learning rate and the seeds."""
         for name in ("hidden_channels", "heads", "epochs", "cluster_every", "cluster_k"):
             need(isinstance(getattr(self, name), int) and getattr(self, name) > 0, name,
                  "must be a positive integer")
@@ -194,7 +203,9 @@ class HetCRFConfig:
         need(self.lr > 0, "lr", "must be > 0")
         need(0 <= self.seed < 2**32, "seed", "must lie in [0, 2**32 - 1] (NumPy's seed range)")
         need(0 <= self.split_seed < 2**32, "split_seed", "must lie in [0, 2**32 - 1]")
-        self._validate_graph(need)
+
+    def _validate_sampling(self, need) -> None:
+        """Positives, mini-batches, fan-out, clusters and the edge decoder's threshold."""
         need(self.pos_num is None or (isinstance(self.pos_num, int) and self.pos_num >= 1),
              "pos_num", "must be an integer >= 1 (the anchor counts as one) or None")
         need(self.batch_size is None or (isinstance(self.batch_size, int) and self.batch_size >= 2),
@@ -206,6 +217,9 @@ class HetCRFConfig:
              or (isinstance(self.num_clusters, int) and self.num_clusters >= 2),
              "num_clusters", "must be None (= number of classes), 'auto' or an integer >= 2")
         need(self.edge_dense_threshold >= 0, "edge_dense_threshold", "must be >= 0")
+
+    def _validate_channels(self, need) -> None:
+        """At least one loss is on, and the embedding asked for exists."""
         need(isinstance(self.shared_generative_pass, bool), "shared_generative_pass",
              "must be true or false")
         need(self.eval_lr is None or self.eval_lr > 0, "eval_lr", "must be > 0 or None")
@@ -292,7 +306,9 @@ class HetCRFConfig:
 
 
 def default_config(dataset: str, **changes: Any) -> HetCRFConfig:
-    """The shipped config for ``dataset`` (``configs/<dataset>.yaml``), with ``changes`` applied."""
+    """The shipped config for ``dataset`` (``configs/<dataset>.yaml``), with ``changes`` applied.
+
+    Introduced in notebook 03."""
     path = CONFIG_DIR / f"{dataset}.yaml"
     if not path.is_file():
         shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
@@ -424,19 +440,7 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        if value is None:
-            if _NONE in args:
-                return None
-            raise bad()
-        members = [a for a in args if a is not _NONE]
-        ordered = ([a for a in members if _is_exact(value, a)]
-                   + [a for a in members if not _is_exact(value, a)])
-        for member in ordered:
-            try:
-                return _coerce(name, value, member)
-            except ConfigError:
-                continue
-        raise bad()
+        return _coerce_union(name, value, args, bad)
     if tp is _NONE:
         if value is None:
             return None
@@ -459,13 +463,33 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
         if isinstance(value, str):
             return value
         raise bad()
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise bad()
-        if not args:
-            return list(value)
-        item = args[0]
-        return [_coerce(f"{name}[{i}]", v, item) for i, v in enumerate(value)]
+    if origin in (list, tuple, dict):
+        return _coerce_container(name, value, origin, args, bad)
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise bad()
+    return value
+
+
+def _coerce_union(name: str, value: Any, args: tuple, bad) -> Any:
+    """``value`` as the first member of a union that takes it, exact type matches first."""
+    if value is None:
+        if _NONE in args:
+            return None
+        raise bad()
+    members = [a for a in args if a is not _NONE]
+    ordered = ([a for a in members if _is_exact(value, a)]
+               + [a for a in members if not _is_exact(value, a)])
+    for member in ordered:
+        try:
+            return _coerce(name, value, member)
+        except ConfigError:
+            continue
+    raise bad()
+
+
+def _coerce_container(name: str, value: Any, origin: Any, args: tuple, bad) -> Any:
+    """``value`` as a ``list[...]`` (a tuple annotation too) or ``dict[..., ...]``, item by
+    item."""
     if origin is dict:
         if not isinstance(value, dict):
             raise bad()
@@ -474,9 +498,11 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
         key_t, val_t = args
         return {_coerce(f"{name} key", k, key_t): _coerce(f"{name}[{k!r}]", v, val_t)
                 for k, v in value.items()}
-    if isinstance(tp, type) and not isinstance(value, tp):
+    if not isinstance(value, (list, tuple)):
         raise bad()
-    return value
+    if not args:
+        return list(value)
+    return [_coerce(f"{name}[{i}]", v, args[0]) for i, v in enumerate(value)]
 
 
 def _as_int(value: Any, bad) -> int:

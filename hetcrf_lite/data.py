@@ -223,6 +223,8 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
 
     ``root`` if given, else ``$HETCRF_DATA``, else ``$XDG_CACHE_HOME/hetcrf_lite``
     (``~/.cache/hetcrf_lite`` when ``XDG_CACHE_HOME`` is unset).
+
+    Introduced in notebook 08.
     """
     if root is not None:
         return Path(root).expanduser()
@@ -367,6 +369,31 @@ def _writable(folder: Path) -> bool:
     return os.access(p, os.W_OK) and bool(p.stat().st_mode & 0o222)
 
 
+def _refuse_unfetchable(name: str, folder: Path, missing: list[str], corrupt: list[str],
+                        download: bool, hint: str) -> None:
+    """Raise the named error when missing or corrupt files may not (``download=False``) or
+    cannot (a read-only folder) be fetched again."""
+    writable = _writable(folder)
+    if corrupt and not (download and writable):
+        why = ("the folder is read-only, so it cannot be fetched again: restore it, or point "
+               "HETCRF_DATA (or root=) at a writable folder" if not writable else
+               "delete it and load with download=True to fetch it again, or pass verify=False "
+               "if you changed it on purpose")
+        raise DataError(
+            f"{name}: {corrupt} in {folder} do not match the sha256 in hetcrf_lite/SHA256SUMS "
+            f"(corrupt or truncated); {why}."
+        )
+    if missing and not download:
+        raise DataFileNotFoundError(
+            f"{name}: missing {missing} in {folder}. {hint}, or call with download=True."
+        )
+    if not writable:
+        raise DataFileNotFoundError(
+            f"{name}: missing {missing} in {folder}, and that folder is read-only so nothing can "
+            f"be downloaded there. {hint} a writable folder."
+        )
+
+
 def _ensure_files(name: str, files: Sequence[str], folder: Path, download: bool,
                   verify: bool) -> None:
     """Checks that every file is present (and matches the manifest); fetches what is missing or
@@ -382,27 +409,9 @@ def _ensure_files(name: str, files: Sequence[str], folder: Path, download: bool,
                 corrupt.append(f)
     if not missing and not corrupt:
         return
-    writable = _writable(folder)
-    if corrupt and not (download and writable):
-        why = ("the folder is read-only, so it cannot be fetched again: restore it, or point "
-               "HETCRF_DATA (or root=) at a writable folder" if not writable else
-               "delete it and load with download=True to fetch it again, or pass verify=False "
-               "if you changed it on purpose")
-        raise DataError(
-            f"{name}: {corrupt} in {folder} do not match the sha256 in hetcrf_lite/SHA256SUMS "
-            f"(corrupt or truncated); {why}."
-        )
     hint = (f"Set HETCRF_DATA to the folder holding the HeCo datasets (one sub-folder per "
             f"dataset, e.g. HETCRF_DATA/{name}/{files[0]}) or pass root=")
-    if missing and not download:
-        raise DataFileNotFoundError(
-            f"{name}: missing {missing} in {folder}. {hint}, or call with download=True."
-        )
-    if not writable:
-        raise DataFileNotFoundError(
-            f"{name}: missing {missing} in {folder}, and that folder is read-only so nothing can "
-            f"be downloaded there. {hint} a writable folder."
-        )
+    _refuse_unfetchable(name, folder, missing, corrupt, download, hint)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -723,6 +732,8 @@ def load_dataset(
     Raises:
         DataFileNotFoundError: files are missing and cannot be fetched.
         DataError: unknown name, corrupt files, or contents of the wrong shape or range.
+
+    Introduced in notebook 01.
     """
     spec = _spec(name)
     key = str(name).lower()
@@ -815,6 +826,8 @@ def from_heterodata(
         DataError: unknown target, bad features, labels, splits or edge ids.
         MetaPathError: a meta-path that is malformed, does not close on the target, or has no
             edges.
+
+    Introduced in notebook 01.
     """
     return _assemble(data, target, metapaths, labels, splits, num_classes, pos_num, pos_score,
                      name, build_positives=True, seed=seed)
@@ -824,9 +837,38 @@ def _assemble(data, target, metapaths, labels, splits, num_classes, pos_num, pos
               build_positives, seed) -> HINDataset:
     """Shared body of :func:`from_heterodata` and :func:`load_dataset` (which may skip the
     positives when it reads the stored ones)."""
+    data = _checked_copy(data, target)
+
+    n = int(data[target].num_nodes)
+    if labels is None:
+        labels = data[target].get("y")
+    y = (torch.full((n,), -1, dtype=torch.int64) if labels is None
+         else validate_labels(labels, n, num_classes))
+    if num_classes is None:
+        num_classes = int(y.max()) + 1 if y.numel() and int(y.max()) >= 0 else 0
+    data[target].y = y
+
+    paths, adj, counts = _metapath_graphs(data, metapaths, target)
+
+    if splits is None:
+        labelled = int((y >= 0).sum())
+        size = min(1000, labelled // 4)
+        splits = make_splits(y, RATES, size, size, seed=seed) if labelled else {}
+    else:
+        splits = _validate_splits(splits, y)
+    pos = metapath_positives(adj, n, pos_num, pos_score) if build_positives else None
+    return HINDataset(name=name, data=data, target=target, labels=y, num_classes=num_classes,
+                      splits=splits, metapaths=paths, metapath_adj=adj, metapath_counts=counts,
+                      pos=pos)
+
+
+def _checked_copy(data, target: str):
+    """A shallow copy of ``data`` (new stores, same tensors: the caller's object stays as it
+    was) whose node types all have a count and valid features (identity features where there
+    are none) and whose edges are valid."""
     if target not in data.node_types:
         raise DataError(f"target {target!r} is not a node type; the graph has {data.node_types}.")
-    data = copy.copy(data)  # new stores, same tensors: the caller's object stays as it was
+    data = copy.copy(data)
     for t in data.node_types:
         n = data[t].num_nodes
         if n is None:
@@ -838,17 +880,33 @@ def _assemble(data, target, metapaths, labels, splits, num_classes, pos_num, pos
         validate_features(x, f"data[{t!r}].x")
         if x.size(0) != n:
             raise DataError(f"data[{t!r}].x has {x.size(0)} rows but {t!r} has {n} nodes.")
+        refuse_dense_identity(x, f"data[{t!r}].x")
     _validate_edges(data)
+    return data
 
-    n = int(data[target].num_nodes)
-    if labels is None:
-        labels = data[target].get("y")
-    y = (torch.full((n,), -1, dtype=torch.int64) if labels is None
-         else validate_labels(labels, n, num_classes))
-    if num_classes is None:
-        num_classes = int(y.max()) + 1 if y.numel() and int(y.max()) >= 0 else 0
-    data[target].y = y
 
+def refuse_dense_identity(x: Tensor, where: str) -> None:
+    """Identity (one-hot) features are held sparse, never as a dense ``N x N`` matrix
+    (:class:`HINDataset`'s promise: a dense identity costs ``4 N^2`` bytes and dense products).
+
+    Raises:
+        DataError: ``x`` is a dense square identity matrix; the message names the sparse
+            :func:`identity_features` (or leaving ``x`` unset, which gives it).
+    """
+    n = x.shape[0]
+    if (x.layout == torch.strided and x.dim() == 2 and x.shape[1] == n > 1
+            and int(torch.count_nonzero(x)) == n and bool((x.diagonal() == 1).all())):
+        raise DataError(
+            f"{where} is a dense {n} x {n} identity matrix; identity features are held sparse "
+            f"({4 * n * n / 2**20:.1f} MiB dense): use hetcrf_lite.data.identity_features({n}), "
+            "or leave x unset (featureless types get it)")
+
+
+def _metapath_graphs(data, metapaths: object, target: str
+                     ) -> tuple[dict[str, list[str]], dict[str, Tensor], dict[str, Tensor]]:
+    """``(paths, adjacency, counts)`` keyed by meta-path name: the node types of each meta-path,
+    its target-node graph ``[2, E]`` and its path counts; a meta-path without edges, or a name
+    used twice, is a :class:`MetaPathError`."""
     items = _metapath_items(metapaths, target)
     if not items:
         raise MetaPathError(f"no meta-path given; give at least one, e.g. "
@@ -869,17 +927,7 @@ def _assemble(data, target, metapaths, labels, splits, num_classes, pos_num, pos
                 "hold edges, or drop this meta-path."
             )
         paths[key], adj[key], counts[key] = types, ei, cnt
-
-    if splits is None:
-        labelled = int((y >= 0).sum())
-        size = min(1000, labelled // 4)
-        splits = make_splits(y, RATES, size, size, seed=seed) if labelled else {}
-    else:
-        splits = _validate_splits(splits, y)
-    pos = metapath_positives(adj, n, pos_num, pos_score) if build_positives else None
-    return HINDataset(name=name, data=data, target=target, labels=y, num_classes=num_classes,
-                      splits=splits, metapaths=paths, metapath_adj=adj, metapath_counts=counts,
-                      pos=pos)
+    return paths, adj, counts
 
 
 def _metapath_items(metapaths: object, target: str) -> list[tuple[str | None, object]]:
@@ -1218,6 +1266,8 @@ def describe(dataset: HINDataset) -> str:
 
     Returns:
         str: aligned tables, one block per topic.
+
+    Introduced in notebook 01.
     """
     ds, n = dataset, dataset.num_nodes
     out = [f"{ds.name}: target {ds.target!r}, {n} nodes, {ds.num_classes} classes", ""]

@@ -1,10 +1,10 @@
 """Instruments for "when the channels fight": what an embedding holds, and what each channel does.
 
-Introduced in notebook 09. Everything here reads a trained model or an embedding; nothing
-changes training. The per-step quantities (semantic attention beta, the channels' gradient
-cosine and norms on the shared encoder) are logged by :class:`~hetcrf_lite.model.HetCRF`
-into the history (``record["diagnostics"]``, see ``channel_grad_every``); this module turns a
-finished model or embedding into numbers:
+Introduced in notebook 09 (``knn_class_agreement`` already in notebook 08). Everything here reads a
+trained model or an embedding; nothing changes training. The per-step quantities (semantic attention
+beta, the channels' gradient cosine and norms on the shared encoder) are logged by
+:class:`~hetcrf_lite.model.HetCRF` into the history (``record["diagnostics"]``, see
+``channel_grad_every``); this module turns a finished model or embedding into numbers:
 
 * :func:`knn_class_agreement` -- what a UMAP picture shows: the share of each node's ``k``
   nearest neighbours (cosine, in the embedding itself, not in the 2-D projection) that have
@@ -60,6 +60,8 @@ def knn_class_agreement(emb: torch.Tensor | np.ndarray, labels: torch.Tensor | n
         emb (Tensor or ndarray): ``[N, D]`` embeddings.
         labels (Tensor or ndarray): ``[N]`` class ids, ``-1`` unlabelled.
         k (int, optional): neighbours per node. (default: ``10``)
+
+    Introduced in notebook 08.
     """
     x = _as_array(emb)
     y = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
@@ -80,6 +82,8 @@ def effective_rank(emb: torch.Tensor | np.ndarray) -> float:
     .. math::
         p_i = \sigma_i / \textstyle\sum_j \sigma_j, \qquad
         \mathrm{erank} = \exp\left(-\textstyle\sum_i p_i \log p_i\right)
+
+    Introduced in notebook 09.
     """
     x = _as_array(emb)
     s = np.linalg.svd(x - x.mean(0), compute_uv=False)
@@ -106,7 +110,9 @@ def mean_pairwise_cosine(emb: torch.Tensor | np.ndarray, max_nodes: int = 2000,
 def metapath_probe_scores(z: dict[str, torch.Tensor], dataset: "HINDataset", rate: int = 20,
                           runs: int = 10, lr: float | None = None) -> dict[str, float]:
     """Macro-F1 (%) of the linear probe on each meta-path embedding ``Z^m`` alone, at one label
-    rate (the encoder output's ``z``): what a collapsed beta keeps and what it drops."""
+    rate (the encoder output's ``z``): what a collapsed beta keeps and what it drops.
+
+    Introduced in notebook 09."""
     out = {}
     for name, emb in z.items():
         res = evaluate_embeddings(emb.detach().cpu(), dataset, lr=lr, rates=[rate], runs=runs,
@@ -150,7 +156,9 @@ def propagated_features(dataset: "HINDataset", max_dense: int = 50_000_000,
 
 def embedding_report(emb: torch.Tensor | np.ndarray, dataset: "HINDataset",
                      k: int = 10) -> dict[str, Any]:
-    """kNN class agreement, effective rank and mean pairwise cosine of one embedding."""
+    """kNN class agreement, effective rank and mean pairwise cosine of one embedding.
+
+    Introduced in notebook 09."""
     return {"knn_agreement": knn_class_agreement(emb, dataset.labels, k=k),
             "effective_rank": effective_rank(emb),
             "mean_cosine": mean_pairwise_cosine(emb)}

@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -47,6 +46,7 @@ from sklearn.metrics import (
 )
 
 from .errors import ConfigError, DataError
+from .files import save_json
 
 if TYPE_CHECKING:
     from .data import HINDataset
@@ -158,20 +158,9 @@ class Results:
         return cls(classification=clf, clustering=clu, meta=dict(d.get("meta", {})))
 
     def save_json(self, path: str | os.PathLike) -> None:
-        """Write :meth:`to_dict` to ``path`` atomically (temporary file, then ``os.replace``)."""
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".results-", suffix=".json.tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                # NaN AUCs are written as JSON's non-standard NaN, which json.load reads back.
-                json.dump(self.to_dict(), fh, indent=2)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        """Write :meth:`to_dict` to ``path`` atomically (:func:`hetcrf_lite.files.save_json`;
+        NaN AUCs are written as JSON's non-standard NaN, which ``json.load`` reads back)."""
+        save_json(self.to_dict(), path)
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "Results":
@@ -528,6 +517,8 @@ def evaluate_classification(
 
     Returns:
         dict: ``{rate: ClassificationResult}``.
+
+    Introduced in notebook 09.
     """
     emb = _check_emb(emb)
     labels = _check_labels(labels, emb.shape[0])
@@ -631,6 +622,8 @@ def evaluate_embeddings(
 
     Returns:
         Results: the numbers and the settings that produced them (``meta``).
+
+    Introduced in notebook 04.
     """
     lr = (0.05 if dataset.name == "acm" else 0.01) if lr is None else lr
     clf = evaluate_classification(emb, dataset.labels, dataset.splits, dataset.num_classes, lr,

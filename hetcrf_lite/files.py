@@ -14,12 +14,13 @@ Every file hetcrf_lite writes (run folders, configs, downloads) goes through her
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Any, Callable
 
 from .errors import OutputError
 
@@ -117,6 +118,12 @@ def atomic_write_bytes(path: str | os.PathLike, write: Callable[[IO[bytes]], obj
     except BaseException:
         _unlink(tmp)
         raise
+
+
+def save_json(obj: Any, path: str | os.PathLike) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically (:func:`atomic_write_bytes`); NaN
+    is written as JSON's non-standard ``NaN``, which ``json.load`` reads back."""
+    atomic_write_bytes(Path(path), lambda fh: fh.write(json.dumps(obj, indent=2).encode()))
 
 
 def _unlink(path: str) -> None:

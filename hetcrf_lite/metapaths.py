@@ -66,6 +66,8 @@ def parse_metapath(
     Raises:
         MetaPathError: unknown or ambiguous letter / type, fewer than three types, not closing
             on ``target``, or a hop with no relation.
+
+    Introduced in notebook 01.
     """
     node_types = list(node_types)
     shown = _show(spec)
@@ -181,6 +183,8 @@ def metapath_matrix(data: HeteroData, types: Sequence[str]) -> sp.csr_matrix:
     Args:
         data (HeteroData): the graph.
         types (list of str): node types along the path (see :func:`parse_metapath`).
+
+    Introduced in notebook 01.
     """
     return _metapath_product(data, types)[0]
 
@@ -275,6 +279,8 @@ def metapath_adjacency(data: HeteroData, types: Sequence[str]) -> tuple[Tensor, 
         (Tensor, Tensor): ``edge_index`` ``[2, E]`` int64 (row 0 source, row 1 destination),
         binarised, self-loops as the product gives them, sorted by (destination, source); and
         ``counts`` ``[E]`` float32, the number of path instances of each edge.
+
+    Introduced in notebook 01.
     """
     c, symmetric = _metapath_product(data, types)
     c.eliminate_zeros()
@@ -302,6 +308,8 @@ def metapath_scores(
 
     Returns:
         scipy.sparse.csr_matrix: ``[N, N]`` float64 with sorted indices.
+
+    Introduced in notebook 05.
     """
     if score not in POS_SCORES:
         raise ConfigError(f"pos_score={score!r}; choose one of {POS_SCORES}.")
@@ -345,6 +353,8 @@ def metapath_positives(
 
     Returns:
         Tensor: ``[2, P]`` int64 pairs (anchor, positive), sorted by anchor then positive.
+
+    Introduced in notebook 01.
     """
     if int(pos_num) < 1:
         raise ConfigError(f"pos_num={pos_num}: a positive set holds at least the anchor; use >= 1.")

@@ -18,7 +18,8 @@ subgraph* instead:
    meta-path edges among them (``torch_geometric.utils.subgraph``, relabelled), the relations
    from them to their schema neighbours (authors, subjects, ...; neighbours relabelled), the
    positives inside the set;
-5. the model's own ``training_step`` runs on it (:meth:`~hetcrf_lite.model.HetCRF.graph_bound`):
+5. the model's own ``training_step`` runs on it (``training_step(epoch, graph)`` with the
+   tensors of :meth:`~hetcrf_lite.model.HetCRF.subgraph`):
    both reconstructions and both contrastive views over every node of the subgraph, InfoNCE on
    ``batch_size`` anchors that the model draws among them (seeds or not), with in-batch
    negatives and the positives inside the subgraph.
@@ -72,8 +73,10 @@ from torch_geometric.utils import softmax, subgraph
 
 from .config import HetCRFConfig
 from .data import HINDataset, identity_features
-from .errors import ConfigError, DataError, TrainingError
-from .train import Trainer, seed_everything
+from .errors import ConfigError, DataError
+from .model import HetCRF
+from .trainer import Trainer
+from .utils import seed_everything
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -488,15 +491,13 @@ def layerwise_embeddings(model: nn.Module, chunk_size: int = DEFAULT_CHUNK_SIZE
     every meta-path graph (which would stay alive after the call).
 
     Args:
-        model (HetCRF): the model, not bound to a subgraph.
+        model (HetCRF): the model (its full graph).
         chunk_size (int, optional): destination nodes per chunk. (default: ``65536``)
 
     Returns:
         ``(h [N, hidden], contrastive [N, hidden] or None)``; ``None`` without the contrastive
         channel.
     """
-    if getattr(model, "_bound", False):
-        raise ConfigError("layerwise_embeddings runs on the full graph: leave graph_bound first")
     was = model.training
     model.eval()
     try:
@@ -534,32 +535,29 @@ def embed_layerwise(model: nn.Module, mode: str | None = None,
 
 
 def refresh_clusters(model: nn.Module, epoch: int, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Any:
-    """The model's ``on_epoch_start(epoch)`` (cluster refresh every T epochs), with its
-    full-graph ``contrastive_embedding`` replaced, for this call, by the layer-wise one: the
-    same K-means input and logic, in bounded memory. Returns what ``on_epoch_start`` returns."""
-    model.contrastive_embedding = lambda enc=None: layerwise_embeddings(model, chunk_size)[1]
-    try:
-        return model.on_epoch_start(epoch)
-    finally:
-        del model.contrastive_embedding  # the class's method again
+    """The model's ``on_epoch_start(epoch)`` (cluster refresh every T epochs) on the layer-wise
+    contrastive embedding instead of the full-graph pass: the same K-means input and logic, in
+    bounded memory. Returns what ``on_epoch_start`` returns."""
+    return model.on_epoch_start(epoch, lambda: layerwise_embeddings(model, chunk_size)[1])
 
 
 # ------------------------------------------------------------------------------------------
 # Training
 # ------------------------------------------------------------------------------------------
 class MiniBatchTrainer(Trainer):
-    r""":class:`~hetcrf_lite.train.Trainer` whose epoch is one pass over every target node as a
+    r""":class:`~hetcrf_lite.trainer.Trainer` whose epoch is one pass over every target node as a
     seed: ``ceil(N / (world_size * batch_size))`` Adam steps, each on an induced subgraph.
 
     Per epoch: the cluster positives are refreshed when due (:func:`refresh_clusters`, exact
-    layer-wise inference; early stopping re-baselines after a refresh, as in the parent); then
-    for every seed batch the node set is sampled
-    (:meth:`SubgraphSampler.sample_nodes`: fan-out and the seeds' positives), its sub-dataset
-    built, the model bound to it (:meth:`~hetcrf_lite.model.HetCRF.graph_bound`) and one
-    ``training_step`` taken. The epoch's loss and parts are the means over its steps; early
-    stopping, checkpoints, resume and the history work as in the parent class. The epoch order
-    is drawn from ``(config.seed, epoch)``; the fan-out draws come from the model's generator,
-    which checkpoints carry, so a resumed run repeats the original.
+    layer-wise inference; early stopping re-baselines after a refresh, as in the parent); then for
+    every seed batch the node set is sampled (:meth:`SubgraphSampler.sample_nodes`: fan-out and the
+    seeds' positives), its sub-dataset built, its tensors taken
+    (:meth:`~hetcrf_lite.model.HetCRF.subgraph`) and one ``training_step(epoch, graph)`` taken on
+    them. The epoch's loss and parts are the means over its steps; early stopping, checkpoints,
+    resume and the history work as in the parent class. The epoch order is drawn from
+    ``(config.seed, epoch)``; the fan-out draws come from the model's generator, which checkpoints
+    carry, so a resumed run repeats the original.
+
 
     Args:
         model (torch.nn.Module): a :class:`~hetcrf_lite.model.HetCRF`, or a
@@ -610,17 +608,10 @@ class MiniBatchTrainer(Trainer):
         total, parts_sum, sizes, balance = 0.0, {}, [], None
         for i, seeds in enumerate(batches):
             node_ids = self.sampler.sample_nodes(seeds, hetcrf.generator, pos)
-            sub = self.sampler.subgraph(node_ids)
-            with hetcrf.graph_bound(sub, node_ids):
-                self.optimizer.zero_grad(set_to_none=True)
-                loss, parts = model.training_step(epoch)
-                if not torch.isfinite(loss):
-                    raise TrainingError(self.nonfinite_message(
-                        f"loss became {loss.item()} at epoch {epoch}, step {i} (parts: {parts})"))
-                loss.backward()
-                self.optimizer.step()
-                if balance_due and i == len(batches) - 1:  # on the last step's views
-                    balance = model.gradient_balance_summary()
+            graph = hetcrf.subgraph(self.sampler.subgraph(node_ids), node_ids)
+            loss, parts = self.optimizer_step(epoch, graph, step=i)
+            if balance_due and i == len(batches) - 1:  # on the last step's views
+                balance = model.gradient_balance_summary()
             total += float(loss.detach())
             for k, v in parts.items():
                 parts_sum[k] = parts_sum.get(k, 0.0) + v
@@ -648,8 +639,6 @@ def fit_minibatch(dataset: HINDataset, config: HetCRFConfig, out_dir: Any = None
     mini-batches (:class:`MiniBatchTrainer`); the mini-batch counterpart of
     :func:`hetcrf_lite.train.fit`. ``trainer_kwargs`` go to the trainer. Returns
     ``(model, history)``; the model holds its lowest-loss parameters."""
-    from .model import HetCRF
-
     seed_everything(config.seed)
     model = HetCRF(dataset, config)
     trainer = MiniBatchTrainer(model, config, dataset, out_dir=out_dir, progress=progress,

@@ -11,12 +11,14 @@ clean input (contrastive views). Every channel and strategy is a config switch
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
+from torch_geometric.utils import subgraph as pyg_subgraph
 
-from .augment import ClusterAugmenter, estimate_num_clusters
+from .augment import ClusterAugmenter, coalesce_pairs, estimate_num_clusters
 from .config import HetCRFConfig
 from .contrastive import (ProjectionHead, SchemaView, SecondStageGCN, gradient_balance, infonce,
                           infonce_minibatch)
@@ -26,7 +28,8 @@ from .errors import ConfigError
 from .generative import (EdgeReconstruction, FeatureReconstruction, MaskSchedule, is_identity,
                          with_token_column)
 from .metapaths import metapath_positives
-from .train import resolve_device
+from .memory import check_full_batch_fits
+from .utils import resolve_device
 
 
 def self_positives(num_nodes: int, device: torch.device | None = None) -> Tensor:
@@ -61,18 +64,54 @@ def _flat_grad(loss: Tensor, params: list[Tensor]) -> Tensor:
                       for g, p in zip(grads, params)])
 
 
+@dataclass
+class GraphTensors:
+    r"""The per-graph inputs of a HetCRF step, on the model's device.
+
+    :meth:`HetCRF.full_graph` gives those of the graph the model was built on;
+    :meth:`HetCRF.subgraph` those of an induced subgraph of it (the mini-batch step of
+    :mod:`hetcrf_lite.minibatch`). A step is ``model.training_step(epoch, graph)``: the
+    parameters stay in the model, so a step on a subgraph trains it, and the model itself is never
+    modified to point at another graph.
+
+    Attributes:
+        num_nodes (int): target nodes :math:`N`.
+        x (Tensor): the encoder input ``[N, F]`` (dense or sparse); for ``feature_init``
+            ``embedding`` the model's parameter table, or rows of it (the gradient reaches them).
+        feat_target (Tensor or None): the feature-reconstruction target when it is not ``x``.
+        edge_index_dict (dict[str, Tensor]): meta-path graphs ``{metapath: [2, E]}``.
+        base_pos (Tensor): ``[2, P]`` meta-path (or self) positives.
+        relations (dict[str, Tensor] or None): schema-view relation edges ``{t: [2, E_t]}``;
+            ``None``: those the schema view holds (the full graph).
+        cluster_labels (Tensor or None): ``[N]`` K-means labels of the cluster positives.
+        extra_pos (Tensor or None): ``[2, P_extra]`` cluster positives.
+        node_ids (Tensor or None): full-graph ids of the target nodes of a subgraph, in its
+            order; ``None`` for the full graph.
+    """
+
+    num_nodes: int
+    x: Tensor
+    feat_target: Tensor | None
+    edge_index_dict: dict[str, Tensor]
+    base_pos: Tensor
+    relations: dict[str, Tensor] | None = None
+    cluster_labels: Tensor | None = None
+    extra_pos: Tensor | None = None
+    node_ids: Tensor | None = None
+
+
 class HetCRF(nn.Module):
     r"""The HetCRF model bound to one dataset (graph tensors live on the model's device).
 
     Args:
         dataset (HINDataset): the graph, its meta-paths and meta-path positives.
         config (HetCRFConfig): every hyper-parameter and switch.
+
+    Introduced in notebook 04.
     """
 
     def __init__(self, dataset: HINDataset, config: HetCRFConfig) -> None:
         super().__init__()
-        from .distributed import check_full_batch_fits
-
         check_full_batch_fits(dataset, config)  # refuses N x N work that cannot fit, names batch_size
         self.config = config
         self.device_ = resolve_device(config.device)
@@ -83,14 +122,33 @@ class HetCRF(nn.Module):
         self.x, self._feat_target, token_column = self._input_features(dataset, config)
         self.edge_index_dict = {k: v.to(self.device_) for k, v in dataset.metapath_adj.items()}
         self.generator = torch.Generator().manual_seed(config.seed)  # masks, drops, samples
-        hidden = config.hidden_channels
         self.encoder = build_encoder(config.encoder, in_channels=self.x.shape[1],
-                                     hidden_channels=hidden, metapaths=self.metapath_names,
-                                     heads=config.heads, feat_drop=config.feat_drop,
-                                     attn_drop=config.attn_drop)
+                                     hidden_channels=config.hidden_channels,
+                                     metapaths=self.metapath_names, heads=config.heads,
+                                     feat_drop=config.feat_drop, attn_drop=config.attn_drop)
         if token_column:
             with torch.no_grad():  # the [MASK] input column starts at zero, as GraphMAE's token
                 self.encoder.proj.weight[:, -1] = 0.0
+        self._build_generative(config, token_column)
+        if config.use_contrastive:
+            self._build_contrastive(dataset, config)
+        self.base_pos = self._base_positives(dataset).to(self.device_)
+        self.augmenter = None
+        if config.use_contrastive and config.cluster_aug:
+            k = config.num_clusters if config.num_clusters is not None else dataset.num_classes
+            self.augmenter = ClusterAugmenter(num_clusters=k, refresh_every=config.cluster_every,
+                                              q=config.cluster_q, k=config.cluster_k,
+                                              warm_start=config.cluster_warm_start,
+                                              ema=config.cluster_ema, seed=config.seed)
+        # (z_fusion, z_schema, positives) of the last contrastive step, for gradient_balance_summary
+        self._last_views: tuple[Tensor, Tensor, Tensor] | None = None
+        self._balance_anchors: dict[int, Tensor] = {}  # per graph size
+        self.diagnostics: dict[str, Any] = {}  # this step's beta, channel gradients (history)
+        self.to(self.device_)
+
+    def _build_generative(self, config: HetCRFConfig, token_column: bool) -> None:
+        """The feature and edge reconstructions that are switched on, and the mask schedule."""
+        hidden = config.hidden_channels
         target = self.x if self._feat_target is None else self._feat_target
         self.feat_recon = (FeatureReconstruction(target.shape[1] - int(token_column), hidden,
                                                  self.metapath_names, gamma=config.gamma_feat,
@@ -107,30 +165,75 @@ class HetCRF(nn.Module):
                                               dense_threshold=config.edge_dense_threshold,
                                               uniform_weights=config.edge_loss_weights == "uniform")
                            if config.use_edge_recon else None)
-        if config.use_contrastive:
-            relations = {t: dataset.neighbors(t).to(self.device_) for t in dataset.neighbor_types}
-            self.schema_view = SchemaView(hidden, relations, num_nodes=self.num_nodes,
-                                          sample=config.schema_sample)
-            self.second_stage = SecondStageGCN(hidden, config.second_stage_depth)
-            self.projection = ProjectionHead(hidden, hidden)
-            if config.cl_fusion == "own":
-                self.cl_semantic = SemanticAttention(hidden)
-            if config.views == "raw":
-                # Ablation: the schema view is fed raw (masked) features, as HeCo does.
-                self.raw_projection = nn.Linear(self.x.shape[1], hidden)
-        self.base_pos = self._base_positives(dataset).to(self.device_)
-        self.augmenter = None
-        if config.use_contrastive and config.cluster_aug:
-            k = config.num_clusters if config.num_clusters is not None else dataset.num_classes
-            self.augmenter = ClusterAugmenter(num_clusters=k, refresh_every=config.cluster_every,
-                                              q=config.cluster_q, k=config.cluster_k,
-                                              warm_start=config.cluster_warm_start,
-                                              ema=config.cluster_ema, seed=config.seed)
-        self._last_views: tuple[Tensor, Tensor] | None = None
-        self.diagnostics: dict[str, Any] = {}  # this step's beta, channel gradients (history)
-        self.to(self.device_)
+
+    def _build_contrastive(self, dataset: HINDataset, config: HetCRFConfig) -> None:
+        """Schema view (holding the full graph's relation edges), second stage, projection head;
+        the contrastive channel's own semantic attention and the raw-feature projection when
+        the config asks for them."""
+        hidden = config.hidden_channels
+        relations = {t: dataset.neighbors(t).to(self.device_) for t in dataset.neighbor_types}
+        self.schema_view = SchemaView(hidden, relations, sample=config.schema_sample)
+        self.second_stage = SecondStageGCN(hidden, config.second_stage_depth)
+        self.projection = ProjectionHead(hidden, hidden)
+        if config.cl_fusion == "own":
+            self.cl_semantic = SemanticAttention(hidden)
+        if config.views == "raw":
+            # Ablation: the schema view is fed raw (masked) features, as HeCo does.
+            self.raw_projection = nn.Linear(self.x.shape[1], hidden)
 
     # --------------------------------------------------------------------------------------------
+    def full_graph(self) -> GraphTensors:
+        """The :class:`GraphTensors` of the graph the model was built on, with the current
+        cluster labels and positives."""
+        aug = self.augmenter
+        return GraphTensors(num_nodes=self.num_nodes, x=self.x, feat_target=self._feat_target,
+                            edge_index_dict=self.edge_index_dict, base_pos=self.base_pos,
+                            cluster_labels=None if aug is None else aug.labels,
+                            extra_pos=None if aug is None else aug.extra)
+
+    def subgraph(self, sub: HINDataset, node_ids: Tensor) -> GraphTensors:
+        """The :class:`GraphTensors` of ``sub``, an induced subgraph of the model's graph.
+
+        The encoder input is rebuilt from ``sub``'s features as ``__init__`` builds it (for
+        ``feature_init`` ``embedding`` / ``random``: rows ``node_ids`` of the table, so the
+        gradient reaches those rows); the meta-path graphs and schema relations are ``sub``'s;
+        the base positives and the cluster labels and extra positives are restricted to the
+        set (pairs with both ends in it, relabelled). A step on the result,
+        ``training_step(epoch, graph)``, trains the shared parameters; the subgraph of
+        ``arange(N)`` gives the full-graph step exactly.
+
+        Args:
+            sub (HINDataset): the sub-dataset (:func:`hetcrf_lite.minibatch.induced_subgraph`).
+            node_ids (Tensor): ``[|S|]`` distinct full-graph ids of its target nodes, in its order.
+
+        Raises:
+            ConfigError: ``node_ids`` does not match ``sub``'s target nodes.
+        """
+        if node_ids.numel() != sub.num_nodes:
+            raise ConfigError(f"subgraph: {node_ids.numel()} node_ids for a subgraph of "
+                              f"{sub.num_nodes} target nodes")
+        dev, n_full = self.device_, self.num_nodes
+        ids = node_ids.to(dev, torch.long)
+
+        def restrict(pairs: Tensor) -> Tensor:  # [2, P] pairs inside the set, relabelled
+            return pyg_subgraph(ids.to(pairs.device), pairs, relabel_nodes=True,
+                                num_nodes=n_full)[0]
+
+        if self.config.feature_init != "identity":  # x is a per-node table: slice its rows
+            x = self.x.index_select(0, ids)  # [|S|, hidden]
+            target = None if self._feat_target is None else sub.x.to(dev)  # identity rows
+        else:
+            x, target, _ = self._input_features(sub, self.config)
+        aug = self.augmenter
+        labelled = aug is not None and aug.labels is not None
+        return GraphTensors(
+            num_nodes=sub.num_nodes, x=x, feat_target=target,
+            edge_index_dict={k: v.to(dev) for k, v in sub.metapath_adj.items()},
+            base_pos=restrict(self.base_pos),
+            relations={t: sub.neighbors(t).to(dev) for t in sub.neighbor_types},
+            cluster_labels=aug.labels[ids.to(aug.labels.device)] if labelled else None,
+            extra_pos=restrict(aug.extra) if labelled else None, node_ids=ids)
+
     def _input_features(self, dataset: HINDataset,
                         config: HetCRFConfig) -> tuple[Tensor, Tensor | None, bool]:
         """``(x, target, token_column)``: the encoder's clean input, the feature-reconstruction
@@ -155,25 +258,25 @@ class HetCRF(nn.Module):
                 "ablation is for featureless target types (aminer, freebase, "
                 "make_synthetic_hin(feature_mode='none'))")
         g = torch.Generator().manual_seed(config.seed)
-        codes = torch.randn(self.num_nodes, config.hidden_channels, generator=g)  # [N, hidden]
+        codes = torch.randn(dataset.num_nodes, config.hidden_channels, generator=g)  # [N, hidden]
         codes = codes.to(self.device_)
         if config.feature_init == "embedding":
             return nn.Parameter(codes), x, False
         return codes, None, False
 
-    def _shared_generative_losses(self, epoch: int) -> tuple[Tensor, Tensor]:
+    def _shared_generative_losses(self, epoch: int, g: GraphTensors) -> tuple[Tensor, Tensor]:
         """Feature and edge reconstruction losses from ONE encoder pass on masked features and
         dropped edges (``shared_generative_pass``), through the channels' own ``corrupt`` /
         ``loss_from``. The draws come in the separate passes' order (mask, then drops); the
         feature decoder aggregates over the full meta-path graphs and the edge decoder over the
         thinned ones, as with separate passes: only the encoder's input changes."""
-        x_masked, masked_idx, _ = self.feat_recon.corrupt(self.x, self.mask_schedule(epoch),
+        x_masked, masked_idx, _ = self.feat_recon.corrupt(g.x, self.mask_schedule(epoch),
                                                           generator=self.generator)
-        visible = self.edge_recon.corrupt(self.edge_index_dict, self.generator)
+        visible = self.edge_recon.corrupt(g.edge_index_dict, self.generator)
         enc = self.encoder(x_masked, visible)
-        target = self.x if self._feat_target is None else self._feat_target
-        feat = self.feat_recon.loss_from(enc, target, masked_idx, self.edge_index_dict)
-        edge, _ = self.edge_recon.loss_from(enc, self.edge_index_dict, visible, self.generator)
+        target = g.x if g.feat_target is None else g.feat_target
+        feat = self.feat_recon.loss_from(enc, target, masked_idx, g.edge_index_dict)
+        edge, _ = self.edge_recon.loss_from(enc, g.edge_index_dict, visible, self.generator)
         return feat, edge
 
     def _base_positives(self, dataset: HINDataset) -> Tensor:
@@ -187,11 +290,16 @@ class HetCRF(nn.Module):
         return metapath_positives(dataset.metapath_adj, self.num_nodes, cfg.pos_num,
                                   score=cfg.pos_score)
 
-    def positives(self) -> Tensor:
-        """The current positive sets: meta-path (or self) positives plus cluster extras."""
-        if self.augmenter is None:
-            return self.base_pos
-        return self.augmenter.positives(self.base_pos)
+    def positives(self, graph: GraphTensors | None = None) -> Tensor:
+        """The current positive sets of ``graph`` (default: the full graph): meta-path (or self)
+        positives plus cluster extras."""
+        if graph is None or graph.node_ids is None:  # the augmenter caches the full graph's
+            return self.base_pos if self.augmenter is None else \
+                self.augmenter.positives(self.base_pos)
+        if graph.extra_pos is None:
+            return graph.base_pos
+        pairs = torch.cat([graph.base_pos, graph.extra_pos.to(graph.base_pos.device)], dim=1)
+        return coalesce_pairs(pairs, graph.num_nodes)
 
     def _sparse_dropout(self, x: Tensor, rate: float) -> Tensor:
         """Feature masking of the raw-feature views (dense or sparse input)."""
@@ -224,47 +332,54 @@ class HetCRF(nn.Module):
         beta = beta.detach()
         return (beta.view(-1, 1, 1) * torch.stack(zs)).sum(0), beta  # [N, hidden]
 
-    def views(self, enc: EncoderOutput) -> tuple[Tensor, Tensor]:
-        """Fusion and schema views, after the second-stage GCN (before the projection head)."""
+    def views(self, enc: EncoderOutput, graph: GraphTensors | None = None
+              ) -> tuple[Tensor, Tensor]:
+        """Fusion and schema views of ``graph`` (default: the full graph), after the
+        second-stage GCN (before the projection head)."""
         cfg = self.config
+        g = graph if graph is not None else self.full_graph()
         h, beta = self._contrastive_input(enc)
         self._cl_beta = None if beta is None else beta.detach()
         weights = beta if cfg.second_stage_fusion == "beta" else None  # None: the mean
         if cfg.views == "raw":
-            raw = self._sparse_dropout(self.x, cfg.raw_feat_mask)
+            raw = self._sparse_dropout(g.x, cfg.raw_feat_mask)
             base = (torch.sparse.mm(raw, self.raw_projection.weight.t()) + self.raw_projection.bias
                     if raw.is_sparse else self.raw_projection(raw))
             fusion_in, schema_in = h, torch.nn.functional.elu(base)
         else:
             fusion_in, schema_in = h, h
+        def schema_view(h: Tensor) -> Tensor:
+            return self.schema_view(h, g.relations, generator=self.generator)
+
         if cfg.second_stage == "before_views":
-            fusion_in = self.second_stage(fusion_in, self.edge_index_dict, weights)
+            fusion_in = self.second_stage(fusion_in, g.edge_index_dict, weights)
             if cfg.views != "raw":
                 schema_in = fusion_in
-            return fusion_in, self.schema_view(schema_in, generator=self.generator)
-        fusion = self.second_stage(fusion_in, self.edge_index_dict, weights)
-        schema = self.second_stage(self.schema_view(schema_in, generator=self.generator),
-                                   self.edge_index_dict, weights)
+            return fusion_in, schema_view(schema_in)
+        fusion = self.second_stage(fusion_in, g.edge_index_dict, weights)
+        schema = self.second_stage(schema_view(schema_in), g.edge_index_dict, weights)
         return fusion, schema
 
-    def contrastive_loss(self, enc: EncoderOutput) -> Tensor:
+    def contrastive_loss(self, enc: EncoderOutput, graph: GraphTensors | None = None) -> Tensor:
+        """InfoNCE between the projected fusion and schema views of ``graph`` (default: the
+        full graph), on its positives; on ``batch_size`` random anchors when that is set."""
         cfg = self.config
-        fusion, schema = self.views(enc)
+        g = graph if graph is not None else self.full_graph()
+        fusion, schema = self.views(enc, g)
         if self.config.center_views:
             # Averaging over dense meta-path graphs (twice) leaves a large component shared by
             # every node; cosine similarity would see only it. Centering removes it (choice).
             fusion, schema = fusion - fusion.mean(0), schema - schema.mean(0)
         z_f, z_s = self.projection(fusion), self.projection(schema)
-        self._last_views = (z_f.detach(), z_s.detach())
-        pos = self.positives()
-        cluster = self.augmenter.labels if (self.augmenter is not None and
-                                            cfg.negatives == "drop_same_cluster") else None
+        pos = self.positives(g)
+        self._last_views = (z_f.detach(), z_s.detach(), pos)
+        cluster = g.cluster_labels if cfg.negatives == "drop_same_cluster" else None
         if cfg.negatives == "drop_same_cluster" and cluster is None:
             cluster = None  # before the first refresh there are no clusters to drop
         negatives = cfg.negatives if (cfg.negatives != "drop_same_cluster" or cluster is not None) \
             else "all"
-        if cfg.batch_size is not None and cfg.batch_size < self.num_nodes:
-            anchors = torch.randperm(self.num_nodes, generator=self.generator)[: cfg.batch_size]
+        if cfg.batch_size is not None and cfg.batch_size < g.num_nodes:
+            anchors = torch.randperm(g.num_nodes, generator=self.generator)[: cfg.batch_size]
             return infonce_minibatch(z_f, z_s, pos, anchors.to(z_f.device), tau=cfg.tau,
                                      lam=cfg.lam, num_sampled_negatives=cfg.num_sampled_negatives,
                                      generator=self.generator)
@@ -277,20 +392,20 @@ class HetCRF(nn.Module):
         return (self.feat_recon is not None and cfg.w_feat > 0,
                 self.edge_recon is not None and cfg.w_edge > 0)
 
-    def _generative_losses(self, epoch: int) -> dict[str, Tensor]:
+    def _generative_losses(self, epoch: int, g: GraphTensors) -> dict[str, Tensor]:
         """The unweighted reconstruction losses that are on: ``{"feat": ..., "edge": ...}``."""
         cfg = self.config
         feat_on, edge_on = self._reconstructions_on()
         gen: dict[str, Tensor] = {}
         if feat_on and edge_on and cfg.shared_generative_pass:
-            gen["feat"], gen["edge"] = self._shared_generative_losses(epoch)
+            gen["feat"], gen["edge"] = self._shared_generative_losses(epoch, g)
             return gen
         if feat_on:
-            gen["feat"], _ = self.feat_recon(self.encoder, self.x, self.edge_index_dict,
+            gen["feat"], _ = self.feat_recon(self.encoder, g.x, g.edge_index_dict,
                                              self.mask_schedule(epoch), generator=self.generator,
-                                             target=self._feat_target)
+                                             target=g.feat_target)
         if edge_on:
-            gen["edge"], _ = self.edge_recon(self.encoder, self.x, self.edge_index_dict,
+            gen["edge"], _ = self.edge_recon(self.encoder, g.x, g.edge_index_dict,
                                              generator=self.generator)
         return gen
 
@@ -301,13 +416,16 @@ class HetCRF(nn.Module):
                 module.detach_weights = flag
 
     # --------------------------------------------------------------------------------------------
-    def training_step(self, epoch: int) -> tuple[Tensor, dict[str, float]]:
-        """One optimisation step's loss and its weighted parts."""
+    def training_step(self, epoch: int, graph: GraphTensors | None = None
+                      ) -> tuple[Tensor, dict[str, float]]:
+        """One optimisation step's loss and its weighted parts, on ``graph`` (default: the full
+        graph; :meth:`subgraph` for a mini-batch step)."""
         cfg = self.config
+        g = graph if graph is not None else self.full_graph()
         parts: dict[str, float] = {}
         self._set_beta_detached(not cfg.gen_beta_grad)
         try:
-            gen = self._generative_losses(epoch)
+            gen = self._generative_losses(epoch, g)
         finally:
             self._set_beta_detached(False)
         gen_total = sum((w * gen[n] for n, w in (("feat", cfg.w_feat), ("edge", cfg.w_edge))
@@ -318,8 +436,8 @@ class HetCRF(nn.Module):
         self.diagnostics = {}
         cl_total = None
         if cfg.use_contrastive and cfg.w_cl > 0:
-            enc = self.encoder(self.x, self.edge_index_dict)
-            loss = self.contrastive_loss(enc)
+            enc = self.encoder(g.x, g.edge_index_dict)
+            loss = self.contrastive_loss(enc, g)
             cl_total = cfg.w_cl * loss
             parts["infonce"] = float(loss.detach())
             if enc.semantic_attention is not None:
@@ -385,34 +503,39 @@ class HetCRF(nn.Module):
         return torch.cat([enc.h, contrast], dim=1)
 
     # --------------------------------------------------------------------------------------------
-    def on_epoch_start(self, epoch: int) -> bool:
+    def on_epoch_start(self, epoch: int,
+                       embedding: Callable[[], Tensor] | None = None) -> bool:
         """Refresh the cluster positives every T epochs (warm-started K-means).
 
-        Returns whether the positive sets changed: the loss before and after a refresh measure
-        different objectives, so :class:`~hetcrf_lite.train.Trainer` re-baselines early stopping.
+        ``embedding`` computes the full graph's contrastive embedding that K-means clusters
+        (default: :meth:`contrastive_embedding`; the mini-batch trainer passes its layer-wise
+        inference, the same values in bounded memory). Returns whether the positive sets
+        changed: the loss before and after a refresh measure different objectives, so
+        :class:`~hetcrf_lite.trainer.Trainer` re-baselines early stopping.
         """
         if self.augmenter is None:
             return False
+        embedding = embedding if embedding is not None else self.contrastive_embedding
         if self.augmenter.num_clusters == "auto" and epoch == 0:
-            k, _ = estimate_num_clusters(self.contrastive_embedding().cpu().numpy(),
-                                         seed=self.config.seed)
+            k, _ = estimate_num_clusters(embedding().cpu().numpy(), seed=self.config.seed)
             self.augmenter.num_clusters = k
         if self.augmenter.due(epoch):
-            return self.augmenter.maybe_refresh(epoch, self.contrastive_embedding())
+            return self.augmenter.maybe_refresh(epoch, embedding())
         return False
 
     def gradient_balance_summary(self) -> dict[str, float]:
-        """Summary of :func:`gradient_balance` on the last step's projected views."""
+        """Summary of :func:`gradient_balance` on the last step's projected views and the
+        positives they were trained with (of the full graph or of the step's subgraph)."""
         if self._last_views is None:
             return {}
-        z_f, z_s = self._last_views
+        z_f, z_s, pos = self._last_views
+        n = z_f.shape[0]
         # A fixed seeded subset of anchors: the full measurement costs seconds per epoch on CPU.
-        if not hasattr(self, "_balance_anchors"):
+        if n not in self._balance_anchors:
             g = torch.Generator().manual_seed(self.config.seed + 1)
-            n = min(self.num_nodes, 512)
-            self._balance_anchors = torch.randperm(self.num_nodes, generator=g)[:n].sort().values
-        anchors = self._balance_anchors.to(z_f.device)
-        summary = gradient_balance(z_f, z_s, self.positives(), tau=self.config.tau,
+            self._balance_anchors[n] = torch.randperm(n, generator=g)[:min(n, 512)].sort().values
+        anchors = self._balance_anchors[n].to(z_f.device)
+        summary = gradient_balance(z_f, z_s, pos, tau=self.config.tau,
                                    anchors=anchors)["summary"]
         return {k: float(v) for k, v in summary.items()}
 
@@ -428,95 +551,3 @@ class HetCRF(nn.Module):
         self.generator.set_state(state["generator"])
         if self.augmenter is not None and state.get("augmenter") is not None:
             self.augmenter.load_state_dict(state["augmenter"])
-
-    # --------------------------------------------------------------------------------------------
-    def graph_bound(self, sub: HINDataset, node_ids: Tensor) -> Any:
-        """A ``with`` block in which the model runs on ``sub``, an induced subgraph of its graph.
-
-        Inside, every per-graph attribute points at ``sub``: ``dataset``, ``num_nodes``, the
-        encoder input ``x`` (rebuilt from ``sub``'s features as ``__init__`` builds it, or, for
-        ``feature_init`` ``embedding`` / ``random``, rows ``node_ids`` of the table, so the
-        gradient reaches those rows) and the feature target, ``edge_index_dict``, the schema
-        view's relation edges, the base positives and the augmenter's cluster labels and extra
-        positives (pairs with both ends in the set, relabelled); ``_last_views`` and the
-        gradient-balance anchors start empty. Parameters are shared, so a step taken inside
-        trains the model. Leaving the block, also by an exception, restores the full graph.
-        Used by :mod:`hetcrf_lite.minibatch`; binding ``arange(N)`` changes nothing.
-
-        Args:
-            sub (HINDataset): the sub-dataset (:func:`hetcrf_lite.minibatch.induced_subgraph`).
-            node_ids (Tensor): ``[|S|]`` distinct full-graph ids of its target nodes, in its order.
-        """
-        from contextlib import contextmanager
-
-        from torch_geometric.utils import subgraph
-
-        if getattr(self, "_bound", False):
-            raise ConfigError("graph_bound: the model is already bound to a subgraph; leave that "
-                              "with block first")
-        if node_ids.numel() != sub.num_nodes:
-            raise ConfigError(f"graph_bound: {node_ids.numel()} node_ids for a subgraph of "
-                              f"{sub.num_nodes} target nodes")
-        dev, n_full = self.device_, self.num_nodes
-        ids = node_ids.to(dev, torch.long)
-        table = self.config.feature_init != "identity"  # x is a per-node table: slice its rows
-
-        def restrict(pairs: Tensor) -> Tensor:  # [2, P] pairs inside the set, relabelled
-            return subgraph(ids.to(pairs.device), pairs, relabel_nodes=True, num_nodes=n_full)[0]
-
-        @contextmanager
-        def bound() -> Any:
-            missing = object()  # attributes absent before binding stay absent after it
-            saved = {k: self.__dict__.get(k, missing)
-                     for k in ("dataset", "num_nodes", "x", "_feat_target", "edge_index_dict",
-                               "base_pos", "_last_views", "_balance_anchors")}
-            param = self._parameters.pop("x", None)  # feature_init: embedding
-            full_x = param if param is not None else saved["x"]
-            sv = getattr(self, "schema_view", None)
-            sv_saved = None if sv is None else (
-                {b: getattr(sv, b) for b in sv._stored.values()}, dict(sv._stored_sizes),
-                sv.num_nodes)
-            aug = self.augmenter
-            aug_saved = None if aug is None else (aug.labels, aug.extra)
-            self._bound = True
-            try:
-                self.dataset, self.num_nodes = sub, sub.num_nodes
-                if table:
-                    self.x = full_x.index_select(0, ids)  # [|S|, hidden] rows of the table
-                    target = saved["_feat_target"]
-                    self._feat_target = None if target is None or target is missing \
-                        else sub.x.to(dev)  # the identity rows of the set
-                else:
-                    self.x, self._feat_target, _ = self._input_features(sub, self.config)
-                self.edge_index_dict = {k: v.to(dev) for k, v in sub.metapath_adj.items()}
-                self.base_pos = restrict(saved["base_pos"])
-                self._last_views = None
-                self.__dict__.pop("_balance_anchors", None)
-                if sv is not None:
-                    for t, b in sv._stored.items():
-                        rel = sub.neighbors(t).to(dev)  # [2, E_t] neighbours relabelled
-                        setattr(sv, b, rel)
-                        sv._stored_sizes[t] = int(rel[1].max()) + 1 if rel.numel() else 0
-                    sv.num_nodes = sub.num_nodes
-                if aug is not None and aug.labels is not None:
-                    aug.labels = aug.labels[ids.to(aug.labels.device)]
-                    aug.extra = restrict(aug.extra)
-                yield
-            finally:
-                for k, v in saved.items():
-                    self.__dict__.pop(k, None)
-                    if v is not missing:
-                        self.__dict__[k] = v
-                if param is not None:
-                    self.__dict__.pop("x", None)
-                    self._parameters["x"] = param
-                if sv is not None:
-                    for b, rel in sv_saved[0].items():
-                        setattr(sv, b, rel)
-                    sv._stored_sizes.update(sv_saved[1])
-                    sv.num_nodes = sv_saved[2]
-                if aug is not None:
-                    aug.labels, aug.extra = aug_saved
-                self._bound = False
-
-        return bound()

@@ -8,7 +8,7 @@ device, e.g. cuda): tensors are detached and copied to the CPU at the boundary.
 """
 from __future__ import annotations
 
-import json
+import io
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
+from .files import atomic_write_bytes
 
 
 def _numpy(values: Any, dtype: Any = None) -> np.ndarray:
@@ -49,14 +50,28 @@ def figures_dir() -> Path:
 
 
 def save_figure(fig: plt.Figure, name: str, dpi: int = 120) -> Path:
-    """Save ``fig`` as ``<figures_dir>/<name>.png`` and return the path."""
+    """Save ``fig`` as ``<figures_dir>/<name>.png`` and return the path.
+
+    Introduced in notebook 01."""
     path = figures_dir() / f"{name}.png"
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
 
 
+def write_png(fig: plt.Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Write ``fig`` to ``path`` as PNG atomically (:func:`~hetcrf_lite.files.atomic_write_bytes`)
+    and close it; returns the path."""
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(Path(path), lambda fh: fh.write(png.getvalue()))
+    return Path(path)
+
+
 def plot_loss_curves(history: dict[str, Any]) -> plt.Figure:
-    """Total (weighted) loss and each unweighted loss part per epoch, from a trainer history."""
+    """Total (weighted) loss and each unweighted loss part per epoch, from a trainer history.
+
+    Introduced in notebook 03."""
     epochs = [r["epoch"] for r in history["epochs"]]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     # The total is drawn dashed and on top: with one loss part (a channel trained alone) the
@@ -78,7 +93,9 @@ def plot_loss_curves(history: dict[str, Any]) -> plt.Figure:
 def plot_semantic_attention(beta: Sequence[float], names: Sequence[str],
                             title: str = "semantic attention") -> plt.Figure:
     """Bars of the meta-path weights beta (which meta-paths the model trusts); ``beta`` may be a
-    tensor on any device."""
+    tensor on any device.
+
+    Introduced in notebook 02."""
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(names), 3))
     ax.bar(list(names), _numpy(beta, float), color="tab:blue")
     ax.set_ylim(0, 1)
@@ -154,6 +171,8 @@ def plot_gradient_balance(summaries: dict[str, list[dict[str, float]]],
     draws a panel on a log scale when its values are positive and span a factor of
     :data:`LOG_SCALE_SPAN` or more (the pull per positive with one positive against five, say);
     ``True`` / ``False`` forces it where the values allow.
+
+    Introduced in notebook 06.
     """
     first = next(iter(summaries.values()))
     keys = list(keys or first[0].keys())
@@ -180,7 +199,9 @@ def plot_gradient_balance(summaries: dict[str, list[dict[str, float]]],
 def umap_projection(emb: np.ndarray | torch.Tensor, seed: int = 0, n_neighbors: int = 15,
                     min_dist: float = 0.1) -> np.ndarray:
     """2-D UMAP of ``emb`` (cosine metric, seeded; single-threaded so the seed holds); ``emb``
-    may be a tensor on any device."""
+    may be a tensor on any device.
+
+    Introduced in notebook 08."""
     import umap
 
     emb = _numpy(emb, np.float32)
@@ -197,7 +218,9 @@ def umap_projection(emb: np.ndarray | torch.Tensor, seed: int = 0, n_neighbors: 
 def plot_embedding_2d(points: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor,
                       title: str = "", ax: plt.Axes | None = None) -> plt.Figure:
     """Scatter of 2-D points coloured by class (unlabelled, -1, in light grey); arrays or
-    tensors on any device."""
+    tensors on any device.
+
+    Introduced in notebook 08."""
     fig = ax.figure if ax is not None else plt.figure(figsize=(5, 4.5))
     ax = ax or fig.add_subplot()
     points, labels = _numpy(points), _numpy(labels)
@@ -214,39 +237,3 @@ def plot_embedding_2d(points: np.ndarray | torch.Tensor, labels: np.ndarray | to
     ax.set_yticks([])
     ax.set_title(title, fontsize=10)
     return fig
-
-
-def umap_figure_for_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
-                        seed: int = 0, graph: str | os.PathLike | None = None) -> Path:
-    """UMAP of a training run's ``embeddings.npy`` coloured by class, silhouette in the title.
-    A run on a graph of your own finds it at its recorded path (or ``graph``), checked by its
-    sha256 (:func:`hetcrf_lite.train.run_dataset`)."""
-    from sklearn.metrics import silhouette_score
-
-    from .train import run_dataset
-
-    run = Path(run_dir)
-    for needed in ("embeddings.npy", "config.yaml"):
-        if not (run / needed).is_file():
-            raise DataError(f"{run / needed} is missing: is {run} a folder written by "
-                            "'hetcrf-lite train'?")
-    emb = np.load(run / "embeddings.npy", allow_pickle=False)
-    config, dataset = run_dataset(run, graph)
-    labels = dataset.labels.cpu().numpy()
-    if len(labels) != len(emb):
-        raise DataError(f"{len(emb)} embeddings but {len(labels)} target nodes in "
-                        f"{config.dataset}")
-    points = umap_projection(emb, seed=seed)
-    known = labels >= 0
-    # Silhouette of the embeddings themselves (cosine), not of the 2-D picture.
-    sil = silhouette_score(emb[known], labels[known], metric="cosine",
-                           sample_size=min(5000, int(known.sum())), random_state=seed)
-    fig = plot_embedding_2d(points, labels,
-                            title=f"{config.dataset}: UMAP of HetCRF embeddings "
-                                  f"(silhouette {sil:.3f})")
-    path = Path(out) if out else run / "umap.png"
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    with open(run / "umap.json", "w") as fh:
-        json.dump({"silhouette_cosine": float(sil), "seed": seed}, fh)
-    return path

@@ -183,6 +183,8 @@ def make_synthetic_hin(
         {'PAP': ['paper', 'author', 'paper'], 'PSP': ['paper', 'subject', 'paper']}
         >>> ds.num_nodes, ds.num_classes, tuple(ds.x.shape)
         (1500, 3, (1500, 500))
+
+    Introduced in notebook 01.
     """
     types = _resolve_types(neighbour_types, homophily, target)
     _check_args(num_nodes, num_classes, feature_mode, num_features, feature_signal, rates, pos_num)

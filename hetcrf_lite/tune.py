@@ -16,7 +16,7 @@ for this method:
 * the number of epochs, read off a validation curve during that same training: about
   :data:`CURVE_POINTS` times per run the trainer's ``on_epoch_end`` hook scores the parameters
   a run of that many epochs would end with (its lowest-loss epoch so far,
-  :attr:`~hetcrf_lite.train.Trainer.lowest_loss_state`), so ``epochs: E`` in ``best.yaml``
+  :attr:`~hetcrf_lite.trainer.Trainer.lowest_loss_state`), so ``epochs: E`` in ``best.yaml``
   gives the model that was scored, and epochs cost no extra trainings. A seed that stopped early
   counts with its final model at every later epoch (a longer run stops at the same epoch). With
   ``lr_schedule: cosine`` the schedule depends on the epoch count, so only the last epoch is
@@ -76,9 +76,17 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
+import yaml
+from tqdm.auto import tqdm
 
-from .config import HetCRFConfig
+from .config import HetCRFConfig, default_config
+from .diagnostics import propagated_features
 from .errors import ConfigError, NoValidationLabelsError, TrainingError
+from .eval import evaluate_embeddings
+from .files import atomic_write_bytes, ensure_folder, save_json
+from .plot import plt, write_png
+from .train import build_trainer, fit
+from .utils import environment_info, load_named_dataset
 
 __all__ = ["tune", "check_tunable", "validation_only", "validation_scores", "baseline_scores",
            "candidates", "format_table", "write_outputs", "score", "curve_summary",
@@ -104,8 +112,6 @@ def validation_only(dataset):
 
 def validation_scores(emb, val_dataset, eval_runs: int, lr: float | None = None) -> dict:
     """Validation Macro-F1 per label rate of one embedding (no clustering, no test labels)."""
-    from .eval import evaluate_embeddings
-
     if isinstance(emb, np.ndarray):
         emb = torch.from_numpy(emb)
     res = evaluate_embeddings(emb, val_dataset, lr=lr, runs=eval_runs, clustering=False)
@@ -160,8 +166,6 @@ def _is_identity(x: torch.Tensor) -> bool:
 def baseline_scores(dataset, eval_runs: int, lr: float | None = None) -> dict[str, dict]:
     """Validation Macro-F1 per rate of the two training-free baselines:
     ``{"raw features": {...} or {"skipped": why}, "propagated features": {...}}``."""
-    from .diagnostics import propagated_features
-
     val_dataset = validation_only(dataset)
     x = dataset.x
     out: dict[str, dict] = {}
@@ -198,8 +202,6 @@ def _train_probed(dataset, config: HetCRFConfig, val_dataset, eval_runs: int,
                   probe_at: set[int]) -> dict[str, Any]:
     """One training; at each epoch count in ``probe_at`` (and at an early stop) the validation
     scores of every mode of the model a run of that many epochs returns."""
-    from .train import build_trainer
-
     modes = _modes(config)
     curve: list[dict] = []
 
@@ -314,8 +316,6 @@ def _estimate(dataset, base: HetCRFConfig, val_dataset, eval_runs: int,
               seeds: list[int]) -> dict[str, float]:
     """Time the first epochs and one probe of the starting config: seconds of one training and
     of one candidate (all seeds)."""
-    from .train import build_trainer
-
     epochs = min(TIMING_EPOCHS, base.epochs)
     config = base.replace(epochs=epochs, seed=seeds[0], patience=max(base.patience, epochs))
     stamps: list[float] = []
@@ -355,21 +355,8 @@ def tune(dataset, base: HetCRFConfig, seeds: list[int] | tuple[int, ...] = (0, 1
         first), ``best`` (the winning row), ``best_config`` (a :class:`HetCRFConfig`),
         ``baselines``, ``estimate``, ``budget_s``, ``skipped`` (why the search stopped).
     """
-    from tqdm.auto import tqdm
-
     seeds = list(seeds)
-    if not seeds:
-        raise ConfigError("tune needs at least one seed (--seeds 0 1 2)")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"seeds {seeds} repeat one; give each seed once")
-    if not budget_s > 0 or not math.isfinite(budget_s):
-        raise ConfigError(f"budget {budget_s} s must be a positive number of seconds "
-                          "(--budget MINUTES, e.g. 10)")
-    if eval_runs < 1:
-        raise ConfigError(f"eval_runs {eval_runs} must be >= 1")
-    if base.batch_size is not None:
-        raise ConfigError("tune trains full batch; the starting config sets batch_size "
-                          f"{base.batch_size}: set batch_size: null")
+    _check_tune_settings(base, seeds, budget_s, eval_runs)
     check_tunable(dataset)
     dataset = _labelled_splits(dataset)
     val_dataset = validation_only(dataset)
@@ -397,28 +384,9 @@ def tune(dataset, base: HetCRFConfig, seeds: list[int] | tuple[int, ...] = (0, 1
             skipped = (f"budget: {elapsed:.0f} s spent, one more candidate ~{per_candidate:.0f} "
                        f"s would pass {budget_s:.0f} s")
             break
-        config = base_run.replace(lr=lr, tau=tau)
-        row: dict[str, Any] = {"lr": lr, "tau": tau, "why": why, "runs": {}}
-        t0 = time.perf_counter()
-        try:
-            for seed in seeds:
-                bar.set_postfix_str(f"{why}: lr {lr:g} tau {tau:g} seed {seed}")
-                row["runs"][seed] = _train_probed(dataset, config.replace(seed=seed),
-                                                  val_dataset, eval_runs,
-                                                  _probe_epochs(config))
-                bar.update(1)
-        except TrainingError as err:
-            row["failed"] = str(err).splitlines()[0][:300]
-        row["seconds"] = time.perf_counter() - t0
-        if "failed" not in row:
-            row["points"] = _points(row["runs"], _modes(config))
-            row["best"] = max(row["points"], key=lambda p: p["score"])  # first of ties
-            cells = " / ".join(f"{v:.2f}" for v in row["best"]["val_macro_f1"].values())
-            log(f"  {why}: lr {lr:g}, tau {tau:g}: val Macro-F1 {row['best']['score']:.2f} "
-                f"[{cells}] at {row['best']['epochs']} epochs, {row['best']['embed']} "
-                f"({row['seconds']:.0f} s)")
-        else:
-            log(f"  {why}: lr {lr:g}, tau {tau:g}: failed ({row['failed']})")
+        row = _run_candidate(dataset, val_dataset, base_run.replace(lr=lr, tau=tau), why, seeds,
+                             eval_runs, bar)
+        _log_candidate(row, log)
         rows.append(row)
         measured = [r["seconds"] for r in rows if "failed" not in r]
         per_candidate = float(np.mean(measured)) if measured else per_candidate
@@ -427,6 +395,62 @@ def tune(dataset, base: HetCRFConfig, seeds: list[int] | tuple[int, ...] = (0, 1
         bar.total = (len(rows) + more) * len(seeds)
         bar.refresh()
     bar.close()
+    return {**_outcome(rows, base), "baselines": baselines, "estimate": est,
+            "budget_s": budget_s, "seconds": time.perf_counter() - start, "seeds": seeds,
+            "eval_runs": eval_runs, "skipped": skipped, "base_config": base}
+
+
+def _check_tune_settings(base: HetCRFConfig, seeds: list[int], budget_s: float,
+                         eval_runs: int) -> None:
+    """Refuse, with the fix, settings :func:`tune` cannot run with."""
+    if not seeds:
+        raise ConfigError("tune needs at least one seed (--seeds 0 1 2)")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds {seeds} repeat one; give each seed once")
+    if not budget_s > 0 or not math.isfinite(budget_s):
+        raise ConfigError(f"budget {budget_s} s must be a positive number of seconds "
+                          "(--budget MINUTES, e.g. 10)")
+    if eval_runs < 1:
+        raise ConfigError(f"eval_runs {eval_runs} must be >= 1")
+    if base.batch_size is not None:
+        raise ConfigError("tune trains full batch; the starting config sets batch_size "
+                          f"{base.batch_size}: set batch_size: null")
+
+
+def _run_candidate(dataset, val_dataset, config: HetCRFConfig, why: str, seeds: list[int],
+                   eval_runs: int, bar: Any) -> dict[str, Any]:
+    """One candidate (``config``'s lr and tau) trained once per seed with validation probes:
+    its row, with ``points`` and ``best``, or ``failed`` when a training diverged."""
+    row: dict[str, Any] = {"lr": config.lr, "tau": config.tau, "why": why, "runs": {}}
+    t0 = time.perf_counter()
+    try:
+        for seed in seeds:
+            bar.set_postfix_str(f"{why}: lr {config.lr:g} tau {config.tau:g} seed {seed}")
+            row["runs"][seed] = _train_probed(dataset, config.replace(seed=seed), val_dataset,
+                                              eval_runs, _probe_epochs(config))
+            bar.update(1)
+    except TrainingError as err:
+        row["failed"] = str(err).splitlines()[0][:300]
+    row["seconds"] = time.perf_counter() - t0
+    if "failed" not in row:
+        row["points"] = _points(row["runs"], _modes(config))
+        row["best"] = max(row["points"], key=lambda p: p["score"])  # first of ties
+    return row
+
+
+def _log_candidate(row: dict[str, Any], log: Callable[[str], None]) -> None:
+    """The line :func:`tune` logs for one candidate."""
+    what = f"  {row['why']}: lr {row['lr']:g}, tau {row['tau']:g}"
+    if "failed" in row:
+        log(f"{what}: failed ({row['failed']})")
+        return
+    cells = " / ".join(f"{v:.2f}" for v in row["best"]["val_macro_f1"].values())
+    log(f"{what}: val Macro-F1 {row['best']['score']:.2f} [{cells}] at "
+        f"{row['best']['epochs']} epochs, {row['best']['embed']} ({row['seconds']:.0f} s)")
+
+
+def _outcome(rows: list[dict[str, Any]], base: HetCRFConfig) -> dict[str, Any]:
+    """``rows`` best first, the best row, its config, and the starting config's own score."""
     best = _best(rows)
     if best is None:
         raise TrainingError("every candidate failed to train (NaN/Inf): " + rows[0]["failed"])
@@ -436,10 +460,8 @@ def tune(dataset, base: HetCRFConfig, seeds: list[int] | tuple[int, ...] = (0, 1
     as_given = next((p for p in starting if p["epochs"] == base.epochs
                      and p["embed"] == _modes(base)[0]), None)
     ordered = sorted(rows, key=lambda r: -r["best"]["score"] if r.get("best") else math.inf)
-    return {"rows": ordered, "best": best, "best_config": best_config, "baselines": baselines,
-            "starting_config_score": as_given, "estimate": est, "budget_s": budget_s,
-            "seconds": time.perf_counter() - start, "seeds": seeds, "eval_runs": eval_runs,
-            "skipped": skipped, "base_config": base}
+    return {"rows": ordered, "best": best, "best_config": best_config,
+            "starting_config_score": as_given}
 
 
 # --------------------------------------------------------------------------------------------
@@ -483,10 +505,7 @@ def format_table(result: dict[str, Any]) -> str:
 def write_outputs(result: dict[str, Any], out: Path, command: str = "") -> tuple[Path, Path]:
     """``out/tune.json`` (every candidate, per seed and rate; budget, configs, versions) and
     ``out/best.yaml`` (accepted by ``hetcrf-lite train --config``)."""
-    import yaml
 
-    from .files import atomic_write_bytes, ensure_folder
-    from .train import environment_info, save_json
 
     ensure_folder(out)
     best = result["best"]
@@ -514,8 +533,6 @@ def write_outputs(result: dict[str, Any], out: Path, command: str = "") -> tuple
 
 def parse_grid(items: list[str]) -> dict[str, list]:
     """``["lr=0.001,0.003", "embed=concat,encoder"]`` -> ``{"lr": [0.001, 0.003], ...}``."""
-    import yaml
-
     grid = {}
     for item in items:
         key, _, values = item.partition("=")
@@ -535,9 +552,6 @@ def score(dataset, changes: dict, seed: int, eval_runs: int,
     (the current parameters, not the lowest-loss ones), through the trainer's ``on_epoch_end``
     hook, which leaves the training itself as it is without probes.
     """
-    from .config import default_config
-    from .train import fit
-
     base = base if base is not None else default_config(dataset.name)
     config = base.replace(**{"grad_balance_every": 0, **changes, "seed": seed})
     modes = embed_modes or [config.embed]
@@ -590,10 +604,6 @@ def merge_results(results: list[dict], dataset: str) -> dict:
 
 def plot_curves(result: dict, path: Path) -> None:
     """Validation score against epoch for each grid point: one thin line per seed, the mean bold."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = [r for r in result["rows"] if r.get("curve")]
     if not rows:
         raise ConfigError("no curve to plot: run with --curve-every N")
@@ -612,8 +622,7 @@ def plot_curves(result: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    write_png(fig, path)
     print(f"figure written to {path}")
 
 
@@ -627,7 +636,8 @@ def grid_main(argv: list[str] | None = None, root: Path | None = None) -> int:
         return 2
 
 
-def _grid_main(argv: list[str] | None, root: Path) -> int:
+def _grid_parser(root: Path) -> argparse.ArgumentParser:
+    """The options of ``benchmarks/tune.py``."""
     parser = argparse.ArgumentParser(
         prog="benchmarks/tune.py",
         description="Validation-only tuning: a grid over the shipped config, scored on the "
@@ -650,27 +660,49 @@ def _grid_main(argv: list[str] | None, root: Path) -> int:
                         help="stop starting new points after this many seconds")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=str(root / "runs" / "tune"))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _grid_rows(point: dict[str, Any], by_seed: list[dict[str, Any]],
+               embed_modes: Any) -> list[dict[str, Any]]:
+    """One row per scored embedding of a grid point, its seeds' results averaged (printed)."""
+    rows = []
+    for mode in by_seed[0]:
+        runs = [seed_rows[mode] for seed_rows in by_seed]
+        rates = sorted(runs[0]["val_macro_f1"])
+        per_rate = {r: float(np.mean([run["val_macro_f1"][r] for run in runs])) for r in rates}
+        full = {**point, "embed": mode} if embed_modes else point
+        row = {"point": full, "val_macro_f1": per_rate,
+               "score": float(np.mean(list(per_rate.values()))),
+               "epochs": [run["epochs"] for run in runs],
+               "best_epoch": [run["best_epoch"] for run in runs],
+               "curve": curve_summary([run["curve"] for run in runs]),
+               "train_s": float(np.mean([run["train_s"] for run in runs]))}
+        print(f"  {full}: val Macro-F1 {per_rate} (score {row['score']:.2f}, "
+              f"{row['train_s']:.1f} s, lowest loss at epochs {row['best_epoch']})", flush=True)
+        for c in row["curve"]:
+            print(f"    epoch {c['epoch']:4d}: score {c['score']:.2f} "
+                  f"(seeds {' / '.join(f'{v:.2f}' for v in c['by_seed'])})", flush=True)
+        rows.append(row)
+    return rows
+
+
+def _grid_main(argv: list[str] | None, root: Path) -> int:
+    """``benchmarks/tune.py``: the grid, its table, ``<dataset>-best.yaml`` and
+    ``<dataset>-tune.json`` (and the curves' figure)."""
+    args = _grid_parser(root).parse_args(argv)
     if args.replot:
         plot_curves(merge_results([json.loads(Path(f).read_text()) for f in args.replot],
                                   args.dataset), Path(args.figure or f"{args.dataset}-curve.png"))
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
-    from tqdm.auto import tqdm
 
-    from .config import default_config
-    from .data import load_dataset
-    from .train import environment_info
 
     grid = parse_grid(args.grid)
     fixed = {k: v[0] for k, v in parse_grid(args.fixed).items()}
     base = default_config(args.dataset, **fixed)
-    if args.dataset == "synthetic":
-        from .synthetic import make_synthetic_hin
-        dataset = make_synthetic_hin()
-    else:
-        dataset = load_dataset(args.dataset, pos_num=base.pos_num, pos_score=base.pos_score)
+    dataset = load_named_dataset(args.dataset, pos_num=base.pos_num, pos_score=base.pos_score)
     points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -682,24 +714,7 @@ def _grid_main(argv: list[str] | None, root: Path) -> int:
         by_seed = [score(dataset, {**fixed, **point}, s, args.eval_runs, args.embed_modes,
                          args.curve_every)
                    for s in args.seeds]
-        for mode in by_seed[0]:
-            runs = [seed_rows[mode] for seed_rows in by_seed]
-            rates = sorted(runs[0]["val_macro_f1"])
-            per_rate = {r: float(np.mean([run["val_macro_f1"][r] for run in runs]))
-                        for r in rates}
-            full = {**point, "embed": mode} if args.embed_modes else point
-            rows.append({"point": full, "val_macro_f1": per_rate,
-                         "score": float(np.mean(list(per_rate.values()))),
-                         "epochs": [run["epochs"] for run in runs],
-                         "best_epoch": [run["best_epoch"] for run in runs],
-                         "curve": curve_summary([run["curve"] for run in runs]),
-                         "train_s": float(np.mean([run["train_s"] for run in runs]))})
-            print(f"  {full}: val Macro-F1 {per_rate} (score {rows[-1]['score']:.2f}, "
-                  f"{rows[-1]['train_s']:.1f} s, lowest loss at epochs "
-                  f"{rows[-1]['best_epoch']})", flush=True)
-            for c in rows[-1]["curve"]:
-                print(f"    epoch {c['epoch']:4d}: score {c['score']:.2f} "
-                      f"(seeds {' / '.join(f'{v:.2f}' for v in c['by_seed'])})", flush=True)
+        rows += _grid_rows(point, by_seed, args.embed_modes)
     rows.sort(key=lambda r: -r["score"])
     print(f"\n{args.dataset}: validation Macro-F1 (mean over rates and seeds {args.seeds}), "
           "best first")
@@ -712,7 +727,7 @@ def _grid_main(argv: list[str] | None, root: Path) -> int:
                   sys.argv[1:] if argv is None else argv),
               "dataset": args.dataset, "fixed": fixed, "grid": grid, "seeds": args.seeds,
               "rows": rows, "env": environment_info()}
-    (out / f"{args.dataset}-tune.json").write_text(json.dumps(result, indent=2))
+    save_json(result, out / f"{args.dataset}-tune.json")
     if args.figure:
         plot_curves(result, Path(args.figure))
     print(f"best point written to {out / f'{args.dataset}-best.yaml'}")

@@ -14,7 +14,8 @@ from hetcrf_lite.diagnostics import (effective_rank, knn_class_agreement, mean_p
                                      metapath_probe_scores, propagated_features)
 from hetcrf_lite.model import HetCRF, balance_gradients
 from hetcrf_lite.synthetic import make_synthetic_hin
-from hetcrf_lite.train import fit, seed_everything
+from hetcrf_lite.train import fit
+from hetcrf_lite.utils import seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,9 @@
-import pytest
+import dataclasses
 
-from hetcrf_lite.config import HetCRFConfig, default_config
+import pytest
+import yaml
+
+from hetcrf_lite.config import CONFIG_DIR, HetCRFConfig, default_config
 from hetcrf_lite.errors import ConfigError
 
 
@@ -47,9 +50,31 @@ def test_unknown_field_is_rejected():
 def test_yaml_round_trip(tmp_path):
     cfg = default_config("acm", seed=7, schema_sample={"author": 3})
     cfg.save(tmp_path / "c.yaml")
+    # the file, read with plain PyYAML (not the package's loader), holds the values given
+    raw = yaml.safe_load((tmp_path / "c.yaml").read_text())
+    assert raw["seed"] == 7 and raw["schema_sample"] == {"author": 3} and raw["dataset"] == "acm"
+    assert set(raw) == {f.name for f in dataclasses.fields(HetCRFConfig)}
     back = HetCRFConfig.load(tmp_path / "c.yaml")
     assert back == cfg and back.seed == 7 and back.schema_sample == {"author": 3}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cfg-")]
+
+
+@pytest.mark.parametrize("name", ["acm", "dblp", "aminer", "freebase", "synthetic"])
+def test_shipped_config_holds_its_yaml_file_and_the_defaults_elsewhere(name):
+    raw = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())  # plain PyYAML
+    cfg, defaults = default_config(name), HetCRFConfig()
+    for f in dataclasses.fields(HetCRFConfig):
+        expected = raw.get(f.name, getattr(defaults, f.name))
+        assert getattr(cfg, f.name) == pytest.approx(expected) if isinstance(expected, float) \
+            else getattr(cfg, f.name) == expected, f.name
+
+
+def test_lossless_conversions_and_their_direction():
+    cfg = HetCRFConfig.from_dict({"lr": "1e-3", "epochs": 3.0})
+    assert cfg.lr == 0.001 and type(cfg.lr) is float
+    assert cfg.epochs == 3 and type(cfg.epochs) is int
+    with pytest.raises(ConfigError, match="epochs"):
+        HetCRFConfig.from_dict({"epochs": 3.5})  # lossy: refused, not rounded
 
 
 def test_missing_config_file_and_unknown_dataset(tmp_path):
@@ -74,6 +99,8 @@ def test_feature_switches_are_validated(field, value):
 def test_feature_switches_round_trip(tmp_path):
     cfg = default_config("aminer", feature_init="embedding", shared_generative_pass=True)
     cfg.save(tmp_path / "c.yaml")
+    raw = yaml.safe_load((tmp_path / "c.yaml").read_text())
+    assert raw["feature_init"] == "embedding" and raw["shared_generative_pass"] is True
     back = HetCRFConfig.load(tmp_path / "c.yaml")
     assert back == cfg and back.feature_init == "embedding" and back.shared_generative_pass
     assert HetCRFConfig().feature_init == "identity" and not HetCRFConfig().shared_generative_pass

@@ -463,6 +463,26 @@ def test_from_heterodata_validation(change, error, match):
         from_heterodata(data, "paper", ["PAP"])
 
 
+def test_a_densified_identity_is_refused_where_identity_features_are_promised_sparse():
+    """HINDataset holds identity features sparse, never dense N x N: a dense identity given for
+    a node type is refused (DataError, naming the sparse identity_features); the sparse one, and
+    a dense square matrix that is not the identity, are accepted."""
+    data = tiny_graph()
+    data["author"].x = torch.eye(3)  # what x.to_dense() of identity_features(3) gives
+    with pytest.raises(DataError, match=r"data\['author'\].x is a dense 3 x 3 identity.*"
+                                        r"identity_features\(3\)"):
+        from_heterodata(data, "paper", ["PAP"])
+    data["author"].x = hd.identity_features(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = from_heterodata(data, "paper", ["PAP"])
+    assert ds.data["author"].x.is_sparse
+    data["author"].x = 2 * torch.eye(3)  # square and diagonal, but not one-hot
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from_heterodata(data, "paper", ["PAP"])
+
+
 def test_from_heterodata_target_and_metapath_errors():
     data = tiny_graph()
     with pytest.raises(DataError, match=r"target 'venue' is not a node type"):

@@ -362,7 +362,7 @@ def damaged(original: bytes, cut: float, flips: list[tuple[float, int]], junk: b
 @FUZZ
 @given(**DAMAGE)
 def test_checkpoint_files(tmp_path, checkpoint_file, cut, flips, junk):
-    from hetcrf_lite.train import read_checkpoint
+    from hetcrf_lite.trainer import read_checkpoint
 
     path = tmp_path / "checkpoint.pt"
     path.write_bytes(damaged(Path(checkpoint_file).read_bytes(), cut, flips, junk))

@@ -1,7 +1,6 @@
 """Tests of hetcrf_lite.metapaths: parsing, sparse meta-path products, positive sets."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -298,13 +297,12 @@ def test_normalised_positives_valid_under_their_score(heco, name):
     assert topk_violations(pos, s, k).size == 0
 
 
-def test_dblp_positives_are_fast(heco):
+def test_dblp_positives_equal_the_stored_ones(heco):
+    # Timing is benchmarks/load_speed.py's job (a wall-clock bound fails on a busy machine and
+    # passes on a slow implementation on a fast one); here the result is checked.
     ds = heco("dblp")
-    start = time.perf_counter()
     pos = metapath_positives(ds.metapath_adj, ds.num_nodes, 1000)
-    elapsed = time.perf_counter() - start
     assert torch.equal(pos, ds.pos)
-    assert elapsed < 10.0, f"DBLP positives took {elapsed:.1f} s"
     per_anchor = pos.size(1) / ds.num_nodes
     assert 990 < per_anchor <= 1000  # "about 998 positives per anchor"
 

@@ -1,4 +1,4 @@
-"""Subgraph mini-batches: sampling, induced sub-datasets, graph binding, layer-wise inference."""
+"""Subgraph mini-batches: sampling, induced sub-datasets, subgraph steps, layer-wise inference."""
 import math
 
 import pytest
@@ -11,7 +11,7 @@ from hetcrf_lite.minibatch import (MiniBatchTrainer, RowIndex, SubgraphSampler, 
                                    refresh_clusters, sample_rows)
 from hetcrf_lite.model import HetCRF
 from hetcrf_lite.synthetic import make_synthetic_hin
-from hetcrf_lite.train import seed_everything
+from hetcrf_lite.utils import seed_everything
 
 N = 240
 
@@ -175,20 +175,15 @@ def test_induced_subgraph_of_every_node_is_the_dataset(tiny_sparse):
         induced_subgraph(ds, torch.tensor([0, N]))
 
 
-# --------------------------------------------------------------------------- graph binding
-def _step(model: HetCRF, sub=None, ids=None, state=None):
+# --------------------------------------------------------------------------- subgraph tensors
+def _step(model: HetCRF, graph=None, state=None):
     """One training step's loss and gradients, from a given generator/RNG state."""
     if state is not None:
         model.generator.set_state(state[0])
         torch.set_rng_state(state[1])
     model.zero_grad(set_to_none=True)
-    if sub is None:
-        loss, _ = model.training_step(1)
-        loss.backward()
-    else:
-        with model.graph_bound(sub, ids):
-            loss, _ = model.training_step(1)
-            loss.backward()
+    loss, _ = model.training_step(1, graph)
+    loss.backward()
     return loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters()
                            if p.grad is not None}
 
@@ -202,76 +197,68 @@ def _step(model: HetCRF, sub=None, ids=None, state=None):
                   negatives="drop_same_cluster")),
     ("tiny", dict(metapath_positives=False, second_stage="before_views", encoder="gcn")),
 ])
-def test_binding_every_node_changes_nothing(data, changes, request):
+def test_the_subgraph_of_every_node_is_the_full_graph_step(data, changes, request):
     ds = request.getfixturevalue(data)
     seed_everything(0)
     model = HetCRF(ds, cfg(**changes))
     model.on_epoch_start(0)  # cluster labels and extra positives exist
     state = (model.generator.get_state(), torch.get_rng_state())
     loss, grads = _step(model, state=state)
-    sub = induced_subgraph(ds, torch.arange(N))
-    bound_loss, bound_grads = _step(model, sub, torch.arange(N), state)
-    assert loss.item() == bound_loss.item()  # exactly: a missed attribute would show here
-    assert grads.keys() == bound_grads.keys() and len(grads) == len(list(model.parameters()))
+    graph = model.subgraph(induced_subgraph(ds, torch.arange(N)), torch.arange(N))
+    sub_loss, sub_grads = _step(model, graph, state)
+    assert loss.item() == sub_loss.item()  # exactly: a missed tensor would show here
+    assert grads.keys() == sub_grads.keys() and len(grads) == len(list(model.parameters()))
     for k in grads:
-        assert torch.equal(grads[k], bound_grads[k]), k
+        assert torch.equal(grads[k], sub_grads[k]), k
 
 
-def test_bound_step_runs_on_the_subgraph_and_trains_the_model(tiny):
+def test_subgraph_step_runs_on_the_subgraph_and_trains_the_model(tiny):
     seed_everything(0)
     model = HetCRF(tiny, cfg(batch_size=32))
     model.on_epoch_start(0)
     full_x, full_edges, full_pos = model.x, model.edge_index_dict, model.base_pos
     ids = SubgraphSampler(tiny, 32, [2]).sample_nodes(torch.arange(0, N, 8),
                                                       torch.Generator().manual_seed(0))
-    sub = induced_subgraph(tiny, ids)
     s = ids.numel()
+    graph = model.subgraph(induced_subgraph(tiny, ids), ids)
+    assert graph.num_nodes == s and graph.x.shape[0] == s
+    assert all(int(e.max()) < s for e in graph.edge_index_dict.values())
+    assert int(graph.base_pos.max()) < s and graph.cluster_labels.shape == (s,)
+    assert int(graph.extra_pos.max()) < s
+    assert all(int(rel[0].max()) < s for rel in graph.relations.values())
+    # the cluster labels of the set are the full graph's labels of those nodes
+    assert torch.equal(graph.cluster_labels, model.augmenter.labels[ids])
     before = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    with model.graph_bound(sub, ids):
-        assert model.num_nodes == s and model.x.shape[0] == s
-        assert all(int(e.max()) < s for e in model.edge_index_dict.values())
-        assert int(model.base_pos.max()) < s and model.augmenter.labels.shape == (s,)
-        assert int(model.augmenter.extra.max()) < s
-        assert all(getattr(model.schema_view, b)[0].max() < s
-                   for b in model.schema_view._stored.values())
-        loss, parts = model.training_step(0)
-        assert torch.isfinite(loss) and set(parts) == {"feat", "edge", "infonce"}
-        loss.backward()
-        assert float(model.encoder.proj.weight.grad.abs().sum()) > 0  # reaches the encoder
-        opt.step()
-        assert model._last_views[0].shape == (s, 16)  # [|S|, hidden], not [N, hidden]
-    assert model.x is full_x and model.edge_index_dict is full_edges
+    loss, parts = model.training_step(0, graph)
+    assert torch.isfinite(loss) and set(parts) == {"feat", "edge", "infonce"}
+    loss.backward()
+    assert float(model.encoder.proj.weight.grad.abs().sum()) > 0  # reaches the encoder
+    opt.step()
+    assert model.gradient_balance_summary()  # on the subgraph's views and positives
+    assert model.x is full_x and model.edge_index_dict is full_edges  # the model is untouched
     assert model.base_pos is full_pos and model.num_nodes == N
     assert model.augmenter.labels.shape == (N,)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    assert model.embed().shape == (N, 32)  # the full graph again
+    assert model.embed().shape == (N, 32)  # the full graph
 
 
-def test_embedding_table_gets_gradient_on_the_bound_rows_only(tiny_none):
+def test_embedding_table_gets_gradient_on_the_subgraph_rows_only(tiny_none):
     model = HetCRF(tiny_none, cfg(feature_init="embedding"))
     ids = torch.arange(10, 60)
-    with model.graph_bound(induced_subgraph(tiny_none, ids), ids):
-        assert "x" not in model._parameters and model.x.shape == (50, 16)
-        model.training_step(0)[0].backward()
-    assert isinstance(model._parameters["x"], torch.nn.Parameter)
+    graph = model.subgraph(induced_subgraph(tiny_none, ids), ids)
+    assert graph.x.shape == (50, 16) and torch.equal(graph.x, model.x[10:60])
+    model.training_step(0, graph)[0].backward()
+    assert isinstance(model.x, torch.nn.Parameter)
     touched = model.x.grad.abs().sum(1) > 0  # [N]
     assert bool(touched[ids].any()) and not bool(touched[:10].any() or touched[60:].any())
 
 
-def test_binding_restores_after_an_exception_and_refuses_nesting(tiny):
+def test_subgraph_refuses_node_ids_that_do_not_match(tiny):
     model = HetCRF(tiny, cfg())
     ids = torch.arange(0, N, 2)
-    sub = induced_subgraph(tiny, ids)
-    with pytest.raises(RuntimeError, match="boom"):
-        with model.graph_bound(sub, ids):
-            raise RuntimeError("boom")
-    assert model.num_nodes == N and model.x.shape[0] == N
-    with model.graph_bound(sub, ids):
-        with pytest.raises(ConfigError, match="already bound"):
-            model.graph_bound(sub, ids)
     with pytest.raises(ConfigError, match="node_ids"):
-        model.graph_bound(sub, ids[:-1])
+        model.subgraph(induced_subgraph(tiny, ids), ids[:-1])
 
 
 # --------------------------------------------------------------------------- inference
@@ -297,7 +284,7 @@ def test_refresh_clusters_equals_the_models_own_refresh(tiny):
     refresh_clusters(b, 0, chunk_size=64)
     assert torch.equal(a.augmenter.labels, b.augmenter.labels)
     assert torch.equal(a.augmenter.extra, b.augmenter.extra)
-    assert "contrastive_embedding" not in b.__dict__  # the method is the class's again
+    assert "contrastive_embedding" not in b.__dict__  # no method replaced on the instance
 
 
 # --------------------------------------------------------------------------- training

@@ -1,4 +1,5 @@
 """The course notebooks are committed executed, error-free, and follow the course's shape."""
+import ast
 import json
 from pathlib import Path
 
@@ -18,6 +19,12 @@ def load(name: str) -> dict:
 
 def code_cells(nb: dict) -> list[dict]:
     return [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+
+
+def _parse_cell(source: str) -> ast.Module:
+    """A code cell as Python: IPython's ``%magic`` and ``!shell`` lines are left out."""
+    lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+    return ast.parse("\n".join(lines))
 
 
 def test_the_course_is_complete():
@@ -41,7 +48,11 @@ def test_notebook_follows_the_course_shape(name):
     sources = ["".join(c["source"]) for c in cells]
     assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in cells), \
         f"{name}: no cell tagged 'parameters'"
-    assert any("assert" in s for s in sources), f"{name} asserts nothing"
+    checks = [node for s in sources for node in ast.walk(_parse_cell(s))
+              if isinstance(node, ast.Assert)]
+    assert checks, f"{name} asserts nothing (an assert statement, not the word in a comment)"
+    constant = [ast.unparse(c.test) for c in checks if isinstance(c.test, ast.Constant)]
+    assert not constant, f"{name}: asserts that cannot fail: {constant}"
     assert not any("sys.path" in s for s in sources), f"{name} edits sys.path"
     assert any("save_figure" in s for s in sources), f"{name} saves no figure"
     markdown = " ".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")

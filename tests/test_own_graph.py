@@ -20,7 +20,8 @@ from hetcrf_lite.cli import main
 from hetcrf_lite.data import load_graph, load_graph_dataset, make_splits, to_heterodata
 from hetcrf_lite.errors import DataError
 from hetcrf_lite.synthetic import make_synthetic_hin
-from hetcrf_lite.train import load_run, read_checkpoint, run_embeddings
+from hetcrf_lite.train import load_run, run_embeddings
+from hetcrf_lite.trainer import read_checkpoint
 from cli_helpers import run_cli
 
 SPEC = ["--target", "paper", "--metapaths", "PAP", "paper-subject-paper"]

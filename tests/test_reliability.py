@@ -38,7 +38,9 @@ from hetcrf_lite.errors import (
 )
 from hetcrf_lite.model import HetCRF
 from hetcrf_lite.synthetic import make_synthetic_hin
-from hetcrf_lite.train import Trainer, fit, seed_everything
+from hetcrf_lite.train import fit
+from hetcrf_lite.trainer import Trainer
+from hetcrf_lite.utils import seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,7 +141,7 @@ def test_checkpoints_load_with_weights_only(tiny, tmp_path):
 
 
 def test_old_pickled_checkpoint_is_refused_with_a_migration_that_works(tiny, tmp_path):
-    from hetcrf_lite.train import migrate_checkpoint
+    from hetcrf_lite.trainer import migrate_checkpoint
 
     fit(tiny, cfg(epochs=4), out_dir=tmp_path, progress=False)
     new = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
@@ -613,7 +615,7 @@ def test_evaluate_of_an_npz_archive_exits_2(tmp_path, capsys):
 def test_temporary_file_of_a_killed_writer_is_removed_by_the_next_run(tiny, tmp_path):
     # A writer killed with SIGKILL in the middle of an atomic write leaves its temporary file;
     # the next training in that folder removes it (and never a live writer's).
-    script = ("import sys, time\nfrom hetcrf_lite.train import atomic_write_bytes\n"
+    script = ("import sys, time\nfrom hetcrf_lite.files import atomic_write_bytes\n"
               "def write(fh):\n    fh.write(b'x'); fh.flush(); print('ready', flush=True)\n"
               "    time.sleep(60)\n"
               f"atomic_write_bytes({str(tmp_path / 'embeddings.npy')!r}, write)\n")

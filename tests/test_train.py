@@ -8,7 +8,9 @@ from hetcrf_lite.config import HetCRFConfig
 from hetcrf_lite.errors import TrainingError
 from hetcrf_lite.model import HetCRF
 from hetcrf_lite.synthetic import make_synthetic_hin
-from hetcrf_lite.train import Trainer, fit, resolve_device, seed_everything
+from hetcrf_lite.train import fit
+from hetcrf_lite.trainer import Trainer
+from hetcrf_lite.utils import resolve_device, seed_everything
 
 
 @pytest.fixture(scope="module")
@@ -136,12 +138,15 @@ def test_resume_without_checkpoint_is_a_clear_error(tiny, tmp_path):
         trainer.fit(resume=True)
 
 
-def test_device_auto_is_cpu_without_gpu():
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert resolve_device("auto").type == expected
-    if not torch.cuda.is_available():
-        with pytest.raises(TrainingError, match="no CUDA"):
-            resolve_device("cuda")
+def test_device_auto_is_cpu_without_gpu_and_cuda_with_one(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(TrainingError, match="no CUDA"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda") == torch.device("cuda")
 
 
 def test_cosine_schedule_anneals_the_learning_rate(tiny):
