@@ -807,7 +807,9 @@ def train_run(config: HetCRFConfig | None, out_dir: str | os.PathLike, resume: b
     """Everything ``hetcrf-lite train`` does: data, training, evaluation, run folder.
 
     The run folder receives ``embeddings.npy``, ``history.json``, ``config.yaml``,
-    ``metrics.json`` (with config, seed and versions) and ``loss.png``. With ``resume`` the
+    ``metrics.json`` (with config, seed and versions), ``loss.png`` and, last,
+    ``run.json`` (:func:`hetcrf_lite.runs.record_run`: config hash, dataset checksum, version,
+    for :func:`hetcrf_lite.runs.find_run`). With ``resume`` the
     config is checked against the checkpoint's (:func:`resume_config`; ``config=None`` takes
     the checkpoint's) before anything is written. The folder is checked for writing before
     training, and temporary files orphaned by a killed run are removed. A run stopped by
@@ -815,6 +817,7 @@ def train_run(config: HetCRFConfig | None, out_dir: str | os.PathLike, resume: b
     """
     from .eval import evaluate_embeddings
     from .plot import plot_loss_curves
+    from .runs import forget_run, record_run
 
     out = Path(out_dir)
     if resume:
@@ -825,6 +828,7 @@ def train_run(config: HetCRFConfig | None, out_dir: str | os.PathLike, resume: b
         _check_graph_record(out, config.graph)  # the graph the run started on, unchanged
     ensure_folder(out)
     remove_orphans(out)
+    forget_run(out)  # run.json again only once this run is complete (hetcrf_lite.runs)
     dataset = config_dataset(config)  # the synthetic graph stays seed 0
     config.save(out / "config.yaml")
     _record_graph(out, config)
@@ -850,6 +854,7 @@ def train_run(config: HetCRFConfig | None, out_dir: str | os.PathLike, resume: b
 
     plt.close(fig)
     atomic_write_bytes(out / "loss.png", lambda fh: fh.write(png.getvalue()))
+    record_run(out, config, dataset)  # run.json: what find_run matches (hetcrf_lite.runs)
     return {"model": model, "history": history, "results": results, "embeddings": emb,
             "dataset": dataset, "interrupted": False}
 
