@@ -370,17 +370,20 @@ def expected_seconds(config: HetCRFConfig) -> float | None:
     return config.epochs * per_epoch
 
 
-def expected_time(config: HetCRFConfig) -> str:
+def expected_time(config: HetCRFConfig, short: bool = False) -> str:
     """``expected_seconds`` as a sentence for a notebook, e.g. ``training acm: about 4 min
     (120 epochs x 1.98 s, measured at one thread on a 2-core CPU; early stopping may end
-    sooner)``."""
+    sooner)``; with ``short`` only ``about 4 min`` (for a widget's label)."""
     seconds = expected_seconds(config)
     if seconds is None:
-        return f"training {config.dataset}: no measured time per epoch for this graph or setup"
+        return ("time not measured" if short else
+                f"training {config.dataset}: no measured time per epoch for this graph or setup")
     if seconds < 90:
         amount = f"{max(5, 5 * math.ceil(seconds / 5)):.0f} s"
     else:
         amount = f"{math.ceil(seconds / 60):.0f} min"
+    if short:
+        return f"about {amount}"
     return (f"training {config.dataset}: about {amount} ({config.epochs} epochs x "
             f"{SECONDS_PER_EPOCH[config.dataset]:.2f} s, measured at one thread on a 2-core "
             "CPU; early stopping may end sooner)")
