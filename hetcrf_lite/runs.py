@@ -212,7 +212,8 @@ def read_record(run_dir: str | os.PathLike) -> dict[str, Any]:
     try:
         record = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise ValueError(f"{RUN_RECORD} is damaged ({type(err).__name__}: {str(err)[:80]})") from None
+        raise ValueError(f"{RUN_RECORD} is damaged ({type(err).__name__}: "
+                         f"{str(err)[:80]})") from None
     if not isinstance(record, dict):
         raise ValueError(f"{RUN_RECORD} is damaged (a JSON {type(record).__name__}, not an object)")
     bad = [k for k, kind in _FIELDS.items()

@@ -250,3 +250,25 @@ def test_seconds_per_epoch_agree_with_the_measured_results():
     assert expected_time(default_config("acm"), short=True) == "about 4 min"
     assert "no measured time" in expected_time(HetCRFConfig(dataset="mine", graph="g.pt",
                                                                 target="paper", metapaths=["PAP"]))
+
+
+# --------------------------------------------------------------------------------------------
+# the notebooks reuse runs in class, never under nbval
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["07_hetcrf_end_to_end", "08_umap_embeddings"])
+def test_notebooks_reuse_runs_except_under_pytest_or_make_notebooks(name):
+    import types
+
+    nb = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+
+    def reuse(env: dict) -> bool:  # the committed parameters cell, run with this environment
+        scope = {"os": types.SimpleNamespace(environ=env)}
+        exec("".join(cell["source"]), scope)
+        return scope["REUSE_RUNS"]
+
+    assert reuse({}) is True
+    assert reuse({"PYTEST_CURRENT_TEST": "nbval"}) is False  # nbval's kernel inherits it
+    assert reuse({"HETCRF_REUSE_RUNS": "0"}) is False
+    assert "HETCRF_REUSE_RUNS=0" in (ROOT / "Makefile").read_text()
