@@ -36,9 +36,10 @@ demo: venv
 unit: venv
 	$(BIN)/python -m pytest tests -q -rs
 
-# Notebooks write their figures to a temporary folder here, so a test run leaves the tree clean.
+# Notebooks write their figures to a temporary folder here, so a test run leaves the tree clean,
+# and train rather than load a matching run folder (HETCRF_REUSE_RUNS=0; notebooks 07 and 08).
 notebooks: venv
-	tmp=$$(mktemp -d) && HETCRF_FIGURES=$$tmp $(BIN)/python -m pytest --nbval-lax \
+	tmp=$$(mktemp -d) && HETCRF_FIGURES=$$tmp HETCRF_REUSE_RUNS=0 $(BIN)/python -m pytest --nbval-lax \
 	  --nbval-cell-timeout=$(NBVAL_TIMEOUT) -p no:cacheprovider notebooks -q; \
 	  status=$$?; rm -rf $$tmp; exit $$status
 

@@ -11,7 +11,9 @@ Each job is a one-thread worker; ``--jobs 2`` keeps both cores of a 2-core machi
 longest jobs first.
 
 Each (dataset, seed) trains HetCRF in a fresh subprocess (so its peak memory is its own) and
-writes its embeddings and config to runs/reproduce/<dataset>-seed<seed>/ (git-ignored; re-run
+writes its embeddings, config and run record (``run.json``: config hash, dataset checksum,
+version; notebooks 07 and 08 find the folder with ``hetcrf_lite.runs.find_run``) to
+runs/reproduce/<dataset>-seed<seed>/ (git-ignored; re-run
 ``hetcrf-lite evaluate runs/reproduce/acm-seed0/embeddings.npy --dataset acm`` for the same
 numbers). Rows are resumable across sessions: each carries ``key`` (sha256 of the resolved
 config, the package version and the torch version; for a baseline row its settings), a row is
@@ -216,6 +218,7 @@ def worker(dataset_name: str, seed: int, out: Path, epochs: int | None, eval_run
 
     from hetcrf_lite.data import load_dataset
     from hetcrf_lite.eval import evaluate_embeddings
+    from hetcrf_lite.runs import dataset_checksum, forget_run, record_run
     from hetcrf_lite.train import fit
     from hetcrf_lite.utils import environment_info
 
@@ -223,14 +226,18 @@ def worker(dataset_name: str, seed: int, out: Path, epochs: int | None, eval_run
     t0 = time.perf_counter()
     dataset = load_dataset(dataset_name, pos_num=config.pos_num, pos_score=config.pos_score)
     load_s = time.perf_counter() - t0
+    dataset_sum = dataset_checksum(dataset)  # of the data as loaded, before training
     t0, c0 = time.perf_counter(), time.process_time()
     model, history = fit(dataset, config, progress=False)
     train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     emb = model.embed().cpu().numpy()
     run_dir = out / f"{dataset_name}-seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
+    forget_run(run_dir)  # an earlier record must not vouch for files being replaced
     np.save(run_dir / "embeddings.npy", emb)
     config.save(run_dir / "config.yaml")
+    # run.json (config hash, dataset checksum, version): notebooks 07 and 08 find this folder
+    record_run(run_dir, config, dataset_sum, written_by="benchmarks/reproduce.py")
     row = {"dataset": dataset_name, "kind": "hetcrf", "seed": seed, "config": config.to_dict(),
            "epochs": len(history["epochs"]), "stopped": history["stopped"],
            "seconds_per_epoch": float(np.median([r["seconds"] for r in history["epochs"]])),

@@ -28,6 +28,7 @@ from .files import atomic_write_bytes, ensure_folder, remove_orphans, save_json
 from .minibatch import embed_layerwise, fit_minibatch
 from .model import HetCRF
 from .plot import plot_embedding_2d, plot_loss_curves, umap_projection, write_png
+from .runs import forget_run, record_run
 from .trainer import (Trainer, checkpoint_config, config_differences, from_plain,
                       read_checkpoint, resume_config, show_differences)
 from .utils import environment_info, load_named_dataset, seed_everything
@@ -114,7 +115,9 @@ def train_run(config: HetCRFConfig | None, out_dir: str | os.PathLike, resume: b
     """Everything ``hetcrf-lite train`` does: data, training, evaluation, run folder.
 
     The run folder receives ``embeddings.npy``, ``history.json``, ``config.yaml``,
-    ``metrics.json`` (with config, seed and versions) and ``loss.png``. With ``resume`` the
+    ``metrics.json`` (with config, seed and versions), ``loss.png`` and, last,
+    ``run.json`` (:func:`hetcrf_lite.runs.record_run`: config hash, dataset checksum, version,
+    for :func:`hetcrf_lite.runs.find_run`). With ``resume`` the
     config is checked against the checkpoint's (:func:`resume_config`; ``config=None`` takes
     the checkpoint's) before anything is written. The folder is checked for writing before
     training, and temporary files orphaned by a killed run are removed. A run stopped by
@@ -131,6 +134,7 @@ def train_run(config: HetCRFConfig | None, out_dir: str | os.PathLike, resume: b
         _check_graph_record(out, config.graph)  # the graph the run started on, unchanged
     ensure_folder(out)
     remove_orphans(out)
+    forget_run(out)  # run.json again only once this run is complete (hetcrf_lite.runs)
     dataset = config_dataset(config)  # the synthetic graph stays seed 0
     config.save(out / "config.yaml")
     _record_graph(out, config)
@@ -150,6 +154,7 @@ def train_run(config: HetCRFConfig | None, out_dir: str | os.PathLike, resume: b
                "epochs": len(history["epochs"]), "stopped": history["stopped"]}
     save_json(metrics, out / "metrics.json")
     write_png(plot_loss_curves(history), out / "loss.png")
+    record_run(out, config, dataset)  # run.json: what find_run matches (hetcrf_lite.runs)
     return {"model": model, "history": history, "results": results, "embeddings": emb,
             "dataset": dataset, "interrupted": False}
 

@@ -19,7 +19,7 @@ LAYERS = [
     ("layers", {"sparse", "gat_fused", "encoder", "infonce_fused", "contrastive", "generative",
                 "augment"}),
     ("model", {"model"}),
-    ("training", {"trainer", "minibatch", "distributed"}),
+    ("training", {"trainer", "runs", "minibatch", "distributed"}),
     ("evaluation", {"eval", "diagnostics", "plot"}),
     ("entry points", {"train", "tune", "cli"}),
 ]
