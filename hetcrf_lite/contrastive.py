@@ -17,17 +17,16 @@ Positive sets are a ``[2, P]`` index ``(anchor, positive)``, free of duplicate p
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.nn.conv.gcn_conv import gcn_norm
-from torch_geometric.utils import scatter, softmax, spmm, to_torch_csr_tensor
+from torch_geometric.utils import scatter, softmax
 
-from .encoder import _csr_plan, _gcn_operators
+from .encoder import SemanticAttention
 from .errors import ConfigError, DataError
+from .sparse import gcn_operators, sparse_mm
 
 __all__ = [
     "FusionView",
@@ -172,8 +171,7 @@ class SchemaView(nn.Module):
                                    for t in self.neighbor_types})
         self.att = nn.ParameterDict({t: nn.Parameter(torch.empty(2, hidden_channels))
                                      for t in self.neighbor_types})
-        self.sem_lin = nn.Linear(hidden_channels, hidden_channels)
-        self.sem_q = nn.Parameter(torch.empty(hidden_channels))
+        self.semantic = SemanticAttention(hidden_channels, hidden_channels, init="normal")
         self.attn_drop = nn.Dropout(attn_drop)
         self.reset_parameters()
 
@@ -184,8 +182,7 @@ class SchemaView(nn.Module):
             nn.init.xavier_uniform_(self.proj[t].weight)
             nn.init.zeros_(self.proj[t].bias)
             nn.init.xavier_uniform_(self.att[t])
-        self.sem_lin.reset_parameters()
-        nn.init.normal_(self.sem_q, std=self.hidden_channels ** -0.5)
+        self.semantic.reset_parameters()
 
     def forward(self, h: Tensor, rel_index: dict[str, Tensor] | None = None,
                 num_neighbors: dict[str, int] | None = None,
@@ -229,10 +226,7 @@ class SchemaView(nn.Module):
             alpha = self.attn_drop(softmax(logit, tgt, num_nodes=n))  # [E_t]
             per_type.append(F.elu(scatter(alpha.unsqueeze(-1) * nb, tgt, 0, n, "sum")))
             intra[t] = (rel, alpha.detach())
-        stacked = torch.stack(per_type)  # [T, N, hidden]
-        w = (torch.tanh(self.sem_lin(stacked)) @ self.sem_q).mean(dim=1)  # [T]
-        gamma = torch.softmax(w, dim=0)
-        out = (gamma.view(-1, 1, 1) * stacked).sum(0)  # [N, hidden]
+        out, gamma = self.semantic(per_type)  # [N, hidden], [T]
         if return_attention:
             return out, {"intra": intra, "inter": gamma.detach()}
         return out
@@ -241,47 +235,6 @@ class SchemaView(nn.Module):
 # ------------------------------------------------------------------------------------------
 # Second stage and projection head
 # ------------------------------------------------------------------------------------------
-class _ConstSpMM(torch.autograd.Function):
-    """``A @ X`` for a constant sparse CSR ``A`` whose transpose is cached: torch's own CSR
-    backward re-transposes ``A`` on every call (7x slower than the forward on ACM's P-S-P)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, a: Tensor, a_t: Tensor) -> Tensor:
-        ctx.a_t = a_t
-        return spmm(a, x)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        return spmm(ctx.a_t, grad.contiguous()), None, None
-
-
-def _csr_pair(edge_index: Tensor, values: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
-    """CSR of ``A`` with ``A[edge_index[0], edge_index[1]] = values``, and of its transpose."""
-    size = (num_nodes, num_nodes)
-    with warnings.catch_warnings():  # torch: "sparse CSR support is in beta", on every build
-        warnings.simplefilter("ignore", UserWarning)
-        return (to_torch_csr_tensor(edge_index, values, size),
-                to_torch_csr_tensor(edge_index.flip(0), values, size))
-
-
-class _OperatorCache:
-    """Sparse operators cached per name, rebuilt when another tensor (or an in-place modified
-    one) is passed."""
-
-    def __init__(self) -> None:
-        self._store: dict[str, tuple[Tensor, int, int, Any]] = {}
-
-    def get(self, name: str, edge_index: Tensor, num_nodes: int, build: Any) -> Any:
-        hit = self._store.get(name)
-        if (hit is not None and hit[0] is edge_index and hit[1] == edge_index._version
-                and hit[2] == num_nodes):
-            return hit[3]
-        value = build()
-        self._store[name] = (edge_index, edge_index._version, num_nodes, value)
-        return value
-
-
 class SecondStageGCN(nn.Module):
     r"""The contrastive channel's second aggregation: GCN layers over the meta-path graphs.
 
@@ -297,8 +250,8 @@ class SecondStageGCN(nn.Module):
     identity. Deeper stacks over-smooth (all rows converge). Without ``metapaths`` the weights
     are shared by all meta-paths (:math:`\mathbf{W}_m = \mathbf{W}`, :math:`\mathbf{b}_m =
     \mathbf{b}`: one GCN layer on the averaged normalised adjacency) and the graphs are those
-    of ``edge_index_dict``. The normalised adjacency is cached per meta-path and rebuilt only
-    when a different ``edge_index`` tensor is passed.
+    of ``edge_index_dict``. The normalised adjacency is cached on each graph's plan
+    (:func:`~hetcrf_lite.sparse.gcn_operators`).
 
     Args:
         channels (int): input and output width.
@@ -323,28 +276,13 @@ class SecondStageGCN(nn.Module):
         self.biases = nn.ParameterList(
             nn.Parameter(torch.zeros(len(keys), channels)) for _ in range(num_layers)
         ) if bias else None
-        self._cache = _OperatorCache()
 
     def normalized_adjacency(self, name: str, edge_index: Tensor, num_nodes: int
                              ) -> tuple[Tensor, Tensor]:
         """:math:`D^{-1/2} A D^{-1/2}` (rows = destinations, in-degrees as ``GCNConv``) and its
-        transpose, sparse CSR, cached per meta-path.
-
-        A graph sorted by (destination, source) without duplicates (meta-path graphs as
-        :mod:`hetcrf_lite.data` stores them) shares the encoder's cached plan: only the values
-        are new (4 bytes per edge; a symmetric graph's transpose is the same object). The same
-        entries in the same order as ``gcn_norm`` (``dinv_i dinv_j = dinv_j dinv_i`` bitwise),
-        but the PyG route held two int64 CSR copies, 24 bytes per edge: 276 MB for DBLP's 12
-        million meta-path edges (and about 700 MB of temporaries to build them). Any other
-        graph takes that route."""
-        def build() -> tuple[Tensor, Tensor]:
-            plan = _csr_plan(edge_index, num_nodes)
-            if plan is not None:
-                return _gcn_operators(plan, torch.get_default_dtype())  # gcn_norm's dtype
-            ei, w = gcn_norm(edge_index, None, num_nodes, add_self_loops=False)
-            return _csr_pair(ei.flip(0), w, num_nodes)
-
-        return self._cache.get(name, edge_index, num_nodes, build)
+        transpose, sparse CSR: :func:`~hetcrf_lite.sparse.gcn_operators`, cached on the graph's
+        plan (shared with the encoder). ``name`` is kept for callers that pass it."""
+        return gcn_operators(edge_index, num_nodes, torch.get_default_dtype())  # gcn_norm's dtype
 
     def forward(self, x: Tensor, edge_index_dict: dict[str, Tensor],
                 weights: Tensor | None = None) -> Tensor:
@@ -356,7 +294,7 @@ class SecondStageGCN(nn.Module):
             for k, m in enumerate(names):
                 adj, adj_t = self.normalized_adjacency(m, edge_index_dict[m], n)
                 xm = xw if xw is not None else self.lins[layer][m](x)  # [N, C]
-                msg = _ConstSpMM.apply(xm, adj.to(xm.dtype), adj_t.to(xm.dtype))  # [N, C]
+                msg = sparse_mm(adj, xm, adj_t)  # [N, C]
                 if self.biases is not None:
                     msg = msg + self.biases[layer][0 if xw is not None else k]
                 out = out + (msg if weights is None else weights[k] * msg)

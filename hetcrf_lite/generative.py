@@ -40,7 +40,6 @@ would be 3.4 GiB).
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -49,9 +48,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import coalesce, scatter
 
-from .contrastive import _ConstSpMM, _csr_pair, _OperatorCache
-from .encoder import MetaPathGATConv, _csr_plan
+from .encoder import MetaPathGATConv, SemanticAttention
 from .errors import ConfigError, DataError
+from .sparse import TensorCache, coalesced_plan, csr_pair, sparse_mm
 
 __all__ = [
     "sce_loss",
@@ -482,18 +481,19 @@ class HANDecoder(nn.Module):
         self.metapaths, self.fusion = list(metapaths), fusion
         self.convs = nn.ModuleDict({m: DecoderGATConv(in_channels, out_channels, heads,
                                                       attn_drop=attn_drop) for m in metapaths})
-        self.sem_lin = nn.Linear(heads * in_channels, in_channels)
-        self.sem_q = nn.Parameter(torch.empty(in_channels))
-        nn.init.normal_(self.sem_q, std=in_channels ** -0.5)
+        self.semantic = SemanticAttention(heads * in_channels, in_channels, init="normal")
+        self.semantic.reset_query()  # W keeps nn.Linear's own initialisation
+
+    def weights(self, aggs: list[Tensor]) -> Tensor:
+        """The meta-path weights ``[M]`` from the aggregations (semantic attention, or 1/M)."""
+        if self.fusion == "semantic":
+            return self.semantic.weights(aggs)  # [M]
+        return aggs[0].new_full((len(aggs),), 1.0 / len(aggs))  # [M]
 
     def forward(self, h: Tensor, edge_index_dict: dict[str, Tensor],
                 index: Tensor | None = None) -> Tensor:
         aggs = [self.convs[m].aggregate(h, edge_index_dict[m]) for m in self.metapaths]
-        if self.fusion == "semantic":
-            w = torch.stack([(torch.tanh(self.sem_lin(a)) @ self.sem_q).mean() for a in aggs])
-            beta = torch.softmax(w, dim=0)  # [M]
-        else:
-            beta = h.new_full((len(aggs),), 1.0 / len(aggs))  # [M]
+        beta = self.weights(aggs)  # [M]
         out = 0
         for b, m, a in zip(beta, self.metapaths, aggs):
             out = out + b * self.convs[m].project(a if index is None else a[index])  # [R, F]
@@ -634,15 +634,6 @@ class FeatureReconstruction(nn.Module):
             target = target[:, :self.in_channels]  # drop the (empty) [MASK] column
         return sce_loss(x_hat, target.to(x_hat.dtype), self.gamma)
 
-    def _fusion_weights(self, aggs: list[Tensor], h: Tensor) -> Tensor:
-        """:class:`HANDecoder`'s meta-path weights ``[M]`` from its aggregations (its own
-        formula, repeated here because its ``forward`` returns only the fused output)."""
-        dec = self.decoder
-        if dec.fusion == "semantic":
-            w = torch.stack([(torch.tanh(dec.sem_lin(a)) @ dec.sem_q).mean() for a in aggs])
-            return torch.softmax(w, dim=0)  # [M]
-        return h.new_full((len(aggs),), 1.0 / len(aggs))  # [M]
-
     def _one_hot_loss(self, h: Tensor, edge_index_dict: dict[str, Tensor], rows: Tensor,
                       cols: Tensor) -> Tensor:
         """SCE of decoded rows ``rows`` against the one-hot targets ``e_{cols}``, through the
@@ -655,7 +646,7 @@ class FeatureReconstruction(nn.Module):
         convs = [dec.convs[m] for m in dec.metapaths]
         aggs = [conv.aggregate(h, edge_index_dict[m])
                 for conv, m in zip(convs, dec.metapaths)]  # M x [N, K C]
-        beta = self._fusion_weights(aggs, h)  # [M]
+        beta = dec.weights(aggs)  # [M]
         g = torch.cat([b * a[rows] / conv.heads
                        for b, a, conv in zip(beta, aggs, convs)], dim=1)  # [n, M K C]
         weight = torch.cat([conv.lin.weight for conv in convs], dim=1)  # [F, M K C]
@@ -913,8 +904,8 @@ class EdgeReconstruction(nn.Module):
         make = ((lambda: DecoderGATConv(hidden_channels, hidden_channels, heads))
                 if decoder == "gat" else (lambda: nn.Linear(hidden_channels, hidden_channels)))
         self.decoders = nn.ModuleDict({m: make() for m in self.metapaths})
-        self._target_cache = _OperatorCache()
-        self._split_cache = _OperatorCache()  # drop_edges' pair split per meta-path
+        self._target_cache = TensorCache()  # per meta-path name
+        self._split_cache = TensorCache()  # drop_edges' pair split per meta-path
         self._ones: Tensor | None = None  # values of the binary adjacencies (_plan_adjacency)
 
     def corrupt(self, edge_index_dict: dict[str, Tensor], generator: torch.Generator | None = None,
@@ -930,7 +921,7 @@ class EdgeReconstruction(nn.Module):
         out = {}
         for m in self.metapaths:
             ei = edge_index_dict[m]
-            split = self._split_cache.get(m, ei, ei.shape[1], lambda: _symmetric_split(ei))
+            split = self._split_cache.get(m, ei, lambda: _symmetric_split(ei))
             out[m] = ei[:, _drop_mask(ei, rate, generator, split=split)]  # drop_edges' kept
         return out
 
@@ -999,29 +990,26 @@ class EdgeReconstruction(nn.Module):
             if shared is not None:
                 return shared
             ei = coalesce(edge_index, num_nodes=n)  # duplicates would count twice in A @ D
-            adj, adj_t = _csr_pair(ei, torch.ones(ei.shape[1], device=ei.device), n)
+            adj, adj_t = csr_pair(ei, torch.ones(ei.shape[1], device=ei.device), n)
             return adj, adj_t, torch.bincount(ei[0], minlength=n)  # [N] degrees
 
-        return self._target_cache.get(name, edge_index, n, build)
+        return self._target_cache.get(name, edge_index, build, lambda v: v[2].numel() == n)
 
     def _plan_adjacency(self, edge_index: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor] | None:
         """``(A, A, degrees)`` on the encoder's cached plan of ``edge_index`` when the graph is
         symmetric, sorted by (destination, source) and free of duplicates; else ``None``."""
-        plan = _csr_plan(edge_index, n)  # the encoder's, whatever its blocks
+        plan = coalesced_plan(edge_index, n)  # the encoder's, whatever its blocks
         if plan is None or not plan.transpose().symmetric:
             return None
         col, E = plan.col, plan.num_edges
         if self._ones is None or self._ones.numel() < E:
             self._ones = torch.ones(E, device=col.device)  # values of every binary A, shared
-        with warnings.catch_warnings():  # "sparse CSR support is in beta"
-            warnings.simplefilter("ignore", UserWarning)
-            adj = torch.sparse_csr_tensor(plan.ptr.to(col.dtype), col, self._ones[:E], (n, n),
-                                          check_invariants=False)
+        adj = plan.matrix(self._ones[:E])
         return adj, adj, plan.ptr.diff()  # [N] degrees
 
     def _full_loss(self, name: str, d: Tensor, edge_index: Tensor) -> Tensor:
         adj, adj_t, deg = self._target(name, edge_index, d.shape[0])
-        ad = _ConstSpMM.apply(d, adj.to(d.dtype), adj_t.to(d.dtype))  # [N, h] rows sum_j d_j
+        ad = sparse_mm(adj, d, adj_t)  # [N, h] rows sum_j d_j
         num = (d * ad).sum(-1)  # [N] <z_i Z^T, A_i>
         sq = ((d @ (d.t() @ d)) * d).sum(-1)  # [N] ||z_i Z^T||^2 via the Gram matrix
         pn = sq.clamp_min(1e-24).sqrt()  # clamp inside: finite gradient at 0
