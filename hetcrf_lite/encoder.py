@@ -34,6 +34,7 @@ __all__ = [
     "gat_aggregate",
     "MetaPathGATConv",
     "SemanticAttention",
+    "accept_legacy_semantic_keys",
     "HANEncoder",
     "MetaPathGCNEncoder",
     "build_encoder",
@@ -69,6 +70,8 @@ class EncoderOutput(NamedTuple):
             without attention.
         semantic_attention: ``[M]`` semantic attention beta, ordered like ``z``; ``None`` for
             encoders without attention.
+
+    Introduced in notebook 02.
     """
 
     h: Tensor
@@ -349,6 +352,20 @@ class SemanticAttention(nn.Module):
         return (beta.view(-1, 1, 1) * z).sum(0), beta
 
 
+def accept_legacy_semantic_keys(module: nn.Module) -> None:
+    """Let ``module`` load state dicts saved before its semantic attention became a
+    :class:`SemanticAttention` named ``semantic`` (keys ``sem_lin.*`` and a ``[F]`` ``sem_q``).
+
+    Introduced in notebook 04 (the schema view); used by the feature decoder too."""
+    def rename(state_dict: dict, prefix: str, *_: object) -> None:
+        for key in [k for k in state_dict if k.startswith(prefix + "sem_")]:
+            value = state_dict.pop(key)
+            name = key[len(prefix) + 4:]  # "lin.weight", "lin.bias" or "q"
+            state_dict[prefix + "semantic." + name] = value.view(1, -1) if name == "q" else value
+
+    module._register_load_state_dict_pre_hook(rename)
+
+
 _ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "prelu": nn.PReLU, "identity": nn.Identity}
 
 
@@ -381,6 +398,13 @@ def _check_init(in_channels: int, hidden_channels: int, metapaths: list[str], nu
     if not 0.0 <= feat_drop < 1.0:
         raise ConfigError(f"feat_drop must lie in [0, 1), got {feat_drop}.")
     return metapaths
+
+
+def _encode_input(encoder: nn.Module, x: Tensor, edge_index_dict: dict[str, Tensor]) -> Tensor:
+    """The first steps of both encoders: check the graph keys, feature dropout, input projection."""
+    _check_keys(encoder.metapaths, edge_index_dict)
+    x = _feature_dropout(x, encoder.feat_drop, encoder.training)
+    return _linear(x, encoder.proj.weight, encoder.proj.bias)  # [N, hidden]
 
 
 class HANEncoder(nn.Module):
@@ -469,12 +493,9 @@ class HANEncoder(nn.Module):
                 return_attention_weights: bool = False) -> EncoderOutput:
         """Encode; ``return_attention_weights=True`` also fills ``node_attention`` (costs an
         ``[E, heads]`` tensor per meta-path)."""
-        _check_keys(self.metapaths, edge_index_dict)
-        x = _feature_dropout(x, self.feat_drop, self.training)
-        h = _linear(x, self.proj.weight, self.proj.bias)  # [N, hidden]
+        h = _encode_input(self, x, edge_index_dict)  # [N, hidden]
         for layer, (convs, act, semantic) in enumerate(zip(self.convs, self.acts, self.semantic)):
-            if layer > 0:
-                h = _feature_dropout(h, self.feat_drop, self.training)
+            h = _feature_dropout(h, self.feat_drop, self.training and layer > 0)
             z, att = {}, {}
             for m in self.metapaths:
                 res = convs[m](h, edge_index_dict[m], return_attention_weights)
@@ -514,6 +535,8 @@ class MetaPathGCNEncoder(nn.Module):
         num_layers (int, optional): Stacked layers, each on the previous mean. (default: :obj:`1`)
         feat_drop (float, optional): Feature dropout on each layer's input. (default: :obj:`0.0`)
         activation (str, optional): As in :class:`HANEncoder`. (default: :obj:`"elu"`)
+
+    Not taught in a notebook: the attention-free ablation baseline, with the interface of the HAN encoder of notebook 02.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, metapaths: list[str],
@@ -543,12 +566,9 @@ class MetaPathGCNEncoder(nn.Module):
     def forward(self, x: Tensor, edge_index_dict: dict[str, Tensor],
                 return_attention_weights: bool = False) -> EncoderOutput:
         """Encode; ``return_attention_weights`` is accepted for interface parity (no attention)."""
-        _check_keys(self.metapaths, edge_index_dict)
-        x = _feature_dropout(x, self.feat_drop, self.training)
-        h = _linear(x, self.proj.weight, self.proj.bias)  # [N, hidden]
+        h = _encode_input(self, x, edge_index_dict)  # [N, hidden]
         for layer, (lins, bias, act) in enumerate(zip(self.lins, self.biases, self.acts)):
-            if layer > 0:
-                h = _feature_dropout(h, self.feat_drop, self.training)
+            h = _feature_dropout(h, self.feat_drop, self.training and layer > 0)
             z = {}
             for k, m in enumerate(self.metapaths):
                 a, a_t = gcn_operators(edge_index_dict[m], h.size(0), h.dtype)
@@ -578,6 +598,8 @@ def build_encoder(kind: str, in_channels: int, hidden_channels: int, metapaths: 
         HANEncoder(16, 64, metapaths=['pap', 'psp'], heads=8, num_layers=1)
         >>> build_encoder("gcn", 16, 64, ["pap", "psp"], heads=8)
         MetaPathGCNEncoder(16, 64, metapaths=['pap', 'psp'], num_layers=1)
+
+    Not taught in a notebook: how the model of notebook 07 builds the configured encoder.
     """
     kinds = {"han": HANEncoder, "gcn": MetaPathGCNEncoder}
     if kind not in kinds:

@@ -205,7 +205,7 @@ class _GATAggregate(torch.autograd.Function):
     Every sum is a sparse-matrix product (rows = destinations forward, sources backward), so the
     per-edge dot products ``<g'_i, w_j>`` (a sampled dense-dense product, 10x slower here than the
     products with MKL) are never formed; and torch's own backward of a CSR product is not used
-    (it transposes ``A`` on every call; measured in ``benchmarks/sparse_backward.py``,
+    (it transposes ``A`` on every call; measured in ``benchmarks/encoder_speed.py --spmm``,
     see :class:`~hetcrf_lite.sparse.SparseMM`). The transposed structure is built once per graph.
     ``k_e q_e = slope q_e + (1 - slope) q_e [x_e > 0]`` turns each ``k``-weighted sum into a
     combination of products with ``q`` and with its positive part.

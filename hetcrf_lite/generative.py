@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import coalesce, scatter
 
-from .encoder import MetaPathGATConv, SemanticAttention
+from .encoder import MetaPathGATConv, SemanticAttention, accept_legacy_semantic_keys
 from .errors import ConfigError, DataError
 from .sparse import TensorCache, coalesced_plan, csr_pair, sparse_mm
 
@@ -88,6 +88,8 @@ def sce_loss(x: Tensor, y: Tensor, gamma: float = 1.0, reduction: str = "mean") 
         gamma (float, optional): the exponent, ``>= 1``. (default: ``1.0``)
         reduction (str, optional): ``"mean"``, ``"sum"`` or ``"none"`` (per row).
             (default: ``"mean"``)
+
+    Introduced in notebook 03.
     """
     if gamma < 1.0:
         raise ConfigError(f"SCE exponent gamma={gamma} must be >= 1 (set gamma_feat/gamma_edge)")
@@ -181,6 +183,8 @@ def mask_features(
 
     Returns:
         ``(x_masked [N, C], masked_idx [n], token_idx [n_token])``, index tensors sorted.
+
+    Introduced in notebook 03.
     """
     _check_mask_rates(mask_rate, leave_unchanged, replace_rate)
     x = _as_dense(x, densify_limit)
@@ -234,6 +238,8 @@ def is_identity(x: Tensor, extra_columns: int = 0) -> bool:
     Args:
         x (torch.Tensor): features ``[N, C]``.
         extra_columns (int, optional): empty columns expected after the identity. (default: ``0``)
+
+    Introduced in notebook 03.
     """
     if not x.is_sparse or x.dim() != 2:
         return False
@@ -269,6 +275,8 @@ def with_token_column(x: Tensor) -> Tensor:
 
     Args:
         x (torch.Tensor): sparse COO features ``[N, F]``.
+
+    Introduced in notebook 03.
     """
     if not x.is_sparse:
         raise DataError("with_token_column pads sparse COO features; dense features are masked "
@@ -316,6 +324,8 @@ def mask_sparse_features(
 
     Returns:
         ``(x_masked [N, C] sparse, masked_idx [n], token_idx [n_token])``, index tensors sorted.
+
+    Introduced in notebook 03.
     """
     _check_mask_rates(mask_rate, leave_unchanged, replace_rate)
     if not x.is_sparse:
@@ -361,6 +371,8 @@ class MaskSchedule:
         step (float, optional): increase per epoch, ``>= 0``. (default: ``0.0``)
         end (float, optional): ceiling, in ``[start, 1)``; ``None`` means ``start``.
             (default: ``None``)
+
+    Introduced in notebook 03.
     """
 
     start: float
@@ -416,6 +428,8 @@ class DecoderGATConv(nn.Module):
     Shapes:
         input ``h [N, in_channels]``, ``edge_index [2, E]``; output ``[R, out_channels]`` for
         ``R`` requested rows (all ``N`` by default).
+
+    Introduced in notebook 03.
     """
 
     def __init__(self, in_channels: int, out_channels: int, heads: int = 1,
@@ -469,6 +483,8 @@ class HANDecoder(nn.Module):
         heads (int, optional): attention heads per meta-path. (default: ``1``)
         fusion (str, optional): ``"semantic"`` or ``"mean"``. (default: ``"semantic"``)
         attn_drop (float, optional): attention dropout. (default: ``0.0``)
+
+    Introduced in notebook 03.
     """
 
     def __init__(self, in_channels: int, out_channels: int, metapaths: list[str], heads: int = 1,
@@ -483,6 +499,7 @@ class HANDecoder(nn.Module):
                                                       attn_drop=attn_drop) for m in metapaths})
         self.semantic = SemanticAttention(heads * in_channels, in_channels, init="normal")
         self.semantic.reset_query()  # W keeps nn.Linear's own initialisation
+        accept_legacy_semantic_keys(self)
 
     def weights(self, aggs: list[Tensor]) -> Tensor:
         """The meta-path weights ``[M]`` from the aggregations (semantic attention, or 1/M)."""
@@ -563,6 +580,8 @@ class FeatureReconstruction(nn.Module):
             (:func:`mask_sparse_features`); ``x`` is then :func:`with_token_column` of the
             features (``F + 1`` wide, as the encoder's input) and the module holds no token of
             its own. (default: ``False``)
+
+    Introduced in notebook 03.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, metapaths: list[str],
@@ -817,6 +836,8 @@ def drop_edges(edge_index: Tensor, drop_rate: float, generator: torch.Generator 
     Returns:
         ``(kept [2, E'], dropped [2, E - E'])``, each in the column order of ``edge_index`` (a
         graph sorted by (destination, source), as meta-path graphs are stored, stays sorted).
+
+    Introduced in notebook 03.
     """
     keep = _drop_mask(edge_index, drop_rate, generator, keep_self_loops, symmetric, split)
     return edge_index[:, keep], edge_index[:, ~keep]
@@ -877,6 +898,8 @@ class EdgeReconstruction(nn.Module):
             (default: ``1.0``)
         center (bool, optional): subtract the node mean of the decoded embeddings before the
             inner products. (default: ``True``)
+
+    Introduced in notebook 03.
     """
 
     def __init__(self, hidden_channels: int, metapaths: list[str], drop_rate: float = 0.5,

@@ -53,7 +53,9 @@ DEFAULT_CHUNK_SIZE = 32768
 
 def csr_tensor(crow: Tensor, col: Tensor, values: Tensor, num_rows: int, num_cols: int) -> Tensor:
     """A ``torch.sparse_csr_tensor`` without the invariant check (the plan's arrays are valid by
-    construction) and without torch's "sparse CSR support is in beta" warning."""
+    construction) and without torch's "sparse CSR support is in beta" warning.
+
+    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators of notebook 04."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, col, values, (num_rows, num_cols),
@@ -62,7 +64,9 @@ def csr_tensor(crow: Tensor, col: Tensor, values: Tensor, num_rows: int, num_col
 
 def csr_pair(edge_index: Tensor, values: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
     """CSR of ``A`` with ``A[edge_index[0], edge_index[1]] = values`` (duplicates summed) and of
-    its transpose, through PyG's ``to_torch_csr_tensor``: for graphs without a shared plan."""
+    its transpose, through PyG's ``to_torch_csr_tensor``: for graphs without a shared plan.
+
+    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators of notebook 04."""
     size = (num_nodes, num_nodes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -80,6 +84,8 @@ class CSRPlan:
     rebuilds them), so a plan costs ``col`` and, once transposed, ``perm``: 8 bytes per edge, and
     it holds no reference to the ``edge_index`` it was built from (a graph thinned for one step
     is freed after its forward pass while its plan waits for the backward).
+
+    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators of notebook 04.
     """
 
     num_nodes: int
@@ -167,6 +173,8 @@ class TensorCache:
     ``evict_with_tensor=True`` an entry leaves the cache when its tensor is freed (a global cache
     keyed by tensor), otherwise each key holds one entry, replaced when another tensor comes
     (a module's cache keyed by meta-path name).
+
+    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators of notebook 04.
     """
 
     def __init__(self, evict_with_tensor: bool = False) -> None:
@@ -195,7 +203,9 @@ PLAN_CACHE = TensorCache(evict_with_tensor=True)  # keyed by id(edge_index)
 def csr_plan(edge_index: Tensor, num_nodes: int, chunk_size: int | None = None) -> CSRPlan:
     """The cached :class:`CSRPlan` of ``edge_index``; rebuilt when the tensor is modified in place
     or asked for with other ``num_nodes`` or ``chunk_size``. ``chunk_size=None`` takes the cached
-    plan whatever its blocks (for callers that read only the CSR arrays)."""
+    plan whatever its blocks (for callers that read only the CSR arrays).
+
+    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators of notebook 04."""
     def valid(plan: CSRPlan) -> bool:
         return plan.num_nodes == num_nodes and chunk_size in (None, plan.chunk_size)
 
@@ -208,7 +218,9 @@ def coalesced_plan(edge_index: Tensor, num_nodes: int) -> CSRPlan | None:
     """The cached plan of ``edge_index`` when its CSR arrays *are* the matrix ``A[dst, src]``
     (columns sorted by (destination, source), no duplicate edge, ids below ``num_nodes``), else
     ``None``. Meta-path graphs as :mod:`hetcrf_lite.data` stores them qualify; with duplicates a
-    borrowed CSR would sum them in another order than a coalesced one."""
+    borrowed CSR would sum them in another order than a coalesced one.
+
+    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators of notebook 04."""
     if edge_index.shape[1] == 0 or int(edge_index.max()) >= num_nodes:
         return None
     plan = csr_plan(edge_index, num_nodes)
@@ -222,7 +234,9 @@ def coalesced_plan(edge_index: Tensor, num_nodes: int) -> CSRPlan | None:
 
 def check_edge_index(edge_index: Tensor, num_nodes: int) -> None:
     """Raise :class:`~hetcrf_lite.errors.DataError` unless ``edge_index`` is a dense integer
-    ``[2, E]`` tensor of node ids in ``[0, num_nodes)``."""
+    ``[2, E]`` tensor of node ids in ``[0, num_nodes)``.
+
+    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators of notebook 04."""
     if edge_index.dim() != 2 or edge_index.size(0) != 2:
         raise DataError(f"edge_index must have shape [2, E], got {list(edge_index.shape)}; "
                         "pass row 0 = sources, row 1 = destinations.")
@@ -285,7 +299,7 @@ class SparseMM(torch.autograd.Function):
 
     Introduced in notebook 04. Why not torch's own backward of ``torch.sparse.mm(A, X)``: it
     builds the transpose of ``A`` on every call. Measured once by
-    ``benchmarks/sparse_backward.py`` (ACM P-S-P, 4.3 M edges, X ``[4019, 64]``, one thread,
+    ``benchmarks/encoder_speed.py --spmm`` (ACM P-S-P, 4.3 M edges, X ``[4019, 64]``, one thread,
     busy machine, CPU seconds): see the number stated there and in docs/performance.md.
     """
 
@@ -301,5 +315,7 @@ class SparseMM(torch.autograd.Function):
 
 
 def sparse_mm(a: Tensor, x: Tensor, a_t: Tensor) -> Tensor:
-    """``A @ X`` differentiable in ``X`` through :class:`SparseMM` (``A`` cast to ``X``'s dtype)."""
+    """``A @ X`` differentiable in ``X`` through :class:`SparseMM` (``A`` cast to ``X``'s dtype).
+
+    Introduced in notebook 04 (as :class:`SparseMM`)."""
     return SparseMM.apply(x, a.to(x.dtype), a_t.to(x.dtype))

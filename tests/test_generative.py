@@ -21,6 +21,7 @@ from hetcrf_lite.errors import ConfigError, DataError
 from hetcrf_lite.generative import (DecoderGATConv, EdgeReconstruction, FeatureReconstruction,
                                     HANDecoder, MaskSchedule, _segment_sce, drop_edges,
                                     mask_features, sce_loss)
+from hetcrf_lite.sparse import csr_plan
 
 MPS = ["pap", "psp"]
 
@@ -690,7 +691,7 @@ def test_edge_target_borrows_the_encoder_plan_and_matches_the_coalesced_one(toy)
     for m in MPS:
         rec._ones = None
         adj, adj_t, deg = rec._target(m, sorted_eid[m], n)
-        plan = encoder._graph_plan(sorted_eid[m], n, chunk_size=None)
+        plan = csr_plan(sorted_eid[m], n)
         assert adj is adj_t and adj.col_indices().data_ptr() == plan.col.data_ptr()
         dense = torch.zeros(n, n)
         dense[sorted_eid[m][0], sorted_eid[m][1]] = 1.0
