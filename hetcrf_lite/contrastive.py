@@ -526,7 +526,8 @@ def infonce_minibatch(z1: Tensor, z2: Tensor, pos: Tensor, anchors: Tensor, tau:
         num_sampled_negatives (int, optional): extra uniformly drawn candidates. (default: ``0``)
         generator (torch.Generator, optional): source of randomness. (default: ``None``)
 
-    Not taught in a notebook: the mini-batch form of the InfoNCE of notebook 04, for graphs too large for ``N x N``.
+    Not taught in a notebook: the mini-batch form of the InfoNCE of notebook 04, for graphs too
+    large for ``N x N``.
     """
     _check_infonce_args(tau, lam, pos)
     n, dev = z1.shape[0], z1.device

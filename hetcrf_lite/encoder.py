@@ -109,7 +109,8 @@ def _feature_dropout(x: Tensor, p: float, training: bool) -> Tensor:
 
 
 def gat_aggregate(wx: Tensor, s_src: Tensor, s_dst: Tensor, edge_index: Tensor,
-                  negative_slope: float = 0.2, dropout: float = 0.0) -> tuple[Tensor, Tensor]:
+                  negative_slope: float = 0.2, dropout: float = 0.0,
+                  num_dst: int | None = None) -> tuple[Tensor, Tensor]:
     r"""GAT aggregation, the reference: :math:`\mathbf{out}_i = \sum_{j \in \mathcal{N}(i)}
     \alpha_{ij} \mathbf{w}_j` per head, with PyG's ``softmax`` over the incoming edges and one
     sparse product per head.
@@ -129,21 +130,26 @@ def gat_aggregate(wx: Tensor, s_src: Tensor, s_dst: Tensor, edge_index: Tensor,
             keep mask is drawn head-major, ``[H, E]``, as the fused backend draws it, so both
             backends drop the same weights on a graph sorted by destination that fits one block.
             (default: :obj:`0.0`)
+        num_dst (int, optional): number of destinations, ``0 .. num_dst - 1``, the rows of
+            ``s_dst`` and of the output: a chunk of destinations in chunked inference, its
+            edges' destinations renumbered from 0. :obj:`None` means ``N``. (default: :obj:`None`)
 
     Returns:
-        ``out`` ``[N, H, C]`` and the attention ``[E, H]`` before dropout (not differentiable).
+        ``out`` ``[num_dst, H, C]`` and the attention ``[E, H]`` before dropout (not
+        differentiable).
     """
     N, H, _ = wx.shape
+    rows = N if num_dst is None else num_dst
     check_edge_index(edge_index, N)
     src, dst = edge_index.long()
     logit = F.leaky_relu(s_src[src] + s_dst[dst], negative_slope)  # [E, H]
-    alpha = softmax(logit, dst, num_nodes=N)  # [E, H], sums to 1 over each destination's edges
+    alpha = softmax(logit, dst, num_nodes=rows)  # [E, H], sums to 1 over each destination's edges
     weight = alpha
     if dropout > 0:
         keep = torch.rand(H, alpha.size(0), dtype=wx.dtype, device=wx.device).ge_(dropout)  # [H, E]
         weight = alpha * keep.t() / (1.0 - dropout)
     index = torch.stack([dst, src])  # rows = destinations
-    out = [torch.sparse.mm(torch.sparse_coo_tensor(index, weight[:, h], (N, N),
+    out = [torch.sparse.mm(torch.sparse_coo_tensor(index, weight[:, h], (rows, N),
                                                    check_invariants=False), wx[:, h])
            for h in range(H)]  # H x [N, C]
     return torch.stack(out, dim=1), alpha.detach()
@@ -536,7 +542,8 @@ class MetaPathGCNEncoder(nn.Module):
         feat_drop (float, optional): Feature dropout on each layer's input. (default: :obj:`0.0`)
         activation (str, optional): As in :class:`HANEncoder`. (default: :obj:`"elu"`)
 
-    Not taught in a notebook: the attention-free ablation baseline, with the interface of the HAN encoder of notebook 02.
+    Not taught in a notebook: the attention-free ablation baseline, with the interface of the HAN
+    encoder of notebook 02.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, metapaths: list[str],

@@ -55,7 +55,8 @@ def csr_tensor(crow: Tensor, col: Tensor, values: Tensor, num_rows: int, num_col
     """A ``torch.sparse_csr_tensor`` without the invariant check (the plan's arrays are valid by
     construction) and without torch's "sparse CSR support is in beta" warning.
 
-    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators of notebook 04."""
+    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators
+    of notebook 04."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, col, values, (num_rows, num_cols),
@@ -66,7 +67,8 @@ def csr_pair(edge_index: Tensor, values: Tensor, num_nodes: int) -> tuple[Tensor
     """CSR of ``A`` with ``A[edge_index[0], edge_index[1]] = values`` (duplicates summed) and of
     its transpose, through PyG's ``to_torch_csr_tensor``: for graphs without a shared plan.
 
-    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators of notebook 04."""
+    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators
+    of notebook 04."""
     size = (num_nodes, num_nodes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -85,7 +87,8 @@ class CSRPlan:
     it holds no reference to the ``edge_index`` it was built from (a graph thinned for one step
     is freed after its forward pass while its plan waits for the backward).
 
-    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators of notebook 04.
+    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators
+    of notebook 04.
     """
 
     num_nodes: int
@@ -174,7 +177,8 @@ class TensorCache:
     keyed by tensor), otherwise each key holds one entry, replaced when another tensor comes
     (a module's cache keyed by meta-path name).
 
-    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators of notebook 04.
+    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators
+    of notebook 04.
     """
 
     def __init__(self, evict_with_tensor: bool = False) -> None:
@@ -205,7 +209,8 @@ def csr_plan(edge_index: Tensor, num_nodes: int, chunk_size: int | None = None) 
     or asked for with other ``num_nodes`` or ``chunk_size``. ``chunk_size=None`` takes the cached
     plan whatever its blocks (for callers that read only the CSR arrays).
 
-    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators of notebook 04."""
+    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators
+    of notebook 04."""
     def valid(plan: CSRPlan) -> bool:
         return plan.num_nodes == num_nodes and chunk_size in (None, plan.chunk_size)
 
@@ -220,7 +225,8 @@ def coalesced_plan(edge_index: Tensor, num_nodes: int) -> CSRPlan | None:
     ``None``. Meta-path graphs as :mod:`hetcrf_lite.data` stores them qualify; with duplicates a
     borrowed CSR would sum them in another order than a coalesced one.
 
-    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators of notebook 04."""
+    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators
+    of notebook 04."""
     if edge_index.shape[1] == 0 or int(edge_index.max()) >= num_nodes:
         return None
     plan = csr_plan(edge_index, num_nodes)
@@ -236,7 +242,8 @@ def check_edge_index(edge_index: Tensor, num_nodes: int) -> None:
     """Raise :class:`~hetcrf_lite.errors.DataError` unless ``edge_index`` is a dense integer
     ``[2, E]`` tensor of node ids in ``[0, num_nodes)``.
 
-    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators of notebook 04."""
+    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators
+    of notebook 04."""
     if edge_index.dim() != 2 or edge_index.size(0) != 2:
         raise DataError(f"edge_index must have shape [2, E], got {list(edge_index.shape)}; "
                         "pass row 0 = sources, row 1 = destinations.")

@@ -366,6 +366,7 @@ def test_semantic_attention_orders_agree():
     han = SemanticAttention(6, 5).double()
     heco = SemanticAttention(6, 5, init="normal").double()
     heco.load_state_dict(han.state_dict())
-    expected = torch.softmax(torch.stack([(torch.tanh(han.lin(z)) @ han.q[0]).mean() for z in zs]), 0)
+    w = torch.stack([(torch.tanh(han.lin(z)) @ han.q[0]).mean() for z in zs])
+    expected = torch.softmax(w, 0)
     for beta in (han.weights(zs), heco.weights(zs), heco.weights(torch.stack(zs))):
         torch.testing.assert_close(beta, expected, rtol=1e-12, atol=1e-12)

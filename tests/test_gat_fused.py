@@ -125,7 +125,8 @@ def test_gradcheck_with_attention_dropout_over_eight_heads():
     """Nine heads: the dropout mask spans two bytes per edge."""
     n = 15
     ei = sym_graph(n, 30, seed=8)
-    conv = MetaPathGATConv(4, 18, heads=9, dropout=0.3, chunk_size=11, backend="fused").double().train()
+    conv = MetaPathGATConv(4, 18, heads=9, dropout=0.3, chunk_size=11, backend="fused")
+    conv = conv.double().train()
     xd = torch.randn(n, 4, dtype=torch.float64, requires_grad=True)
 
     def f(inp):
@@ -171,8 +172,21 @@ def test_block_size_follows_the_device_and_changes_no_result():
     torch.manual_seed(0)
     x = torch.randn(40, 6, dtype=torch.float64)
     ei = torch.randint(0, 40, (2, 300))
-    auto = MetaPathGATConv(6, 8, heads=2, backend="fused").double().eval()  # chunk_size=None: 32768 on CPU
+    auto = MetaPathGATConv(6, 8, heads=2, backend="fused").double().eval()  # 32768 on CPU
     small = MetaPathGATConv(6, 8, heads=2, chunk_size=7, backend="fused").double().eval()
     small.load_state_dict(auto.state_dict())
     assert auto.chunk_size is None
     torch.testing.assert_close(auto(x, ei), small(x, ei), rtol=1e-12, atol=1e-12)
+
+
+def test_reference_serves_a_chunk_of_destinations():
+    """``num_dst``: the rows of a destination chunk equal those of the whole graph."""
+    wx = torch.randn(N, 2, 3, dtype=torch.float64)
+    s_src, s_dst = torch.randn(N, 2, dtype=torch.float64), torch.randn(N, 2, dtype=torch.float64)
+    ei = sym_graph(N, 100, seed=7)
+    full, _ = gat_aggregate(wx, s_src, s_dst, ei)
+    n0, n1 = 10, 30
+    keep = (ei[1] >= n0) & (ei[1] < n1)
+    chunk = torch.stack([ei[0, keep], ei[1, keep] - n0])
+    part, _ = gat_aggregate(wx, s_src, s_dst[n0:n1], chunk, num_dst=n1 - n0)
+    torch.testing.assert_close(part, full[n0:n1], rtol=1e-12, atol=1e-12)
