@@ -62,6 +62,7 @@ __all__ = [
     "DecoderGATConv",
     "HANDecoder",
     "FeatureReconstruction",
+    "SymmetricSplit",
     "drop_edges",
     "EdgeReconstruction",
 ]
@@ -708,7 +709,7 @@ class FeatureReconstruction(nn.Module):
 # ------------------------------------------------------------------------------------------
 # Meta-path edge reconstruction
 # ------------------------------------------------------------------------------------------
-class _SymmetricSplit:
+class SymmetricSplit:
     """How :func:`drop_edges` thins one symmetric graph: the pair each edge belongs to.
 
     The pairs are the ``i < j`` edges, numbered ``0 .. P-1`` in their order in ``edge_index``;
@@ -717,8 +718,11 @@ class _SymmetricSplit:
     single gather, and the kept edges stay in the input's column order (a graph sorted by
     (destination, source) stays sorted: the encoder needs no sort and no separate transposed
     plan for it). Costs 4 bytes per edge (int32), against 8 for the ``[2, P]`` int64 pairs it
-    replaces; the pairs and self-loops (``split[0]``, ``split[1]``, as a tuple) are rebuilt from
-    the graph when asked for.
+    replaces; the pairs and self-loops are rebuilt from the graph when asked for
+    (:attr:`pairs`, :attr:`self_loops`). Raises :class:`DataError` unless the ``i < j`` and
+    ``i > j`` edges mirror each other exactly.
+
+    Introduced in notebook 03 (edge dropping).
     """
 
     def __init__(self, edge_index: Tensor) -> None:
@@ -756,27 +760,20 @@ class _SymmetricSplit:
     def num_edges(self) -> int:
         return int(self.pair_id.numel())
 
-    def __len__(self) -> int:
-        return 2
+    @property
+    def pairs(self) -> Tensor:
+        """The ``i < j`` edges ``[2, P]``, in their order in ``edge_index``."""
+        return self.edge_index[:, self.edge_index[0] < self.edge_index[1]]
 
-    def __getitem__(self, i: int) -> Tensor:
-        """``split[0]``: the ``i < j`` pairs ``[2, P]``; ``split[1]``: the self-loops ``[2, L]``,
-        each in their order in ``edge_index``."""
-        row, col = self.edge_index
-        return (self.edge_index[:, row < col], self.edge_index[:, row == col])[i]
-
-
-def _symmetric_split(edge_index: Tensor) -> _SymmetricSplit:
-    """The pair split of a symmetric ``edge_index`` (:class:`_SymmetricSplit`): ``split[0]`` the
-    ``i < j`` pairs ``[2, E_<]``, ``split[1]`` the self-loops ``[2, L]``, in their original
-    order. Raises :class:`DataError` unless the ``i < j`` and ``i > j`` edges mirror each other
-    exactly."""
-    return _SymmetricSplit(edge_index)
+    @property
+    def self_loops(self) -> Tensor:
+        """The self-loops ``[2, L]``, in their order in ``edge_index``."""
+        return self.edge_index[:, self.edge_index[0] == self.edge_index[1]]
 
 
 def _drop_mask(edge_index: Tensor, drop_rate: float, generator: torch.Generator | None = None,
                keep_self_loops: bool = True, symmetric: bool = True,
-               split: _SymmetricSplit | None = None) -> Tensor:
+               split: SymmetricSplit | None = None) -> Tensor:
     """``[E]`` bool, ``True`` for the edges :func:`drop_edges` keeps (same arguments)."""
     if not 0.0 <= drop_rate < 1.0:
         raise ConfigError(f"edge drop_rate={drop_rate} must lie in [0, 1)")
@@ -793,12 +790,12 @@ def _drop_mask(edge_index: Tensor, drop_rate: float, generator: torch.Generator 
         movable = row != col if keep_self_loops else torch.ones_like(keep)
         keep[movable] = draw(int(movable.sum()))
         return keep
-    split = _symmetric_split(edge_index) if split is None else split
-    if not isinstance(split, _SymmetricSplit) or split.num_edges != edge_index.shape[1]:
-        got = (f"one of {split.num_edges} edges" if isinstance(split, _SymmetricSplit)
+    split = SymmetricSplit(edge_index) if split is None else split
+    if not isinstance(split, SymmetricSplit) or split.num_edges != edge_index.shape[1]:
+        got = (f"one of {split.num_edges} edges" if isinstance(split, SymmetricSplit)
                else type(split).__name__)
         raise DataError(f"drop_edges: split is {got}, not the split of this edge_index "
-                        f"({edge_index.shape[1]} edges): pass _symmetric_split(edge_index)")
+                        f"({edge_index.shape[1]} edges): pass SymmetricSplit(edge_index)")
     keep_pair = draw(split.num_pairs)  # the draws of the pairs, then of the self-loops
     keep_loop = (torch.ones(split.num_loops, dtype=torch.bool, device=row.device)
                  if keep_self_loops else draw(split.num_loops))
@@ -807,7 +804,7 @@ def _drop_mask(edge_index: Tensor, drop_rate: float, generator: torch.Generator 
 
 def drop_edges(edge_index: Tensor, drop_rate: float, generator: torch.Generator | None = None,
                keep_self_loops: bool = True, symmetric: bool = True,
-               split: _SymmetricSplit | None = None) -> tuple[Tensor, Tensor]:
+               split: SymmetricSplit | None = None) -> tuple[Tensor, Tensor]:
     """Drop each edge (each pair, with ``symmetric``) with probability ``drop_rate``.
 
     Written here instead of ``torch_geometric.utils.dropout_edge`` because that takes no
@@ -830,7 +827,7 @@ def drop_edges(edge_index: Tensor, drop_rate: float, generator: torch.Generator 
         keep_self_loops (bool, optional): never drop ``(i, i)``. (default: ``True``)
         symmetric (bool, optional): drop ``(i, j)`` and ``(j, i)`` together. (default: ``True``)
         split (optional): the precomputed pair split of this ``edge_index``,
-            ``_symmetric_split(edge_index)``, as :class:`EdgeReconstruction` caches it
+            ``SymmetricSplit(edge_index)``, as :class:`EdgeReconstruction` caches it
             (``symmetric`` only). (default: ``None``, computed here)
 
     Returns:
@@ -944,7 +941,7 @@ class EdgeReconstruction(nn.Module):
         out = {}
         for m in self.metapaths:
             ei = edge_index_dict[m]
-            split = self._split_cache.get(m, ei, lambda: _symmetric_split(ei))
+            split = self._split_cache.get(m, ei, lambda: SymmetricSplit(ei))
             out[m] = ei[:, _drop_mask(ei, rate, generator, split=split)]  # drop_edges' kept
         return out
 

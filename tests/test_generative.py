@@ -276,17 +276,18 @@ def test_drop_edges():
 
 
 def test_drop_edges_precomputed_split_same_result():
-    from hetcrf_lite.generative import _symmetric_split
+    from hetcrf_lite.generative import SymmetricSplit
     ei = random_graph(60, 0.2, 4)
-    split = _symmetric_split(ei)
-    assert 2 * split[0].shape[1] + split[1].shape[1] == ei.shape[1]
-    assert bool((split[0][0] < split[0][1]).all()) and bool((split[1][0] == split[1][1]).all())
+    split = SymmetricSplit(ei)
+    assert 2 * split.pairs.shape[1] + split.self_loops.shape[1] == ei.shape[1]
+    assert bool((split.pairs[0] < split.pairs[1]).all())
+    assert bool((split.self_loops[0] == split.self_loops[1]).all())
     for keep_loops in (True, False):
         plain = drop_edges(ei, 0.3, torch.Generator().manual_seed(2), keep_loops)
         given = drop_edges(ei, 0.3, torch.Generator().manual_seed(2), keep_loops, split=split)
         assert all(torch.equal(a, b) for a, b in zip(plain, given))
     with pytest.raises(DataError, match="split"):  # a split of another graph
-        drop_edges(ei, 0.3, split=_symmetric_split(random_graph(60, 0.1, 5)))
+        drop_edges(ei, 0.3, split=SymmetricSplit(random_graph(60, 0.1, 5)))
     with pytest.raises(ConfigError):
         drop_edges(ei, 0.3, symmetric=False, split=split)
 
@@ -295,8 +296,12 @@ def test_edge_reconstruction_caches_the_split_per_graph(toy, monkeypatch):
     from hetcrf_lite import generative
     _, eid = toy
     calls = []
-    real = generative._symmetric_split
-    monkeypatch.setattr(generative, "_symmetric_split", lambda ei: calls.append(ei) or real(ei))
+    class CountingSplit(generative.SymmetricSplit):
+        def __init__(self, edge_index):
+            calls.append(edge_index)
+            super().__init__(edge_index)
+
+    monkeypatch.setattr(generative, "SymmetricSplit", CountingSplit)
     rec = EdgeReconstruction(8, MPS, drop_rate=0.4)
 
     def uncached(graphs, seed):  # the same draws, split afresh by drop_edges itself
@@ -645,7 +650,7 @@ def test_token_column_reconstruction(toy):
 # Memory: edge drops in input order, pair split, adjacency on the encoder's plan (issue #6)
 # --------------------------------------------------------------------------------------------
 def test_drop_edges_keeps_the_input_order_and_the_pair_draws():
-    from hetcrf_lite.generative import _symmetric_split
+    from hetcrf_lite.generative import SymmetricSplit
     ei = random_graph(40, 0.3, 6).flip(0)  # sorted by (destination, source), as data.py stores
     kept, dropped = drop_edges(ei, 0.4, torch.Generator().manual_seed(3))
     key = lambda e: (e[1] * 40 + e[0]).tolist()  # noqa: E731
@@ -656,7 +661,7 @@ def test_drop_edges_keeps_the_input_order_and_the_pair_draws():
     want = {tuple(p) for p in upper[:, keep_pair].t().tolist()}
     want |= {(j, i) for i, j in want} | {(i, i) for i in range(40)}
     assert set(map(tuple, kept.t().tolist())) == want and kept.shape[1] == len(want)
-    split = _symmetric_split(ei)
+    split = SymmetricSplit(ei)
     assert split.pair_id.dtype == torch.int32 and split.pair_id.shape == (ei.shape[1],)
     row, col = ei
     mirror = {(int(a), int(b)): int(p) for a, b, p in zip(row, col, split.pair_id)}
@@ -664,10 +669,10 @@ def test_drop_edges_keeps_the_input_order_and_the_pair_draws():
 
 
 def test_symmetric_split_checks_mirrors_and_keeps_duplicates_symmetric():
-    from hetcrf_lite.generative import _symmetric_split
+    from hetcrf_lite.generative import SymmetricSplit
     # as many i < j as i > j edges, but (0, 1) has no mirror: the old count check passed this
     with pytest.raises(DataError, match="symmetric"):
-        _symmetric_split(torch.tensor([[0, 2, 1], [1, 0, 1]]))
+        SymmetricSplit(torch.tensor([[0, 2, 1], [1, 0, 1]]))
     ei = torch.tensor([[0, 1, 0, 1, 2, 3, 2], [1, 0, 1, 0, 3, 2, 2]])  # (0, 1) twice each way
     for seed in range(8):
         kept, _ = drop_edges(ei, 0.5, torch.Generator().manual_seed(seed))
