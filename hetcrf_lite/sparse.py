@@ -306,9 +306,9 @@ class SparseMM(torch.autograd.Function):
 
     Introduced in notebook 04. Why not torch's own backward of ``torch.sparse.mm(A, X)``: it
     builds the transpose of ``A`` on every call. Measured once (``benchmarks/encoder_speed.py
-    --spmm``, ACM's normalised P-S-P, 4.3 M edges, ``X`` ``[4019, 64]``, one thread, median of 5
-    CPU seconds on the busy 2-core machine, 2026-12-06): forward 0.031 s, torch's backward
-    0.345 s, this backward 0.033 s, i.e. torch's backward is 10.5x this one (11x the forward).
+    --spmm``, ACM's normalised P-S-P, 4.3 M edges, ``X`` ``[4019, 64]``, one thread, median of 3
+    CPU seconds on the busy 2-core machine, 2026-12-06, docs/performance.md): forward 0.031 s,
+    torch's backward 0.433 s, this backward 0.048 s: torch's is 9x this one (14x the forward).
     """
 
     @staticmethod
