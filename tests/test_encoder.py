@@ -11,6 +11,7 @@ from hetcrf_lite.encoder import (
     SemanticAttention,
     build_encoder,
 )
+from graph_helpers import sym_graph
 from hetcrf_lite.errors import ConfigError, DataError, MetaPathError
 
 N, F_IN = 50, 12
@@ -24,17 +25,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def sym_graph(num_nodes: int, num_edges: int, seed: int, self_loops: bool = True) -> torch.Tensor:
-    """Symmetric, binarised edge_index sorted by (destination, source), as data.py stores them."""
-    g = torch.Generator().manual_seed(seed)
-    ei = torch.randint(0, num_nodes, (2, num_edges), generator=g)
-    ei = torch.cat([ei, ei.flip(0)], dim=1)
-    if self_loops:
-        ei = torch.cat([ei, torch.arange(num_nodes).repeat(2, 1)], dim=1)
-    key = torch.unique(ei[1] * num_nodes + ei[0])  # sorted by (dst, src), duplicates removed
-    return torch.stack([key % num_nodes, key // num_nodes])
 
 
 @pytest.fixture

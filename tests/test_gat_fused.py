@@ -3,6 +3,7 @@ with attention dropout the same masks), and its plans and dropout masks have the
 import pytest
 import torch
 
+from graph_helpers import sym_graph
 from hetcrf_lite.encoder import MetaPathGATConv, gat_aggregate, resolve_backend
 from hetcrf_lite.errors import ConfigError
 from hetcrf_lite.gat_fused import (CUDA_CHUNK_SIZE, DEFAULT_CHUNK_SIZE, _AttentionDropout,
@@ -10,24 +11,6 @@ from hetcrf_lite.gat_fused import (CUDA_CHUNK_SIZE, DEFAULT_CHUNK_SIZE, _Attenti
 from hetcrf_lite.sparse import PLAN_CACHE, csr_plan
 
 N, F_IN = 50, 12
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def sym_graph(num_nodes: int, num_edges: int, seed: int) -> torch.Tensor:
-    """Symmetric graph with self-loops, sorted by (destination, source), no duplicates."""
-    g = torch.Generator().manual_seed(seed)
-    e = torch.randint(0, num_nodes, (2, num_edges), generator=g)
-    loops = torch.arange(num_nodes).repeat(2, 1)
-    e = torch.cat([e, e.flip(0), loops], 1)
-    key = torch.unique(e[1] * num_nodes + e[0])
-    return torch.stack([key % num_nodes, key // num_nodes])
 
 
 @pytest.fixture

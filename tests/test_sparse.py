@@ -1,17 +1,10 @@
 """Tests of hetcrf_lite.sparse: the GCN operators, the sparse product's backward and the caches."""
 import torch
 
+from graph_helpers import sym_graph
 from hetcrf_lite.sparse import TensorCache, csr_plan, gcn_operators, sparse_mm
 
 N = 50
-
-
-def sym_graph(num_nodes: int, num_edges: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    e = torch.randint(0, num_nodes, (2, num_edges), generator=g)
-    e = torch.cat([e, e.flip(0), torch.arange(num_nodes).repeat(2, 1)], 1)
-    key = torch.unique(e[1] * num_nodes + e[0])
-    return torch.stack([key % num_nodes, key // num_nodes])
 
 
 def test_gcn_operators_share_the_plan_and_equal_gcn_norm():
