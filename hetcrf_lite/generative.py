@@ -50,7 +50,7 @@ from torch_geometric.utils import coalesce, scatter
 
 from .encoder import MetaPathGATConv, SemanticAttention, accept_legacy_semantic_keys
 from .errors import ConfigError, DataError
-from .sparse import TensorCache, coalesced_plan, csr_pair, sparse_mm
+from .sparse import TensorCache, coalesced_plan, csr_plan, sparse_mm
 
 __all__ = [
     "sce_loss",
@@ -926,7 +926,7 @@ class EdgeReconstruction(nn.Module):
         self.decoders = nn.ModuleDict({m: make() for m in self.metapaths})
         self._target_cache = TensorCache()  # per meta-path name
         self._split_cache = TensorCache()  # drop_edges' pair split per meta-path
-        self._ones: Tensor | None = None  # values of the binary adjacencies (_plan_adjacency)
+        self._ones: Tensor | None = None  # values of the binary adjacencies (_target)
 
     def corrupt(self, edge_index_dict: dict[str, Tensor], generator: torch.Generator | None = None,
                 drop_rate: float | None = None) -> dict[str, Tensor]:
@@ -1000,32 +1000,22 @@ class EdgeReconstruction(nn.Module):
         """Binary adjacency (rows = ``edge_index[0]``) and its transpose as sparse CSR, and the
         row degrees; cached per meta-path while the same ``edge_index`` tensor is passed.
 
-        A meta-path graph as :mod:`hetcrf_lite.data` stores it (symmetric, sorted by (destination,
-        source), no duplicate) *is* the CSR the encoder already holds for it: the adjacency
-        borrows that plan's row pointers and column indices, ``A^T = A`` is the same object and
-        only the ones are new (one buffer shared by all meta-paths). Any other graph is
-        coalesced and converted (24 bytes per edge: DBLP's 12 million edges took 276 MB)."""
+        Both matrices live on a :class:`~hetcrf_lite.sparse.CSRPlan`: for a meta-path graph as
+        :mod:`hetcrf_lite.data` stores it (sorted by (destination, source), no duplicate) the
+        encoder's own plan, so only the ones are new (one buffer shared by all meta-paths) and a
+        symmetric graph's ``A^T = A`` is the same object; any other graph is coalesced first
+        (a duplicate would count twice in ``A @ D``)."""
         def build() -> tuple[Tensor, Tensor, Tensor]:
-            shared = self._plan_adjacency(edge_index, n)
-            if shared is not None:
-                return shared
-            ei = coalesce(edge_index, num_nodes=n)  # duplicates would count twice in A @ D
-            adj, adj_t = csr_pair(ei, torch.ones(ei.shape[1], device=ei.device), n)
-            return adj, adj_t, torch.bincount(ei[0], minlength=n)  # [N] degrees
+            plan = coalesced_plan(edge_index, n) or csr_plan(coalesce(edge_index, num_nodes=n), n)
+            E = plan.num_edges
+            if self._ones is None or self._ones.numel() < E:
+                self._ones = torch.ones(E, device=plan.col.device)  # values of every binary A
+            tp = plan.transpose()  # rows = sources: the matrix A itself
+            adj_t = plan.matrix(self._ones[:E])
+            adj = adj_t if plan.symmetric else tp.matrix(self._ones[:E])
+            return adj, adj_t, tp.ptr.diff()  # [N] degrees (rows of A)
 
         return self._target_cache.get(name, edge_index, build, lambda v: v[2].numel() == n)
-
-    def _plan_adjacency(self, edge_index: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor] | None:
-        """``(A, A, degrees)`` on the encoder's cached plan of ``edge_index`` when the graph is
-        symmetric, sorted by (destination, source) and free of duplicates; else ``None``."""
-        plan = coalesced_plan(edge_index, n)  # the encoder's, whatever its blocks
-        if plan is None or not plan.transpose().symmetric:
-            return None
-        col, E = plan.col, plan.num_edges
-        if self._ones is None or self._ones.numel() < E:
-            self._ones = torch.ones(E, device=col.device)  # values of every binary A, shared
-        adj = plan.matrix(self._ones[:E])
-        return adj, adj, plan.ptr.diff()  # [N] degrees
 
     def _full_loss(self, name: str, d: Tensor, edge_index: Tensor) -> Tensor:
         adj, adj_t, deg = self._target(name, edge_index, d.shape[0])

@@ -28,7 +28,6 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import Tensor
-from torch_geometric.utils import to_torch_csr_tensor
 
 from .errors import DataError
 
@@ -41,7 +40,6 @@ __all__ = [
     "csr_plan",
     "coalesced_plan",
     "csr_tensor",
-    "csr_pair",
     "gcn_operators",
     "SparseMM",
     "sparse_mm",
@@ -61,19 +59,6 @@ def csr_tensor(crow: Tensor, col: Tensor, values: Tensor, num_rows: int, num_col
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, col, values, (num_rows, num_cols),
                                        check_invariants=False)
-
-
-def csr_pair(edge_index: Tensor, values: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
-    """CSR of ``A`` with ``A[edge_index[0], edge_index[1]] = values`` (duplicates summed) and of
-    its transpose, through PyG's ``to_torch_csr_tensor``: for graphs without a shared plan.
-
-    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators
-    of notebook 04."""
-    size = (num_nodes, num_nodes)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return (to_torch_csr_tensor(edge_index, values, size),
-                to_torch_csr_tensor(edge_index.flip(0), values, size))
 
 
 @dataclass
