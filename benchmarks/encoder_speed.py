@@ -1,22 +1,29 @@
-"""Speed and memory of the HAN encoder next to PyG's ``HANConv``, on ACM and DBLP.
+"""Speed and memory of the HAN encoder's two backends next to PyG's ``HANConv``, on ACM and DBLP;
+the two InfoNCE paths; and torch's own backward of a sparse product against ours.
 
-Same sizes for both: hidden 64 = 8 heads x 8 channels, the datasets' own features and meta-path
-graphs (ACM: PAP, PSP; DBLP: APA, APCPA, APTPA). One forward + backward of ``output.sum()`` in
-training mode (dropout 0, HANConv's default), timed as the median of ``--repeats`` runs after one
-warm-up. Each encoder runs in its own fresh subprocess, one at a time (HANConv peaks at several GB);
-peak memory is the growth of the peak RSS (``resource.getrusage``) over a baseline taken after
-the data and the model are loaded. A third subprocess checks that the encoder equals a reference
-built from PyG's ``GATConv`` on ACM (1e-5).
+Encoder rows: ``reference`` (``MetaPathGATConv(backend="reference")``: PyG ``softmax`` and one
+sparse product per head), ``fused`` (``backend="fused"``, :mod:`hetcrf_lite.gat_fused`) and PyG's
+``HANConv``, at 1 head (the shipped configs) and 8 heads, hidden 64, the datasets' own features
+and meta-path graphs (ACM: PAP, PSP; DBLP: APA, APCPA, APTPA). One forward + backward of
+``output.sum()`` in training mode (dropout 0), the median of ``--repeats`` runs after one
+warm-up, wall clock and CPU time of the process (the machine may be shared: CPU seconds at one
+thread are the comparable number then). Each run is its own fresh subprocess, one at a time
+(HANConv peaks at several GB); peak memory is the growth of the peak RSS over a baseline taken
+after the data and the model are loaded (on CUDA: ``torch.cuda.max_memory_allocated``).
+A check compares the two backends on ACM (outputs and gradients).
 
-Also reported, to say what limits the encoder: the number of attention values (edges x heads) and
-the time of the sparse products alone (two per head forward, two backward, ``C + 1`` wide), the
-floor of the method.
+InfoNCE rows: the autograd reference against the fused path (``infonce(..., backend=...)``),
+forward + backward, N = the dataset's target nodes, 64 channels.
+
+``--spmm``: ``A @ X`` on ACM's normalised P-S-P operator (4.3 M edges, ``X`` ``[4019, 64]``):
+the forward, torch's own backward, and :class:`~hetcrf_lite.sparse.SparseMM`'s.
 
     HETCRF_DATA=../shared/datasets/heco .venv/bin/python benchmarks/encoder_speed.py
     .venv/bin/python benchmarks/encoder_speed.py --datasets acm --skip-pyg --json /tmp/e.json
 
-Threads default to 1 for both: on a shared machine multi-threaded timings of either encoder swing
-by 10x with the other jobs' load; ``--threads`` changes it for both.
+Threads default to 1: on a shared machine multi-threaded timings swing by 10x with the other
+jobs' load; ``--threads`` changes it for every run. Without a GPU the CUDA rows print
+"unmeasured".
 """
 from __future__ import annotations
 
@@ -39,7 +46,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
-HIDDEN, HEADS = 64, 8
+HIDDEN = 64
+HEADS = (1, 8)
+KINDS = ("reference", "fused", "pyg")
 METAPATHS = {"acm": ["pap", "psp"], "dblp": ["apa", "apcpa", "aptpa"]}
 
 
@@ -145,54 +154,24 @@ def _time_steps(step, repeats: int) -> dict:
             "wall_all_s": [round(v, 4) for v in wall]}
 
 
-def _products_floor(x_rows: int, graphs: dict[str, torch.Tensor], repeats: int) -> float:
-    """Seconds of the encoder's sparse products alone (its edge blocks, random weights): per head
-    two forward (weights and their positive part) and two backward (transposed), C+1 wide."""
-    from hetcrf_lite.encoder import _graph_plan
-
-    dense = torch.randn(HEADS, x_rows, HIDDEN // HEADS + 1)
-    plans = [_graph_plan(ei, x_rows) for ei in graphs.values()]
-    blocks = [(crow, plan.col[e0:e1], n1 - n0, torch.rand(HEADS, e1 - e0))
-              for plan in plans for (n0, n1, e0, e1), crow in zip(plan.blocks, plan.crows)]
-    total = []
-    for _ in range(repeats + 1):
-        t = time.perf_counter()
-        for _ in range(4):
-            for crow, col, rows, vals in blocks:
-                for h in range(HEADS):
-                    a = torch.sparse_csr_tensor(crow, col, vals[h], (rows, x_rows),
-                                                check_invariants=False)
-                    torch.sparse.mm(a, dense[h])
-        total.append(time.perf_counter() - t)
-    return statistics.median(total[1:])
-
-
-def worker(kind: str, cache: Path, repeats: int, device: str = "cpu") -> dict:
-    warnings.simplefilter("ignore", UserWarning)
-    blob = torch.load(cache)
-    dev = torch.device(device)
-    x, graphs = blob["x"].to(dev), {m: ei.to(dev) for m, ei in blob["graphs"].items()}
+def _encoder_step(kind: str, heads: int, x: torch.Tensor, graphs: dict, dev: torch.device):
     torch.manual_seed(0)
-    if kind == "ours":
-        from hetcrf_lite.encoder import HANEncoder
-
-        model = HANEncoder(x.size(1), HIDDEN, list(graphs), heads=HEADS).to(dev).train()
-
-        def step():
-            model.zero_grad(set_to_none=True)
-            model(x, graphs).h.sum().backward()
-    elif kind == "pyg":
+    if kind == "pyg":
         from torch_geometric.nn import HANConv
 
         eid = {("n", m, "n"): ei for m, ei in graphs.items()}
-        model = HANConv(x.size(1), HIDDEN, (["n"], list(eid)), heads=HEADS).to(dev).train()
+        model = HANConv(x.size(1), HIDDEN, (["n"], list(eid)), heads=heads).to(dev).train()
+        return model, lambda: model({"n": x}, eid)["n"]
+    from hetcrf_lite.encoder import HANEncoder
 
-        def step():
-            model.zero_grad(set_to_none=True)
-            model({"n": x}, eid)["n"].sum().backward()
-    else:
-        raise ValueError(kind)
+    model = HANEncoder(x.size(1), HIDDEN, list(graphs), heads=heads, backend=kind).to(dev).train()
+    return model, lambda: model(x, graphs).h
+
+
+def _measure(step, repeats: int, dev: torch.device) -> dict:
     base, method = _memory_baseline()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
     res = _time_steps(step, repeats)
     peak = _peak_mb(method)
     res.update(peak_mb=peak - base, peak_rss_mb=peak, baseline_rss_mb=base, memory_method=method,
@@ -201,45 +180,70 @@ def worker(kind: str, cache: Path, repeats: int, device: str = "cpu") -> dict:
         res["peak_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
         res["memory_method"] = "torch.cuda.max_memory_allocated"
         res["device_name"] = torch.cuda.get_device_name(dev)
-    elif kind == "ours":
-        res["products_floor_s"] = _products_floor(x.size(0), graphs, min(repeats, 3))
     return res
 
 
-def check_worker(cache: Path) -> dict:
-    """Our encoder vs the same function composed from PyG's GATConv (dense messages)."""
+def worker(kind: str, heads: int, cache: Path, repeats: int, device: str = "cpu") -> dict:
     warnings.simplefilter("ignore", UserWarning)
-    from torch_geometric.nn import GATConv
+    blob = torch.load(cache)
+    dev = torch.device(device)
+    x, graphs = blob["x"].to(dev), {m: ei.to(dev) for m, ei in blob["graphs"].items()}
+    if kind.startswith("infonce-"):
+        from hetcrf_lite.contrastive import infonce
 
+        z1, z2 = torch.randn(2, x.size(0), HIDDEN, device=dev).requires_grad_(True).unbind(0)
+        pos = torch.stack([torch.arange(x.size(0)), torch.arange(x.size(0))]).to(dev)
+
+        def step():
+            infonce(z1, z2, pos, 0.8, backend=kind[len("infonce-"):]).backward()
+        return _measure(step, repeats, dev)
+    model, forward = _encoder_step(kind, heads, x, graphs, dev)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        forward().sum().backward()
+    return _measure(step, repeats, dev)
+
+
+def check_worker(cache: Path) -> dict:
+    """The fused backend against the reference on the real graphs: outputs and gradients."""
+    warnings.simplefilter("ignore", UserWarning)
     from hetcrf_lite.encoder import HANEncoder
 
     blob = torch.load(cache)
     x, graphs = blob["x"], blob["graphs"]
-    torch.manual_seed(0)
-    enc = HANEncoder(x.size(1), HIDDEN, list(graphs), heads=HEADS)
-    refs = {}
-    for m, conv in enc.convs[0].items():
-        conv.bias.data.normal_(std=0.1)
-        ref = GATConv(HIDDEN, HIDDEN // HEADS, HEADS, add_self_loops=False)
-        for name in ("att_src", "att_dst", "bias"):
-            getattr(ref, name).data.copy_(getattr(conv, name))
-        ref.lin.weight.data.copy_(conv.lin.weight)
-        refs[m] = ref
-    out = enc(x, graphs)
-    out.h.square().sum().backward()
-    grad = enc.proj.weight.grad.clone()
-    enc.zero_grad()
-    h0 = enc.proj(x)
-    zs = [torch.nn.functional.elu(refs[m](h0, graphs[m])) for m in graphs]
-    h_ref, beta_ref = enc.semantic[0](zs)
-    h_ref.square().sum().backward()
-    grad_ref = enc.proj.weight.grad
-    return {
-        "max_abs_diff_h": float((out.h - h_ref).abs().max()),
-        "max_abs_diff_beta": float((out.semantic_attention - beta_ref).abs().max()),
-        "max_rel_diff_grad": float((grad - grad_ref).abs().max() / grad_ref.abs().max()),
-        "h_scale": float(h_ref.abs().max()),
-    }
+    out = {}
+    for kind in ("reference", "fused"):
+        torch.manual_seed(0)
+        enc = HANEncoder(x.size(1), HIDDEN, list(graphs), heads=1, backend=kind)
+        h = enc(x, graphs).h
+        h.square().sum().backward()
+        out[kind] = (h.detach(), enc.proj.weight.grad)
+    (h_ref, g_ref), (h_fused, g_fused) = out["reference"], out["fused"]
+    return {"max_abs_diff_h": float((h_fused - h_ref).abs().max()),
+            "max_rel_diff_grad": float((g_fused - g_ref).abs().max() / g_ref.abs().max()),
+            "h_scale": float(h_ref.abs().max())}
+
+
+def spmm_worker(cache: Path, repeats: int) -> dict:
+    """``A @ X`` with A = ACM's normalised P-S-P: forward, torch's backward, SparseMM's backward."""
+    warnings.simplefilter("ignore", UserWarning)
+    from hetcrf_lite.sparse import gcn_operators, sparse_mm
+
+    blob = torch.load(cache)
+    n = blob["x"].size(0)
+    a, a_t = gcn_operators(blob["graphs"]["psp"], n)
+    x = torch.randn(n, HIDDEN, requires_grad=True)
+    grad = torch.randn(n, HIDDEN)
+    res = {"edges": int(a.values().numel())}
+    res["forward"] = _time_steps(lambda: torch.sparse.mm(a, x.detach()), repeats)
+    res["torch_backward"] = _time_steps(lambda: torch.sparse.mm(a, x).backward(grad), repeats)
+    res["sparse_mm_backward"] = _time_steps(lambda: sparse_mm(a, x, a_t).backward(grad), repeats)
+    for k in ("torch_backward", "sparse_mm_backward"):  # the backward alone: minus the forward
+        res[k]["backward_cpu_s"] = res[k]["cpu_s"] - res["forward"]["cpu_s"]
+    res["torch_over_ours_backward"] = (res["torch_backward"]["backward_cpu_s"]
+                                       / res["sparse_mm_backward"]["backward_cpu_s"])
+    return res
 
 
 # ------------------------------------------------------------------------------------------
@@ -275,53 +279,78 @@ def machine() -> dict:
             "load_average_at_start": list(os.getloadavg())}
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--datasets", nargs="+", default=["acm", "dblp"], choices=sorted(METAPATHS))
-    p.add_argument("--repeats", type=int, default=5, help="timed runs of our encoder")
+    p.add_argument("--heads", nargs="+", type=int, default=list(HEADS))
+    p.add_argument("--repeats", type=int, default=5, help="timed runs of our encoders")
     p.add_argument("--pyg-repeats", type=int, default=3, help="timed runs of HANConv")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu or cuda (timed with synchronisation)")
     p.add_argument("--skip-pyg", action="store_true", help="do not run HANConv")
-    p.add_argument("--skip-check", action="store_true", help="skip the equality check")
+    p.add_argument("--skip-check", action="store_true", help="skip the backends' equality check")
+    p.add_argument("--skip-infonce", action="store_true", help="skip the InfoNCE rows")
+    p.add_argument("--spmm", action="store_true", help="also time the sparse product's backward")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per subprocess")
     p.add_argument("--json", type=Path, default=OUT / "encoder_speed.json")
-    p.add_argument("--worker", choices=["ours", "pyg", "check"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def _run_worker_here(args: argparse.Namespace) -> int:
+    if args.worker == "check":
+        res = check_worker(args.cache)
+    elif args.worker == "spmm":
+        res = spmm_worker(args.cache, args.repeats)
+    else:
+        res = worker(args.worker, args.heads[0], args.cache, args.repeats, args.device)
+    print(json.dumps(res))
+    return 0
+
+
+def _dataset_rows(name: str, args: argparse.Namespace) -> dict:
+    x, graphs, source = load(name)
+    graphs = {m: graphs[m] for m in METAPATHS[name]}
+    cache = OUT / f"encoder_speed_{name}.pt"
+    torch.save({"x": x, "graphs": graphs}, cache)
+    edges = {m: int(ei.size(1)) for m, ei in graphs.items()}
+    res = {"source": source, "num_nodes": int(x.size(0)), "in_channels": int(x.size(1)),
+           "edges": edges, "encoder": {}}
+    common = ["--cache", str(cache), "--device", args.device]
+    kinds = [k for k in KINDS if not (k == "pyg" and args.skip_pyg)]
+    for heads in args.heads:
+        for kind in kinds:
+            print(f"[{name}] {kind}, {heads} head(s) ...", flush=True)
+            repeats = args.pyg_repeats if kind == "pyg" else args.repeats
+            res["encoder"][f"{kind}/{heads}"] = run_worker(
+                ["--worker", kind, "--heads", str(heads), "--repeats", str(repeats), *common],
+                args.threads, args.timeout)
+    if not args.skip_infonce:
+        res["infonce"] = {k: run_worker(["--worker", f"infonce-{k}", "--repeats",
+                                         str(args.repeats), *common], args.threads, args.timeout)
+                          for k in ("reference", "fused")}
+    if not args.skip_check and name == "acm":
+        res["check"] = run_worker(["--worker", "check", *common], args.threads, args.timeout)
+    if args.spmm and name == "acm":
+        res["spmm"] = run_worker(["--worker", "spmm", "--repeats", str(args.repeats), *common],
+                                 args.threads, args.timeout)
+    cache.unlink()
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
     torch.set_num_threads(args.threads)
     if args.worker:
-        res = check_worker(args.cache) if args.worker == "check" else worker(
-            args.worker, args.cache, args.repeats, args.device)
-        print(json.dumps(res))
-        return 0
-
+        return _run_worker_here(args)
     OUT.mkdir(parents=True, exist_ok=True)
-    report = {"machine": machine(), "threads": args.threads, "hidden": HIDDEN, "heads": HEADS,
-              "device": args.device, "results": {}}
+    report = {"machine": machine(), "threads": args.threads, "hidden": HIDDEN,
+              "heads": args.heads, "device": args.device, "results": {},
+              "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     for name in args.datasets:
-        x, graphs, source = load(name)
-        graphs = {m: graphs[m] for m in METAPATHS[name]}
-        cache = OUT / f"encoder_speed_{name}.pt"
-        torch.save({"x": x, "graphs": graphs}, cache)
-        edges = {m: int(ei.size(1)) for m, ei in graphs.items()}
-        res = {"source": source, "num_nodes": int(x.size(0)), "in_channels": int(x.size(1)),
-               "edges": edges, "attention_values": sum(edges.values()) * HEADS,
-               "product_macs": 4 * sum(edges.values()) * HEADS * (HIDDEN // HEADS + 1)}
-        print(f"[{name}] N={x.size(0)} edges={edges}; running our encoder ...", flush=True)
-        common = ["--cache", str(cache), "--device", args.device]
-        res["ours"] = run_worker(["--worker", "ours", "--repeats", str(args.repeats), *common],
-                                 args.threads, args.timeout)
-        if not args.skip_pyg:  # one at a time: HANConv needs several GB
-            print(f"[{name}] running PyG HANConv ...", flush=True)
-            res["pyg"] = run_worker(
-                ["--worker", "pyg", "--repeats", str(args.pyg_repeats), *common],
-                args.threads, args.timeout)
-        if not args.skip_check and name == "acm":
-            print(f"[{name}] checking against a GATConv reference ...", flush=True)
-            res["check"] = run_worker(["--worker", "check", *common], args.threads, args.timeout)
-        cache.unlink()
-        report["results"][name] = res
+        report["results"][name] = _dataset_rows(name, args)
+    report["load_average_at_end"] = list(os.getloadavg())
     print_table(report)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))
@@ -329,33 +358,33 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _ratio(num: dict, den: dict, key: str, fmt: str) -> str:
-    return format(num[key] / den[key], fmt) if key in num and key in den else "-"
+def _fmt(d: dict, key: str, fmt: str) -> str:
+    return format(d[key], fmt) if key in d else "-"
 
 
 def print_table(report: dict) -> None:
-    print(f"\nforward+backward, hidden {HIDDEN} = {HEADS} heads x {HIDDEN // HEADS}, "
-          f"{report['threads']} thread(s); times are medians (wall clock, and CPU time of the "
-          "process); memory is the peak RSS growth")
-    print(f"{'dataset':8} {'edges':>10} {'ours s':>7} {'HANConv s':>10} {'speed-up':>9} "
-          f"{'CPU speed-up':>13} {'ours MB':>8} {'HANConv MB':>11} {'mem ratio':>10} "
-          f"{'products s':>11}")
+    dev = report["device"]
+    print(f"\nforward+backward, hidden {HIDDEN}, {report['threads']} thread(s), device {dev}; "
+          "medians of wall clock and of process CPU time; memory is the peak growth (MB); "
+          f"load average {report['machine']['load_average_at_start']} at start")
+    print(f"{'dataset':8} {'heads':>5} {'backend':10} {'wall s':>8} {'CPU s':>8} {'peak MB':>8}")
     for name, r in report["results"].items():
-        ours, pyg = r.get("ours", {}), r.get("pyg", {})
-
-        def f(d, k, fmt):
-            return format(d[k], fmt) if k in d else "-"
-
-        print(f"{name:8} {sum(r['edges'].values()):>10} {f(ours, 'wall_s', '7.3f'):>7} "
-              f"{f(pyg, 'wall_s', '.3f'):>10} {_ratio(pyg, ours, 'wall_s', '.1f') + 'x':>9} "
-              f"{_ratio(pyg, ours, 'cpu_s', '.1f') + 'x':>13} {f(ours, 'peak_mb', '.0f'):>8} "
-              f"{f(pyg, 'peak_mb', '.0f'):>11} {_ratio(ours, pyg, 'peak_mb', '.3f'):>10} "
-              f"{f(ours, 'products_floor_s', '.3f'):>11}")
-        for k in ("ours", "pyg"):
-            if "error" in r.get(k, {}):
-                print(f"  {k} failed: {r[k]['error']}")
+        for key, row in r["encoder"].items():
+            kind, heads = key.split("/")
+            label = "HANConv" if kind == "pyg" else kind
+            print(f"{name:8} {heads:>5} {label:10} {_fmt(row, 'wall_s', '8.3f'):>8} "
+                  f"{_fmt(row, 'cpu_s', '8.3f'):>8} {_fmt(row, 'peak_mb', '8.0f'):>8}"
+                  + (f"  failed: {row['error']}" if "error" in row else ""))
+        for kind, row in r.get("infonce", {}).items():
+            print(f"{name:8} {'':>5} {'InfoNCE ' + kind[:3]:10} {_fmt(row, 'wall_s', '8.3f'):>8} "
+                  f"{_fmt(row, 'cpu_s', '8.3f'):>8} {_fmt(row, 'peak_mb', '8.0f'):>8}")
         if "check" in r:
-            print(f"  check vs GATConv reference: {r['check']}")
+            print(f"  fused vs reference on {name}: {r['check']}")
+        if "spmm" in r:
+            print(f"  sparse product backward, torch's / SparseMM's (CPU s): "
+                  f"{r['spmm'].get('torch_over_ours_backward', r['spmm'])}")
+    if dev == "cpu":
+        print("cuda rows: unmeasured (no GPU on this machine)")
 
 
 if __name__ == "__main__":

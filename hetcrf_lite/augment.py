@@ -61,6 +61,8 @@ def key_deviated_positives(emb: Tensor, labels: Tensor, centroids: Tensor | None
 
     Returns:
         ``[2, P_extra]`` pairs (anchor, extra positive), sorted by anchor then positive.
+
+    Introduced in notebook 06.
     """
     if not 0.0 < q <= 1.0:
         raise ConfigError(f"cluster_q={q} must lie in (0, 1]")
@@ -89,7 +91,9 @@ def key_deviated_positives(emb: Tensor, labels: Tensor, centroids: Tensor | None
 
 
 def coalesce_pairs(pairs: Tensor, num_nodes: int) -> Tensor:
-    """Sort ``[2, P]`` pairs by anchor then positive and drop duplicates."""
+    """Sort ``[2, P]`` pairs by anchor then positive and drop duplicates.
+
+    Introduced in notebook 06."""
     key = torch.unique(pairs[0] * num_nodes + pairs[1])  # sorted
     return torch.stack([key // num_nodes, key % num_nodes])
 
@@ -123,6 +127,8 @@ def estimate_num_clusters(emb: Tensor | np.ndarray, candidates: range | list[int
 
     Returns:
         ``(best_k, {k: silhouette})``; ties go to the smaller ``k``.
+
+    Introduced in notebook 06.
     """
     x = _as_numpy(emb)
     cands = sorted(set(int(c) for c in candidates))
@@ -172,6 +178,8 @@ class ClusterAugmenter:
             (default: ``0``)
         candidates (range or list[int], optional): cluster counts tried by ``"auto"``.
             (default: ``range(2, 11)``)
+
+    Introduced in notebook 06.
     """
 
     def __init__(self, num_clusters: int | str, refresh_every: int = 10, q: float = 0.2,

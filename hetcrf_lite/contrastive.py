@@ -17,17 +17,17 @@ Positive sets are a ``[2, P]`` index ``(anchor, positive)``, free of duplicate p
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.nn.conv.gcn_conv import gcn_norm
-from torch_geometric.utils import scatter, softmax, spmm, to_torch_csr_tensor
+from torch_geometric.utils import scatter, softmax
 
-from .encoder import _csr_plan, _gcn_operators
+from .encoder import SemanticAttention, accept_legacy_semantic_keys
 from .errors import ConfigError, DataError
+from .infonce_fused import fused_infonce, fused_tau_ok
+from .sparse import gcn_operators, sparse_mm
 
 __all__ = [
     "FusionView",
@@ -35,6 +35,7 @@ __all__ = [
     "sample_neighbors",
     "SecondStageGCN",
     "ProjectionHead",
+    "infonce_reference",
     "infonce",
     "infonce_minibatch",
     "gradient_balance",
@@ -52,6 +53,8 @@ class FusionView(nn.Module):
 
     A parameter-free module so a model can hold both views the same way. Accepts an encoder
     output (anything with ``.h``) or the tensor ``H`` itself.
+
+    Introduced in notebook 04.
     """
 
     def forward(self, enc_out: Any) -> Tensor:
@@ -75,6 +78,8 @@ def sample_neighbors(edge_index: Tensor, k: int, num_nodes: int | None = None,
 
     Returns:
         The kept edges ``[2, E']``, in their original order.
+
+    Introduced in notebook 04 (the schema view's neighbour sampling).
     """
     if k < 1:
         raise ConfigError(f"neighbours sampled per type k={k} must be >= 1")
@@ -142,6 +147,8 @@ class SchemaView(nn.Module):
     Shapes:
         input ``h [N, hidden]``, ``rel_index {t: [2, E_t]}`` (row 0 target id, row 1 neighbour
         id); output ``[N, hidden]``.
+
+    Introduced in notebook 04.
     """
 
     def __init__(self, hidden_channels: int, relations: dict[str, Tensor] | list[str],
@@ -172,8 +179,8 @@ class SchemaView(nn.Module):
                                    for t in self.neighbor_types})
         self.att = nn.ParameterDict({t: nn.Parameter(torch.empty(2, hidden_channels))
                                      for t in self.neighbor_types})
-        self.sem_lin = nn.Linear(hidden_channels, hidden_channels)
-        self.sem_q = nn.Parameter(torch.empty(hidden_channels))
+        self.semantic = SemanticAttention(hidden_channels, hidden_channels, init="normal")
+        accept_legacy_semantic_keys(self)
         self.attn_drop = nn.Dropout(attn_drop)
         self.reset_parameters()
 
@@ -184,8 +191,7 @@ class SchemaView(nn.Module):
             nn.init.xavier_uniform_(self.proj[t].weight)
             nn.init.zeros_(self.proj[t].bias)
             nn.init.xavier_uniform_(self.att[t])
-        self.sem_lin.reset_parameters()
-        nn.init.normal_(self.sem_q, std=self.hidden_channels ** -0.5)
+        self.semantic.reset_parameters()
 
     def forward(self, h: Tensor, rel_index: dict[str, Tensor] | None = None,
                 num_neighbors: dict[str, int] | None = None,
@@ -229,10 +235,7 @@ class SchemaView(nn.Module):
             alpha = self.attn_drop(softmax(logit, tgt, num_nodes=n))  # [E_t]
             per_type.append(F.elu(scatter(alpha.unsqueeze(-1) * nb, tgt, 0, n, "sum")))
             intra[t] = (rel, alpha.detach())
-        stacked = torch.stack(per_type)  # [T, N, hidden]
-        w = (torch.tanh(self.sem_lin(stacked)) @ self.sem_q).mean(dim=1)  # [T]
-        gamma = torch.softmax(w, dim=0)
-        out = (gamma.view(-1, 1, 1) * stacked).sum(0)  # [N, hidden]
+        out, gamma = self.semantic(per_type)  # [N, hidden], [T]
         if return_attention:
             return out, {"intra": intra, "inter": gamma.detach()}
         return out
@@ -241,47 +244,6 @@ class SchemaView(nn.Module):
 # ------------------------------------------------------------------------------------------
 # Second stage and projection head
 # ------------------------------------------------------------------------------------------
-class _ConstSpMM(torch.autograd.Function):
-    """``A @ X`` for a constant sparse CSR ``A`` whose transpose is cached: torch's own CSR
-    backward re-transposes ``A`` on every call (7x slower than the forward on ACM's P-S-P)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, a: Tensor, a_t: Tensor) -> Tensor:
-        ctx.a_t = a_t
-        return spmm(a, x)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        return spmm(ctx.a_t, grad.contiguous()), None, None
-
-
-def _csr_pair(edge_index: Tensor, values: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
-    """CSR of ``A`` with ``A[edge_index[0], edge_index[1]] = values``, and of its transpose."""
-    size = (num_nodes, num_nodes)
-    with warnings.catch_warnings():  # torch: "sparse CSR support is in beta", on every build
-        warnings.simplefilter("ignore", UserWarning)
-        return (to_torch_csr_tensor(edge_index, values, size),
-                to_torch_csr_tensor(edge_index.flip(0), values, size))
-
-
-class _OperatorCache:
-    """Sparse operators cached per name, rebuilt when another tensor (or an in-place modified
-    one) is passed."""
-
-    def __init__(self) -> None:
-        self._store: dict[str, tuple[Tensor, int, int, Any]] = {}
-
-    def get(self, name: str, edge_index: Tensor, num_nodes: int, build: Any) -> Any:
-        hit = self._store.get(name)
-        if (hit is not None and hit[0] is edge_index and hit[1] == edge_index._version
-                and hit[2] == num_nodes):
-            return hit[3]
-        value = build()
-        self._store[name] = (edge_index, edge_index._version, num_nodes, value)
-        return value
-
-
 class SecondStageGCN(nn.Module):
     r"""The contrastive channel's second aggregation: GCN layers over the meta-path graphs.
 
@@ -297,8 +259,8 @@ class SecondStageGCN(nn.Module):
     identity. Deeper stacks over-smooth (all rows converge). Without ``metapaths`` the weights
     are shared by all meta-paths (:math:`\mathbf{W}_m = \mathbf{W}`, :math:`\mathbf{b}_m =
     \mathbf{b}`: one GCN layer on the averaged normalised adjacency) and the graphs are those
-    of ``edge_index_dict``. The normalised adjacency is cached per meta-path and rebuilt only
-    when a different ``edge_index`` tensor is passed.
+    of ``edge_index_dict``. The normalised adjacency is cached on each graph's plan
+    (:func:`~hetcrf_lite.sparse.gcn_operators`).
 
     Args:
         channels (int): input and output width.
@@ -306,6 +268,8 @@ class SecondStageGCN(nn.Module):
         metapaths (list[str], optional): meta-path names, keys of ``edge_index_dict``, for
             per-meta-path weights; ``None`` shares them. (default: ``None``)
         bias (bool, optional): learn :math:`\mathbf{b}_m`. (default: ``True``)
+
+    Introduced in notebook 04.
     """
 
     def __init__(self, channels: int, num_layers: int = 1, metapaths: list[str] | None = None,
@@ -323,28 +287,13 @@ class SecondStageGCN(nn.Module):
         self.biases = nn.ParameterList(
             nn.Parameter(torch.zeros(len(keys), channels)) for _ in range(num_layers)
         ) if bias else None
-        self._cache = _OperatorCache()
 
     def normalized_adjacency(self, name: str, edge_index: Tensor, num_nodes: int
                              ) -> tuple[Tensor, Tensor]:
         """:math:`D^{-1/2} A D^{-1/2}` (rows = destinations, in-degrees as ``GCNConv``) and its
-        transpose, sparse CSR, cached per meta-path.
-
-        A graph sorted by (destination, source) without duplicates (meta-path graphs as
-        :mod:`hetcrf_lite.data` stores them) shares the encoder's cached plan: only the values
-        are new (4 bytes per edge; a symmetric graph's transpose is the same object). The same
-        entries in the same order as ``gcn_norm`` (``dinv_i dinv_j = dinv_j dinv_i`` bitwise),
-        but the PyG route held two int64 CSR copies, 24 bytes per edge: 276 MB for DBLP's 12
-        million meta-path edges (and about 700 MB of temporaries to build them). Any other
-        graph takes that route."""
-        def build() -> tuple[Tensor, Tensor]:
-            plan = _csr_plan(edge_index, num_nodes)
-            if plan is not None:
-                return _gcn_operators(plan, torch.get_default_dtype())  # gcn_norm's dtype
-            ei, w = gcn_norm(edge_index, None, num_nodes, add_self_loops=False)
-            return _csr_pair(ei.flip(0), w, num_nodes)
-
-        return self._cache.get(name, edge_index, num_nodes, build)
+        transpose, sparse CSR: :func:`~hetcrf_lite.sparse.gcn_operators`, cached on the graph's
+        plan (shared with the encoder). ``name`` is kept for callers that pass it."""
+        return gcn_operators(edge_index, num_nodes, torch.get_default_dtype())  # gcn_norm's dtype
 
     def forward(self, x: Tensor, edge_index_dict: dict[str, Tensor],
                 weights: Tensor | None = None) -> Tensor:
@@ -356,7 +305,7 @@ class SecondStageGCN(nn.Module):
             for k, m in enumerate(names):
                 adj, adj_t = self.normalized_adjacency(m, edge_index_dict[m], n)
                 xm = xw if xw is not None else self.lins[layer][m](x)  # [N, C]
-                msg = _ConstSpMM.apply(xm, adj.to(xm.dtype), adj_t.to(xm.dtype))  # [N, C]
+                msg = sparse_mm(adj, xm, adj_t)  # [N, C]
                 if self.biases is not None:
                     msg = msg + self.biases[layer][0 if xw is not None else k]
                 out = out + (msg if weights is None else weights[k] * msg)
@@ -380,6 +329,8 @@ class ProjectionHead(nn.Sequential):
             (default: ``None``)
         out_channels (int, optional): output width; ``None`` means ``in_channels``.
             (default: ``None``)
+
+    Introduced in notebook 04 (the projection before InfoNCE).
     """
 
     def __init__(self, in_channels: int, hidden_channels: int | None = None,
@@ -451,100 +402,28 @@ def _one_way(logits: Tensor, pos_mask: Tensor, pos: Tensor, negatives: str,
     return (pos_sum + ng).log() - pos_sum.log()
 
 
-def _fused_tau_ok(tau: float, dtype: torch.dtype) -> bool:
-    r"""Whether the unshifted exponentials of :class:`_FusedInfoNCE` are safe for ``tau``.
+def infonce_reference(z1: Tensor, z2: Tensor, pos: Tensor, tau: float, lam: float = 0.5,
+                      negatives: str = "all", cluster: Tensor | None = None,
+                      tau_plus: float = 0.1, has_pos: Tensor | None = None) -> Tensor:
+    """:func:`infonce` by autograd on the dense logits: every ``negatives`` mode, any ``tau``
+    (max-shifted log-sum-exps); the reference the fused path is tested against. ``has_pos``
+    (``[N]`` bool, anchors with a positive) is computed when not given.
 
-    Every entry lies in :math:`[e^{-2/\tau}, 1]`; it is required to keep at least half of the
-    dtype's exponent range above the smallest normal number, :math:`e^{-2/\tau} \geq
-    \sqrt{\mathrm{tiny}}`: float32 (and bfloat16) ``tau >= 0.046``, float64 ``tau >= 0.0057``,
-    float16 ``tau >= 0.42``.
-    """
-    return -2.0 / tau >= 0.5 * math.log(torch.finfo(dtype).tiny)
-
-
-def _scaled_exp(z1n: Tensor, z2n: Tensor, tau: float) -> Tensor:
-    r""":math:`E = e^{(s - 1)/\tau}` for ``s = z1n @ z2n^T``, built in one ``[N, N]`` buffer."""
-    e = torch.mm(z1n * (1.0 / tau), z2n.t())  # [N, N] s / tau
-    return e.sub_(1.0 / tau).exp_()  # [N, N] no max shift: cos <= 1, so every entry <= 1
-
-
-class _FusedInfoNCE(torch.autograd.Function):
-    r"""Two-way multi-positive InfoNCE (``negatives="all"``) with a hand-written backward.
-
-    On normalised views (``s = z1n @ z2n^T``) and with :math:`E_{ij} = e^{(s_{ij}-1)/\tau}`
-    (the shift by the largest possible cosine 1 cancels in every ratio), :math:`R_i =
-    \sum_j E_{ij}`, :math:`C_j = \sum_i E_{ij}`, :math:`P_i = \sum_{p \in \mathrm{Pos}(i)}
-    E_{ip}`, :math:`Q_i = \sum_{p \in \mathrm{Pos}(i)} E_{pi}` and :math:`H` the :math:`n`
-    anchors with a positive:
-
-    .. math::
-        \mathcal{L} = \frac{\lambda}{n}\sum_{i \in H} \log\frac{R_i}{P_i} +
-        \frac{1-\lambda}{n}\sum_{i \in H} \log\frac{C_i}{Q_i}
-
-    .. math::
-        \frac{\partial \mathcal{L}}{\partial s_{ij}} = \frac{E_{ij}}{\tau}\left[
-        \frac{\lambda}{n}\left(\frac{[i \in H]}{R_i} - \frac{[j \in \mathrm{Pos}(i)]}{P_i}\right)
-        + \frac{1-\lambda}{n}\left(\frac{[j \in H]}{C_j} -
-        \frac{[i \in \mathrm{Pos}(j)]}{Q_j}\right)\right]
-
-    Why by hand: autograd on the dense formula keeps about five ``N x N`` buffers (logits, two
-    softmaxes, their gradients) and computes two log-sum-exps with max shifts. Here one
-    ``N x N`` buffer holds :math:`E` from the forward to the backward, where it is overwritten
-    in place by :math:`\partial\mathcal{L}/\partial s` (the off-positive part row block by
-    row block, then the ``P`` positive corrections by index), and goes through the two
-    matmuls: peak memory ``N^2`` entries plus ``O(N C + P)``. If a retained graph is
-    backpropagated again, :math:`E` is recomputed from the saved views. Inputs are the
-    *normalised* views; ``F.normalize`` stays in autograd. Only safe where
-    :func:`_fused_tau_ok` holds.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, z1n: Tensor, z2n: Tensor, pos: Tensor, has_pos: Tensor, tau: float,
-                lam: float) -> Tensor:
-        n = z1n.shape[0]
-        e = _scaled_exp(z1n, z2n, tau)  # [N, N]
-        row, col = e.sum(1), e.sum(0)  # [N] denominators 1 -> 2 (rows) and 2 -> 1 (columns)
-        a, p = pos
-        e12, e21 = e[a, p], e[p, a]  # [P] positive terms, anchor in view 1 / in view 2
-        pos12 = row.new_zeros(n).index_add_(0, a, e12)  # [N]
-        pos21 = row.new_zeros(n).index_add_(0, a, e21)  # [N]
-        l12 = (row.log() - pos12.log())[has_pos].mean()
-        l21 = (col.log() - pos21.log())[has_pos].mean()
-        if any(ctx.needs_input_grad[:2]):
-            ctx.save_for_backward(z1n, z2n, pos, has_pos, row, col, pos12, pos21, e12, e21)
-            ctx.e, ctx.tau, ctx.lam = e, tau, lam  # e: not saved, overwritten by the backward
-        return lam * l12 + (1.0 - lam) * l21
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        z1n, z2n, pos, has_pos, row, col, pos12, pos21, e12, e21 = ctx.saved_tensors
-        tau, lam = ctx.tau, ctx.lam
-        e, ctx.e = ctx.e, None  # consumed in place below
-        if e is None:  # a retained graph, backpropagated again
-            e = _scaled_exp(z1n, z2n, tau)
-        h = has_pos.to(e.dtype)  # [N]
-        c = grad / (h.sum() * tau)  # upstream gradient, mean over anchors, 1/tau of ds/dlogit
-        u = (lam * c) * h / row  # [N] row part, direction 1 -> 2
-        v = ((1.0 - lam) * c) * h / col  # [N] column part, direction 2 -> 1
-        step = max(1, 2**20 // max(1, e.shape[1]))  # row blocks: a small temporary, not N x N
-        for blk, ub in zip(e.split(step), u.split(step)):
-            blk.mul_(ub.unsqueeze(1) + v)  # [b, N] e_ij (u_i + v_j)
-        a, p = pos
-        # (a, p) and (p', a') may be the same entry: accumulate, the (a, p) corrections first
-        # (the order one index_put_ over both lists concatenated takes, so the same sums), in
-        # two calls that index ``pos`` in place: concatenated, the indices and values took
-        # ~48 bytes of temporaries per positive pair (DBLP, 4 million pairs: 158 MB of peak).
-        e.index_put_((a, p), -((lam * c) * e12 / pos12[a]), accumulate=True)  # [P] at (a, p)
-        e.index_put_((p, a), -(((1.0 - lam) * c) * e21 / pos21[a]), accumulate=True)  # at (p, a)
-        g1 = e @ z2n if ctx.needs_input_grad[0] else None  # [N, C]
-        g2 = e.t() @ z1n if ctx.needs_input_grad[1] else None  # [N, C]
-        return g1, g2, None, None, None, None
+    Introduced in notebook 04."""
+    n = z1.shape[0]
+    if has_pos is None:
+        has_pos = torch.bincount(pos[0], minlength=n) > 0
+    cluster = None if cluster is None else cluster.to(z1.device)
+    logits = F.normalize(z1, dim=1) @ F.normalize(z2, dim=1).t() / tau  # [N, N] dense path
+    pos_mask = (_dense_pos_mask(pos, n, n) if negatives != "all" else None)
+    l12 = _one_way(logits, pos_mask, pos, negatives, cluster, tau_plus, tau)[has_pos].mean()
+    l21 = _one_way(logits.t(), pos_mask, pos, negatives, cluster, tau_plus, tau)[has_pos].mean()
+    return lam * l12 + (1.0 - lam) * l21
 
 
 def infonce(z1: Tensor, z2: Tensor, pos: Tensor, tau: float, lam: float = 0.5,
             negatives: str = "all", cluster: Tensor | None = None,
-            tau_plus: float = 0.1) -> Tensor:
+            tau_plus: float = 0.1, backend: str = "auto") -> Tensor:
     r"""Two-way multi-positive InfoNCE with cosine similarity (HeCo's contrastive loss).
 
     With :math:`s_{ij} = \cos(\mathbf{z}^1_i, \mathbf{z}^2_j)`:
@@ -570,7 +449,8 @@ def infonce(z1: Tensor, z2: Tensor, pos: Tensor, tau: float, lam: float = 0.5,
 
     **Dense path.** This builds the ``N x N`` similarity. With ``negatives="all"`` (the default
     and every shipped config) a fused autograd function computes both directions from one
-    ``N x N`` buffer of exponentials, reused in place for the gradient (:class:`_FusedInfoNCE`:
+    ``N x N`` buffer of exponentials, reused in place for the gradient
+    (:func:`~hetcrf_lite.infonce_fused.fused_infonce`:
     ``4 N^2`` bytes in float32, 172 MB at AMiner's 6564 nodes, instead of about five such
     buffers under plain autograd); fine up to roughly 20 k nodes (1.6 GB at 20 k), beyond, use
     :func:`infonce_minibatch`. Its exponentials are not max-shifted, so for a temperature
@@ -590,6 +470,12 @@ def infonce(z1: Tensor, z2: Tensor, pos: Tensor, tau: float, lam: float = 0.5,
             (default: ``None``)
         tau_plus (float, optional): class prior of ``"debiased"``, in ``[0, 1)``.
             (default: ``0.1``)
+        backend (str, optional): ``"reference"`` (:func:`infonce_reference`, autograd),
+            ``"fused"`` (raises :class:`ConfigError` where it does not apply) or ``"auto"``
+            (fused where it applies, measured faster on CPU: docs/performance.md).
+            (default: ``"auto"``)
+
+    Introduced in notebook 04; its gradient is the subject of notebook 05.
     """
     _check_infonce_args(tau, lam, pos)
     if negatives not in ("all", "debiased", "drop_same_cluster"):
@@ -602,24 +488,16 @@ def infonce(z1: Tensor, z2: Tensor, pos: Tensor, tau: float, lam: float = 0.5,
     has_pos = torch.bincount(pos[0], minlength=z1.shape[0]) > 0  # [N]
     if not bool(has_pos.any()):
         raise DataError("no anchor has a positive: pass a non-empty [2, P] positive index")
-    if negatives == "all" and _fused_tau_ok(tau, z1.dtype):
-        return _FusedInfoNCE.apply(F.normalize(z1, dim=1), F.normalize(z2, dim=1),
-                                   pos.to(z1.device), has_pos.to(z1.device), tau, lam)
-    return _infonce_reference(z1, z2, pos, has_pos, tau, lam, negatives, cluster, tau_plus)
-
-
-def _infonce_reference(z1: Tensor, z2: Tensor, pos: Tensor, has_pos: Tensor, tau: float,
-                       lam: float, negatives: str, cluster: Tensor | None,
-                       tau_plus: float) -> Tensor:
-    """:func:`infonce` by autograd on the dense logits: every ``negatives`` mode, any ``tau``
-    (max-shifted log-sum-exps); the reference the fused path is tested against."""
-    n = z1.shape[0]
-    cluster = None if cluster is None else cluster.to(z1.device)
-    logits = F.normalize(z1, dim=1) @ F.normalize(z2, dim=1).t() / tau  # [N, N] dense path
-    pos_mask = (_dense_pos_mask(pos, n, n) if negatives != "all" else None)
-    l12 = _one_way(logits, pos_mask, pos, negatives, cluster, tau_plus, tau)[has_pos].mean()
-    l21 = _one_way(logits.t(), pos_mask, pos, negatives, cluster, tau_plus, tau)[has_pos].mean()
-    return lam * l12 + (1.0 - lam) * l21
+    fused_ok = negatives == "all" and fused_tau_ok(tau, z1.dtype)
+    if backend not in ("reference", "fused", "auto"):
+        raise ConfigError(f"InfoNCE backend={backend!r}: use 'reference', 'fused' or 'auto'")
+    if backend == "fused" and not fused_ok:
+        raise ConfigError(f"the fused InfoNCE needs negatives='all' and a temperature it can "
+                          f"exponentiate unshifted (got negatives={negatives!r}, tau={tau})")
+    if fused_ok and backend != "reference":
+        return fused_infonce(F.normalize(z1, dim=1), F.normalize(z2, dim=1),
+                             pos.to(z1.device), has_pos.to(z1.device), tau, lam)
+    return infonce_reference(z1, z2, pos, tau, lam, negatives, cluster, tau_plus, has_pos)
 
 
 def infonce_minibatch(z1: Tensor, z2: Tensor, pos: Tensor, anchors: Tensor, tau: float,
@@ -647,6 +525,9 @@ def infonce_minibatch(z1: Tensor, z2: Tensor, pos: Tensor, anchors: Tensor, tau:
         lam (float, optional): weight of the ``1 -> 2`` direction. (default: ``0.5``)
         num_sampled_negatives (int, optional): extra uniformly drawn candidates. (default: ``0``)
         generator (torch.Generator, optional): source of randomness. (default: ``None``)
+
+    Not taught in a notebook: the mini-batch form of the InfoNCE of notebook 04, for graphs too
+    large for ``N x N``.
     """
     _check_infonce_args(tau, lam, pos)
     n, dev = z1.shape[0], z1.device
@@ -718,6 +599,8 @@ def gradient_balance(z1: Tensor, z2: Tensor, pos: Tensor, tau: float,
     Returns:
         A dict of ``[B']`` tensors (``anchors``, ``num_pos``, the metrics above,
         ``pos_grad_sum``, ``neg_grad_sum``) and ``summary``: ``{metric_mean, metric_median}``.
+
+    Introduced in notebook 05.
     """
     _check_infonce_args(tau, 0.5, pos)
     n, dev = z1.shape[0], z1.device
@@ -763,6 +646,12 @@ def gradient_balance(z1: Tensor, z2: Tensor, pos: Tensor, tau: float,
         "pos_grad_sum": (a * pos_mask).sum(1),
         "neg_grad_sum": neg_sum,
     }
+    out["summary"] = _balance_summary(out)
+    return out
+
+
+def _balance_summary(out: dict[str, Any]) -> dict[str, float]:
+    """Mean and median over anchors of each metric of :func:`gradient_balance`."""
     metrics = ("pos_mass", "grad_per_pos", "neg_grad_mean", "neg_grad_max", "top1pct_neg_share",
                "anchor_grad_pos_norm", "anchor_grad_neg_norm", "num_pos")
     summary = {}
@@ -770,5 +659,4 @@ def gradient_balance(z1: Tensor, z2: Tensor, pos: Tensor, tau: float,
         v = out[k].double()
         summary[f"{k}_mean"] = float(v.mean())
         summary[f"{k}_median"] = float(v.median())
-    out["summary"] = summary
-    return out
+    return summary

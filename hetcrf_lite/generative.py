@@ -40,7 +40,6 @@ would be 3.4 GiB).
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -49,9 +48,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import coalesce, scatter
 
-from .contrastive import _ConstSpMM, _csr_pair, _OperatorCache
-from .encoder import MetaPathGATConv, _csr_plan
+from .encoder import MetaPathGATConv, SemanticAttention, accept_legacy_semantic_keys
 from .errors import ConfigError, DataError
+from .sparse import TensorCache, coalesced_plan, csr_plan, sparse_mm
 
 __all__ = [
     "sce_loss",
@@ -63,6 +62,7 @@ __all__ = [
     "DecoderGATConv",
     "HANDecoder",
     "FeatureReconstruction",
+    "SymmetricSplit",
     "drop_edges",
     "EdgeReconstruction",
 ]
@@ -89,6 +89,8 @@ def sce_loss(x: Tensor, y: Tensor, gamma: float = 1.0, reduction: str = "mean") 
         gamma (float, optional): the exponent, ``>= 1``. (default: ``1.0``)
         reduction (str, optional): ``"mean"``, ``"sum"`` or ``"none"`` (per row).
             (default: ``"mean"``)
+
+    Introduced in notebook 03.
     """
     if gamma < 1.0:
         raise ConfigError(f"SCE exponent gamma={gamma} must be >= 1 (set gamma_feat/gamma_edge)")
@@ -182,6 +184,8 @@ def mask_features(
 
     Returns:
         ``(x_masked [N, C], masked_idx [n], token_idx [n_token])``, index tensors sorted.
+
+    Introduced in notebook 03.
     """
     _check_mask_rates(mask_rate, leave_unchanged, replace_rate)
     x = _as_dense(x, densify_limit)
@@ -235,6 +239,8 @@ def is_identity(x: Tensor, extra_columns: int = 0) -> bool:
     Args:
         x (torch.Tensor): features ``[N, C]``.
         extra_columns (int, optional): empty columns expected after the identity. (default: ``0``)
+
+    Introduced in notebook 03.
     """
     if not x.is_sparse or x.dim() != 2:
         return False
@@ -270,6 +276,8 @@ def with_token_column(x: Tensor) -> Tensor:
 
     Args:
         x (torch.Tensor): sparse COO features ``[N, F]``.
+
+    Introduced in notebook 03.
     """
     if not x.is_sparse:
         raise DataError("with_token_column pads sparse COO features; dense features are masked "
@@ -317,6 +325,8 @@ def mask_sparse_features(
 
     Returns:
         ``(x_masked [N, C] sparse, masked_idx [n], token_idx [n_token])``, index tensors sorted.
+
+    Introduced in notebook 03.
     """
     _check_mask_rates(mask_rate, leave_unchanged, replace_rate)
     if not x.is_sparse:
@@ -362,6 +372,8 @@ class MaskSchedule:
         step (float, optional): increase per epoch, ``>= 0``. (default: ``0.0``)
         end (float, optional): ceiling, in ``[start, 1)``; ``None`` means ``start``.
             (default: ``None``)
+
+    Introduced in notebook 03.
     """
 
     start: float
@@ -417,6 +429,8 @@ class DecoderGATConv(nn.Module):
     Shapes:
         input ``h [N, in_channels]``, ``edge_index [2, E]``; output ``[R, out_channels]`` for
         ``R`` requested rows (all ``N`` by default).
+
+    Introduced in notebook 03.
     """
 
     def __init__(self, in_channels: int, out_channels: int, heads: int = 1,
@@ -470,6 +484,8 @@ class HANDecoder(nn.Module):
         heads (int, optional): attention heads per meta-path. (default: ``1``)
         fusion (str, optional): ``"semantic"`` or ``"mean"``. (default: ``"semantic"``)
         attn_drop (float, optional): attention dropout. (default: ``0.0``)
+
+    Introduced in notebook 03.
     """
 
     def __init__(self, in_channels: int, out_channels: int, metapaths: list[str], heads: int = 1,
@@ -482,18 +498,20 @@ class HANDecoder(nn.Module):
         self.metapaths, self.fusion = list(metapaths), fusion
         self.convs = nn.ModuleDict({m: DecoderGATConv(in_channels, out_channels, heads,
                                                       attn_drop=attn_drop) for m in metapaths})
-        self.sem_lin = nn.Linear(heads * in_channels, in_channels)
-        self.sem_q = nn.Parameter(torch.empty(in_channels))
-        nn.init.normal_(self.sem_q, std=in_channels ** -0.5)
+        self.semantic = SemanticAttention(heads * in_channels, in_channels, init="normal")
+        self.semantic.reset_query()  # W keeps nn.Linear's own initialisation
+        accept_legacy_semantic_keys(self)
+
+    def weights(self, aggs: list[Tensor]) -> Tensor:
+        """The meta-path weights ``[M]`` from the aggregations (semantic attention, or 1/M)."""
+        if self.fusion == "semantic":
+            return self.semantic.weights(aggs)  # [M]
+        return aggs[0].new_full((len(aggs),), 1.0 / len(aggs))  # [M]
 
     def forward(self, h: Tensor, edge_index_dict: dict[str, Tensor],
                 index: Tensor | None = None) -> Tensor:
         aggs = [self.convs[m].aggregate(h, edge_index_dict[m]) for m in self.metapaths]
-        if self.fusion == "semantic":
-            w = torch.stack([(torch.tanh(self.sem_lin(a)) @ self.sem_q).mean() for a in aggs])
-            beta = torch.softmax(w, dim=0)  # [M]
-        else:
-            beta = h.new_full((len(aggs),), 1.0 / len(aggs))  # [M]
+        beta = self.weights(aggs)  # [M]
         out = 0
         for b, m, a in zip(beta, self.metapaths, aggs):
             out = out + b * self.convs[m].project(a if index is None else a[index])  # [R, F]
@@ -563,6 +581,8 @@ class FeatureReconstruction(nn.Module):
             (:func:`mask_sparse_features`); ``x`` is then :func:`with_token_column` of the
             features (``F + 1`` wide, as the encoder's input) and the module holds no token of
             its own. (default: ``False``)
+
+    Introduced in notebook 03.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, metapaths: list[str],
@@ -634,15 +654,6 @@ class FeatureReconstruction(nn.Module):
             target = target[:, :self.in_channels]  # drop the (empty) [MASK] column
         return sce_loss(x_hat, target.to(x_hat.dtype), self.gamma)
 
-    def _fusion_weights(self, aggs: list[Tensor], h: Tensor) -> Tensor:
-        """:class:`HANDecoder`'s meta-path weights ``[M]`` from its aggregations (its own
-        formula, repeated here because its ``forward`` returns only the fused output)."""
-        dec = self.decoder
-        if dec.fusion == "semantic":
-            w = torch.stack([(torch.tanh(dec.sem_lin(a)) @ dec.sem_q).mean() for a in aggs])
-            return torch.softmax(w, dim=0)  # [M]
-        return h.new_full((len(aggs),), 1.0 / len(aggs))  # [M]
-
     def _one_hot_loss(self, h: Tensor, edge_index_dict: dict[str, Tensor], rows: Tensor,
                       cols: Tensor) -> Tensor:
         """SCE of decoded rows ``rows`` against the one-hot targets ``e_{cols}``, through the
@@ -655,7 +666,7 @@ class FeatureReconstruction(nn.Module):
         convs = [dec.convs[m] for m in dec.metapaths]
         aggs = [conv.aggregate(h, edge_index_dict[m])
                 for conv, m in zip(convs, dec.metapaths)]  # M x [N, K C]
-        beta = self._fusion_weights(aggs, h)  # [M]
+        beta = dec.weights(aggs)  # [M]
         g = torch.cat([b * a[rows] / conv.heads
                        for b, a, conv in zip(beta, aggs, convs)], dim=1)  # [n, M K C]
         weight = torch.cat([conv.lin.weight for conv in convs], dim=1)  # [F, M K C]
@@ -698,7 +709,7 @@ class FeatureReconstruction(nn.Module):
 # ------------------------------------------------------------------------------------------
 # Meta-path edge reconstruction
 # ------------------------------------------------------------------------------------------
-class _SymmetricSplit:
+class SymmetricSplit:
     """How :func:`drop_edges` thins one symmetric graph: the pair each edge belongs to.
 
     The pairs are the ``i < j`` edges, numbered ``0 .. P-1`` in their order in ``edge_index``;
@@ -707,8 +718,11 @@ class _SymmetricSplit:
     single gather, and the kept edges stay in the input's column order (a graph sorted by
     (destination, source) stays sorted: the encoder needs no sort and no separate transposed
     plan for it). Costs 4 bytes per edge (int32), against 8 for the ``[2, P]`` int64 pairs it
-    replaces; the pairs and self-loops (``split[0]``, ``split[1]``, as a tuple) are rebuilt from
-    the graph when asked for.
+    replaces; the pairs and self-loops are rebuilt from the graph when asked for
+    (:attr:`pairs`, :attr:`self_loops`). Raises :class:`DataError` unless the ``i < j`` and
+    ``i > j`` edges mirror each other exactly.
+
+    Introduced in notebook 03 (edge dropping).
     """
 
     def __init__(self, edge_index: Tensor) -> None:
@@ -746,27 +760,20 @@ class _SymmetricSplit:
     def num_edges(self) -> int:
         return int(self.pair_id.numel())
 
-    def __len__(self) -> int:
-        return 2
+    @property
+    def pairs(self) -> Tensor:
+        """The ``i < j`` edges ``[2, P]``, in their order in ``edge_index``."""
+        return self.edge_index[:, self.edge_index[0] < self.edge_index[1]]
 
-    def __getitem__(self, i: int) -> Tensor:
-        """``split[0]``: the ``i < j`` pairs ``[2, P]``; ``split[1]``: the self-loops ``[2, L]``,
-        each in their order in ``edge_index``."""
-        row, col = self.edge_index
-        return (self.edge_index[:, row < col], self.edge_index[:, row == col])[i]
-
-
-def _symmetric_split(edge_index: Tensor) -> _SymmetricSplit:
-    """The pair split of a symmetric ``edge_index`` (:class:`_SymmetricSplit`): ``split[0]`` the
-    ``i < j`` pairs ``[2, E_<]``, ``split[1]`` the self-loops ``[2, L]``, in their original
-    order. Raises :class:`DataError` unless the ``i < j`` and ``i > j`` edges mirror each other
-    exactly."""
-    return _SymmetricSplit(edge_index)
+    @property
+    def self_loops(self) -> Tensor:
+        """The self-loops ``[2, L]``, in their order in ``edge_index``."""
+        return self.edge_index[:, self.edge_index[0] == self.edge_index[1]]
 
 
 def _drop_mask(edge_index: Tensor, drop_rate: float, generator: torch.Generator | None = None,
                keep_self_loops: bool = True, symmetric: bool = True,
-               split: _SymmetricSplit | None = None) -> Tensor:
+               split: SymmetricSplit | None = None) -> Tensor:
     """``[E]`` bool, ``True`` for the edges :func:`drop_edges` keeps (same arguments)."""
     if not 0.0 <= drop_rate < 1.0:
         raise ConfigError(f"edge drop_rate={drop_rate} must lie in [0, 1)")
@@ -783,12 +790,12 @@ def _drop_mask(edge_index: Tensor, drop_rate: float, generator: torch.Generator 
         movable = row != col if keep_self_loops else torch.ones_like(keep)
         keep[movable] = draw(int(movable.sum()))
         return keep
-    split = _symmetric_split(edge_index) if split is None else split
-    if not isinstance(split, _SymmetricSplit) or split.num_edges != edge_index.shape[1]:
-        got = (f"one of {split.num_edges} edges" if isinstance(split, _SymmetricSplit)
+    split = SymmetricSplit(edge_index) if split is None else split
+    if not isinstance(split, SymmetricSplit) or split.num_edges != edge_index.shape[1]:
+        got = (f"one of {split.num_edges} edges" if isinstance(split, SymmetricSplit)
                else type(split).__name__)
         raise DataError(f"drop_edges: split is {got}, not the split of this edge_index "
-                        f"({edge_index.shape[1]} edges): pass _symmetric_split(edge_index)")
+                        f"({edge_index.shape[1]} edges): pass SymmetricSplit(edge_index)")
     keep_pair = draw(split.num_pairs)  # the draws of the pairs, then of the self-loops
     keep_loop = (torch.ones(split.num_loops, dtype=torch.bool, device=row.device)
                  if keep_self_loops else draw(split.num_loops))
@@ -797,7 +804,7 @@ def _drop_mask(edge_index: Tensor, drop_rate: float, generator: torch.Generator 
 
 def drop_edges(edge_index: Tensor, drop_rate: float, generator: torch.Generator | None = None,
                keep_self_loops: bool = True, symmetric: bool = True,
-               split: _SymmetricSplit | None = None) -> tuple[Tensor, Tensor]:
+               split: SymmetricSplit | None = None) -> tuple[Tensor, Tensor]:
     """Drop each edge (each pair, with ``symmetric``) with probability ``drop_rate``.
 
     Written here instead of ``torch_geometric.utils.dropout_edge`` because that takes no
@@ -820,12 +827,14 @@ def drop_edges(edge_index: Tensor, drop_rate: float, generator: torch.Generator 
         keep_self_loops (bool, optional): never drop ``(i, i)``. (default: ``True``)
         symmetric (bool, optional): drop ``(i, j)`` and ``(j, i)`` together. (default: ``True``)
         split (optional): the precomputed pair split of this ``edge_index``,
-            ``_symmetric_split(edge_index)``, as :class:`EdgeReconstruction` caches it
+            ``SymmetricSplit(edge_index)``, as :class:`EdgeReconstruction` caches it
             (``symmetric`` only). (default: ``None``, computed here)
 
     Returns:
         ``(kept [2, E'], dropped [2, E - E'])``, each in the column order of ``edge_index`` (a
         graph sorted by (destination, source), as meta-path graphs are stored, stays sorted).
+
+    Introduced in notebook 03.
     """
     keep = _drop_mask(edge_index, drop_rate, generator, keep_self_loops, symmetric, split)
     return edge_index[:, keep], edge_index[:, ~keep]
@@ -886,6 +895,8 @@ class EdgeReconstruction(nn.Module):
             (default: ``1.0``)
         center (bool, optional): subtract the node mean of the decoded embeddings before the
             inner products. (default: ``True``)
+
+    Introduced in notebook 03.
     """
 
     def __init__(self, hidden_channels: int, metapaths: list[str], drop_rate: float = 0.5,
@@ -913,9 +924,9 @@ class EdgeReconstruction(nn.Module):
         make = ((lambda: DecoderGATConv(hidden_channels, hidden_channels, heads))
                 if decoder == "gat" else (lambda: nn.Linear(hidden_channels, hidden_channels)))
         self.decoders = nn.ModuleDict({m: make() for m in self.metapaths})
-        self._target_cache = _OperatorCache()
-        self._split_cache = _OperatorCache()  # drop_edges' pair split per meta-path
-        self._ones: Tensor | None = None  # values of the binary adjacencies (_plan_adjacency)
+        self._target_cache = TensorCache()  # per meta-path name
+        self._split_cache = TensorCache()  # drop_edges' pair split per meta-path
+        self._ones: Tensor | None = None  # values of the binary adjacencies (_target)
 
     def corrupt(self, edge_index_dict: dict[str, Tensor], generator: torch.Generator | None = None,
                 drop_rate: float | None = None) -> dict[str, Tensor]:
@@ -930,7 +941,7 @@ class EdgeReconstruction(nn.Module):
         out = {}
         for m in self.metapaths:
             ei = edge_index_dict[m]
-            split = self._split_cache.get(m, ei, ei.shape[1], lambda: _symmetric_split(ei))
+            split = self._split_cache.get(m, ei, lambda: SymmetricSplit(ei))
             out[m] = ei[:, _drop_mask(ei, rate, generator, split=split)]  # drop_edges' kept
         return out
 
@@ -989,39 +1000,26 @@ class EdgeReconstruction(nn.Module):
         """Binary adjacency (rows = ``edge_index[0]``) and its transpose as sparse CSR, and the
         row degrees; cached per meta-path while the same ``edge_index`` tensor is passed.
 
-        A meta-path graph as :mod:`hetcrf_lite.data` stores it (symmetric, sorted by (destination,
-        source), no duplicate) *is* the CSR the encoder already holds for it: the adjacency
-        borrows that plan's row pointers and column indices, ``A^T = A`` is the same object and
-        only the ones are new (one buffer shared by all meta-paths). Any other graph is
-        coalesced and converted (24 bytes per edge: DBLP's 12 million edges took 276 MB)."""
+        Both matrices live on a :class:`~hetcrf_lite.sparse.CSRPlan`: for a meta-path graph as
+        :mod:`hetcrf_lite.data` stores it (sorted by (destination, source), no duplicate) the
+        encoder's own plan, so only the ones are new (one buffer shared by all meta-paths) and a
+        symmetric graph's ``A^T = A`` is the same object; any other graph is coalesced first
+        (a duplicate would count twice in ``A @ D``)."""
         def build() -> tuple[Tensor, Tensor, Tensor]:
-            shared = self._plan_adjacency(edge_index, n)
-            if shared is not None:
-                return shared
-            ei = coalesce(edge_index, num_nodes=n)  # duplicates would count twice in A @ D
-            adj, adj_t = _csr_pair(ei, torch.ones(ei.shape[1], device=ei.device), n)
-            return adj, adj_t, torch.bincount(ei[0], minlength=n)  # [N] degrees
+            plan = coalesced_plan(edge_index, n) or csr_plan(coalesce(edge_index, num_nodes=n), n)
+            E = plan.num_edges
+            if self._ones is None or self._ones.numel() < E:
+                self._ones = torch.ones(E, device=plan.col.device)  # values of every binary A
+            tp = plan.transpose()  # rows = sources: the matrix A itself
+            adj_t = plan.matrix(self._ones[:E])
+            adj = adj_t if plan.symmetric else tp.matrix(self._ones[:E])
+            return adj, adj_t, tp.ptr.diff()  # [N] degrees (rows of A)
 
-        return self._target_cache.get(name, edge_index, n, build)
-
-    def _plan_adjacency(self, edge_index: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor] | None:
-        """``(A, A, degrees)`` on the encoder's cached plan of ``edge_index`` when the graph is
-        symmetric, sorted by (destination, source) and free of duplicates; else ``None``."""
-        plan = _csr_plan(edge_index, n)  # the encoder's, whatever its blocks
-        if plan is None or not plan.transpose().symmetric:
-            return None
-        col, E = plan.col, plan.num_edges
-        if self._ones is None or self._ones.numel() < E:
-            self._ones = torch.ones(E, device=col.device)  # values of every binary A, shared
-        with warnings.catch_warnings():  # "sparse CSR support is in beta"
-            warnings.simplefilter("ignore", UserWarning)
-            adj = torch.sparse_csr_tensor(plan.ptr.to(col.dtype), col, self._ones[:E], (n, n),
-                                          check_invariants=False)
-        return adj, adj, plan.ptr.diff()  # [N] degrees
+        return self._target_cache.get(name, edge_index, build, lambda v: v[2].numel() == n)
 
     def _full_loss(self, name: str, d: Tensor, edge_index: Tensor) -> Tensor:
         adj, adj_t, deg = self._target(name, edge_index, d.shape[0])
-        ad = _ConstSpMM.apply(d, adj.to(d.dtype), adj_t.to(d.dtype))  # [N, h] rows sum_j d_j
+        ad = sparse_mm(adj, d, adj_t)  # [N, h] rows sum_j d_j
         num = (d * ad).sum(-1)  # [N] <z_i Z^T, A_i>
         sq = ((d @ (d.t() @ d)) * d).sum(-1)  # [N] ||z_i Z^T||^2 via the Gram matrix
         pn = sq.clamp_min(1e-24).sqrt()  # clamp inside: finite gradient at 0

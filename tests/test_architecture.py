@@ -24,24 +24,12 @@ LAYERS = [
     ("entry points", {"train", "tune", "cli"}),
 ]
 
-# Known offenders in the four layer files that issue 14's other half rewrites (encoder.py,
-# contrastive.py, generative.py, augment.py). Expected to shrink to EMPTY once that work is
-# merged; the integrator empties these sets. Nothing outside those four files may be listed.
-ALLOWED_PRIVATE_IMPORTS = {
-    ("generative", "contrastive._ConstSpMM"),
-    ("generative", "contrastive._csr_pair"),
-    ("generative", "contrastive._OperatorCache"),
-    ("generative", "encoder._csr_plan"),
-    ("contrastive", "encoder._csr_plan"),
-    ("contrastive", "encoder._gcn_operators"),
-}
-ALLOWED_LONG_FUNCTIONS = {
-    ("contrastive", "gradient_balance"),
-}
-OTHER_HALF = {"encoder", "contrastive", "generative", "augment"}
-# Layer modules the other half adds (sparse ops, fused GAT and InfoNCE backends): placed above,
-# allowed to be absent until that branch is merged; then this set is emptied too.
-PENDING_MODULES = {"sparse", "gat_fused", "infonce_fused"}
+# No exceptions: every module obeys every rule (these sets stay empty; a new entry needs a
+# reason in a comment and a plan to remove it).
+ALLOWED_PRIVATE_IMPORTS: set[tuple[str, str]] = set()
+ALLOWED_LONG_FUNCTIONS: set[tuple[str, str]] = set()
+OTHER_HALF: set[str] = set()
+PENDING_MODULES: set[str] = set()
 
 
 def _modules() -> dict[str, ast.Module]:

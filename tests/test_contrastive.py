@@ -9,13 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.nn import GCNConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
+from torch_geometric.utils import to_torch_csr_tensor
 
 from hetcrf_lite import contrastive
 from hetcrf_lite.contrastive import (FusionView, ProjectionHead, SchemaView, SecondStageGCN,
                                      gradient_balance, infonce, infonce_minibatch,
                                      sample_neighbors)
-from hetcrf_lite.encoder import _graph_plan
 from hetcrf_lite.errors import ConfigError, DataError
+from hetcrf_lite.infonce_fused import fused_infonce, fused_tau_ok
+from hetcrf_lite.sparse import csr_plan
 
 # A 4-node example: 2-d embeddings, anchors 0 and 2 have two positives.
 Z1 = [[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [-1.0, 0.5]]
@@ -123,7 +125,7 @@ def sparse_positives(n: int, seed: int, without: int = 4) -> torch.Tensor:
 
 def reference(z1, z2, pos, tau, lam):
     has_pos = torch.bincount(pos[0], minlength=z1.shape[0]) > 0
-    return contrastive._infonce_reference(z1, z2, pos, has_pos, tau, lam, "all", None, 0.1)
+    return contrastive.infonce_reference(z1, z2, pos, tau, lam, has_pos=has_pos)
 
 
 def loss_and_grads(fn, z1, z2, *args):
@@ -158,13 +160,13 @@ def test_fused_infonce_gradcheck():
     has_pos = torch.bincount(pos[0], minlength=6) > 0
 
     def fused(a, b):
-        return contrastive._FusedInfoNCE.apply(F.normalize(a, dim=1), F.normalize(b, dim=1),
+        return fused_infonce(F.normalize(a, dim=1), F.normalize(b, dim=1),
                                                pos, has_pos, 0.3, 0.4)
 
     assert torch.autograd.gradcheck(fused, (z1, z2))
     # the Function alone, on unnormalised inputs (cosines above 1 are still exact)
     assert torch.autograd.gradcheck(
-        lambda a, b: contrastive._FusedInfoNCE.apply(a, b, pos, has_pos, 0.7, 0.5), (z1, z2))
+        lambda a, b: fused_infonce(a, b, pos, has_pos, 0.7, 0.5), (z1, z2))
 
 
 def test_fused_infonce_float32_one_view_and_retained_graph():
@@ -191,15 +193,15 @@ def test_fused_infonce_falls_back_at_tiny_tau():
     pos = torch.tensor([[0, 1, 2], [1, 2, 2]])
     has_pos = torch.ones(3, dtype=torch.bool)
     tau = 0.01
-    assert not contrastive._fused_tau_ok(tau, torch.float32)
-    raw = contrastive._FusedInfoNCE.apply(z1, z2, pos, has_pos, tau, 0.5)
+    assert not fused_tau_ok(tau, torch.float32)
+    raw = fused_infonce(z1, z2, pos, has_pos, tau, 0.5)
     assert not torch.isfinite(raw)  # what the fallback avoids
     got = infonce(z1, z2, pos, tau)
     assert torch.isfinite(got) and torch.equal(got, reference(z1, z2, pos, tau, 0.5))
     assert float(got) == pytest.approx(float(reference(z1.double(), z2.double(), pos, tau, 0.5)),
                                        rel=1e-5)
     # float64 has the range: the fused path runs at the same tau and agrees
-    assert contrastive._fused_tau_ok(tau, torch.float64)
+    assert fused_tau_ok(tau, torch.float64)
     assert float(infonce(z1.double(), z2.double(), pos, tau)) == pytest.approx(float(got), rel=1e-5)
 
 
@@ -467,15 +469,17 @@ def test_second_stage_gcn_borrows_the_encoder_plan():
     gcn = SecondStageGCN(4, metapaths=["m", "d"])
     adj, adj_t = gcn.normalized_adjacency("m", ei, n)
     assert adj_t is adj  # symmetric: one operator
-    assert adj.col_indices().data_ptr() == _graph_plan(ei, n, chunk_size=None).col.data_ptr()
+    assert adj.col_indices().data_ptr() == csr_plan(ei, n).col.data_ptr()
     norm_ei, w = gcn_norm(ei, None, n, add_self_loops=False)
-    ref, _ = contrastive._csr_pair(norm_ei.flip(0), w, n)  # the PyG route
+    ref = to_torch_csr_tensor(norm_ei.flip(0), w, (n, n))  # the PyG route
     assert torch.equal(adj.crow_indices().long(), ref.crow_indices())
     assert torch.equal(adj.col_indices().long(), ref.col_indices())
     assert torch.equal(adj.values(), ref.values())
-    # a duplicate edge takes PyG's route (coalesced, int64)
+    # a duplicate edge counts twice in the degrees and is summed, as gcn_norm does
     dup = torch.cat([ei[:, :1], ei], dim=1)
-    assert gcn.normalized_adjacency("d", dup, n)[0].col_indices().dtype == torch.int64
+    norm_ei, w = gcn_norm(dup, None, n, add_self_loops=False)
+    dense = torch.zeros(n, n).index_put_((norm_ei[1], norm_ei[0]), w, accumulate=True)
+    torch.testing.assert_close(gcn.normalized_adjacency("d", dup, n)[0].to_dense(), dense)
 
 
 def test_second_stage_gcn_shared_weights():
@@ -501,3 +505,17 @@ def test_second_stage_gcn_depth_zero_is_identity():
     assert sum(p.numel() for p in gcn.parameters()) == 0
     with pytest.raises(ConfigError):
         SecondStageGCN(3, -1)
+
+
+def test_infonce_backends_agree_and_fused_refuses_where_it_does_not_apply():
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(2, 40, 8, dtype=torch.float64).unbind(0)
+    pos = torch.stack([torch.arange(40), torch.arange(40).roll(1)])
+    ref = infonce(z1, z2, pos, 0.5, backend="reference")
+    torch.testing.assert_close(infonce(z1, z2, pos, 0.5, backend="fused"), ref,
+                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(infonce(z1, z2, pos, 0.5), ref, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ConfigError, match="fused"):
+        infonce(z1, z2, pos, 0.5, negatives="debiased", backend="fused")
+    with pytest.raises(ConfigError, match="backend"):
+        infonce(z1, z2, pos, 0.5, backend="fast")

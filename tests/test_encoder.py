@@ -11,6 +11,7 @@ from hetcrf_lite.encoder import (
     SemanticAttention,
     build_encoder,
 )
+from graph_helpers import sym_graph
 from hetcrf_lite.errors import ConfigError, DataError, MetaPathError
 
 N, F_IN = 50, 12
@@ -24,17 +25,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def sym_graph(num_nodes: int, num_edges: int, seed: int, self_loops: bool = True) -> torch.Tensor:
-    """Symmetric, binarised edge_index sorted by (destination, source), as data.py stores them."""
-    g = torch.Generator().manual_seed(seed)
-    ei = torch.randint(0, num_nodes, (2, num_edges), generator=g)
-    ei = torch.cat([ei, ei.flip(0)], dim=1)
-    if self_loops:
-        ei = torch.cat([ei, torch.arange(num_nodes).repeat(2, 1)], dim=1)
-    key = torch.unique(ei[1] * num_nodes + ei[0])  # sorted by (dst, src), duplicates removed
-    return torch.stack([key % num_nodes, key // num_nodes])
 
 
 @pytest.fixture
@@ -79,26 +69,28 @@ def assert_same_as_pyg(conv, ref, x, edge_index, atol=1e-5):
     return alpha
 
 
+@pytest.mark.parametrize("backend", ["reference", "fused"])
 @pytest.mark.parametrize("heads,out_channels,concat,bias,chunk_size",
                          [(4, 32, True, True, 32768), (1, 8, True, False, 32768),
                           (3, 5, False, True, 32768), (4, 32, True, True, 7)])
 def test_gat_conv_matches_pyg_forward_and_gradients(x, graphs, heads, out_channels, concat, bias,
-                                                   chunk_size):
-    """chunk_size=7 cuts the edges into many blocks (the loops' block boundaries)."""
+                                                   chunk_size, backend):
+    """chunk_size=7 cuts the edges into many blocks (the fused loops' block boundaries)."""
     torch.manual_seed(0)
     conv = MetaPathGATConv(F_IN, out_channels, heads, concat=concat, bias=bias,
-                           chunk_size=chunk_size)
+                           chunk_size=chunk_size, backend=backend)
     alpha = assert_same_as_pyg(conv, pyg_twin(conv), x, graphs["psp"])
     assert alpha.shape == (graphs["psp"].size(1), heads)
 
 
-def test_gat_conv_unsorted_nonsymmetric_graph_with_duplicates(x):
+@pytest.mark.parametrize("backend", ["reference", "fused"])
+def test_gat_conv_unsorted_nonsymmetric_graph_with_duplicates(x, backend):
     """Any edge_index: unsorted, directed, repeated edges; attention comes back in input order."""
     g = torch.Generator().manual_seed(3)
     ei = torch.randint(0, N, (2, 400), generator=g)
     ei = torch.cat([ei, ei[:, :20]], dim=1)  # duplicates
     torch.manual_seed(1)
-    conv = MetaPathGATConv(F_IN, 12, heads=3, chunk_size=11)
+    conv = MetaPathGATConv(F_IN, 12, heads=3, chunk_size=11, backend=backend)
     assert_same_as_pyg(conv, pyg_twin(conv), x, ei)
 
 
@@ -290,7 +282,7 @@ def test_output_fields_and_shapes(x, graphs, kind):
     if kind == "han":
         assert out.semantic_attention.shape == (2,)
         assert {m: a.shape for m, a in out.node_attention.items()} == {
-            m: (graphs[m].size(1), 8) for m in ["pap", "psp"]}
+            m: (graphs[m].size(1), 1) for m in ["pap", "psp"]}  # 1 head by default
         assert enc(x, graphs).node_attention is None  # only when asked for
     out.h.sum().backward()
     assert enc.proj.weight.grad is not None and enc.proj.weight.grad.abs().sum() > 0
@@ -332,103 +324,39 @@ def test_bad_edge_index_raises_data_error(x):
 
 
 def test_repr():
-    assert repr(MetaPathGATConv(F_IN, 16, heads=4)) == "MetaPathGATConv(12, 16, heads=4)"
+    assert (repr(MetaPathGATConv(F_IN, 16, heads=4))
+            == "MetaPathGATConv(12, 16, heads=4, backend='auto')")
     assert repr(MetaPathGCNEncoder(F_IN, 16, ["pap"])).startswith("MetaPathGCNEncoder(12, 16")
 
 
-# --------------------------------------------------------------------------------------------
-# Memory layout of plans and dropout masks (issue #6)
-# --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("heads", [3, 8, 11])
-def test_attention_dropout_mask_is_bit_packed_and_read_back_exactly(heads):
-    from hetcrf_lite.encoder import _AttentionDropout
+def test_heads_default_agrees_with_the_config():
+    import inspect
+
+    from hetcrf_lite.config import HetCRFConfig
+    default = inspect.signature(HANEncoder).parameters["heads"].default
+    assert default == HetCRFConfig().heads
+
+
+def test_semantic_attention_inits_draw_what_they_say():
     torch.manual_seed(0)
-    E, k = 50, 20
-    drop = _AttentionDropout(E, heads, 0.4, torch.device("cpu"))
-    assert drop.mask.dtype == torch.uint8 and drop.mask.shape == (E, (heads + 7) // 8)
-    drawn = torch.empty(heads, E)
-    for e0 in range(0, E, k):  # drawn block by block, as the forward pass does
-        e1 = min(e0 + k, E)
-        drawn[:, e0:e1] = drop.draw(e0, e1, torch.empty(heads, e1 - e0))
-    assert set(drawn.unique().tolist()) == {0.0, 1.0}
-    edges = torch.randperm(E, generator=torch.Generator().manual_seed(1)).to(torch.int32)
-    got = drop.gather(edges, torch.empty(heads, E))
-    assert torch.equal(got, drawn[:, edges.long()])
-
-
-def test_gradcheck_with_attention_dropout_over_eight_heads():
-    """Nine heads: the dropout mask spans two bytes per edge."""
-    n = 15
-    ei = sym_graph(n, 30, seed=8)
-    conv = MetaPathGATConv(4, 18, heads=9, dropout=0.3, chunk_size=11).double().train()
-    xd = torch.randn(n, 4, dtype=torch.float64, requires_grad=True)
-
-    def f(inp):
-        torch.manual_seed(12)
-        return conv(inp, ei)
-
-    assert torch.autograd.gradcheck(f, (xd,), fast_mode=True)
-
-
-def test_plan_holds_int32_sources_only_and_leaves_with_its_graph(x):
-    """A plan stores int32 sources (destinations are rebuilt per block) and keeps no reference to
-    the edge_index: the cached plan goes when the tensor goes, so a graph thinned for one step
-    does not outlive it (a view of it, through ``_base``, would keep it alive forever)."""
-    import gc
-    import weakref
-
-    from hetcrf_lite.encoder import _PLAN_CACHE, _graph_plan
-    ei = sym_graph(N, 200, seed=9)
-    plan = _graph_plan(ei, N)
-    assert plan.order is None and torch.equal(plan.row.long(), ei[1])
-    assert plan.col.dtype == torch.int32 and torch.equal(plan.col.long(), ei[0])
-    assert torch.equal(torch.cat([plan.block_rows(n0, n1, crow, e1 - e0)
-                                  for (n0, n1, e0, e1), crow in zip(plan.blocks, plan.crows)]),
-                       plan.row)
-    tp = plan.transpose()
-    assert plan.symmetric and tp.col is plan.col and plan.perm.dtype == torch.int32
-    perm = plan.perm.long()  # reverse edge of each edge
-    assert torch.equal(plan.col[perm].long(), plan.row) and torch.equal(plan.row[perm],
-                                                                        plan.col.long())
-    conv = MetaPathGATConv(F_IN, 8, heads=2, dropout=0.2).train()
-    for dtype in (torch.int64, torch.int32):
-        tmp = ei[:, ::2].to(dtype)  # unsymmetric, sorted: a graph that lives for one step
-        conv(x, tmp).sum().backward()
-        key, alive = id(tmp), weakref.ref(tmp)
-        assert key in _PLAN_CACHE
-        del tmp
-        gc.collect()
-        assert alive() is None and key not in _PLAN_CACHE
-
-
-def test_gcn_operators_share_the_plan_and_equal_gcn_norm():
-    from torch_geometric.nn.conv.gcn_conv import gcn_norm
-
-    from hetcrf_lite.encoder import _gcn_operators, _graph_plan
-    directed = torch.randint(0, N, (2, 300), generator=torch.Generator().manual_seed(2))
-    key = torch.unique(directed[1] * N + directed[0])  # sorted by (dst, src), no duplicates
-    directed = torch.stack([key % N, key // N])
-    for ei, symmetric in ((sym_graph(N, 150, seed=10), True), (directed, False)):
-        plan = _graph_plan(ei, N)
-        a, a_t = _gcn_operators(plan, torch.float32)
-        assert (a is a_t) == symmetric and a.col_indices().data_ptr() == plan.col.data_ptr()
-        idx, w = gcn_norm(ei, None, N, add_self_loops=False)
-        dense = torch.zeros(N, N)
-        dense[idx[1], idx[0]] = w  # rows = destinations
-        torch.testing.assert_close(a.to_dense(), dense)
-        torch.testing.assert_close(a_t.to_dense(), dense.t())
-
-
-def test_block_size_follows_the_device_and_changes_no_result():
-    from hetcrf_lite.encoder import CUDA_CHUNK_SIZE, DEFAULT_CHUNK_SIZE, _auto_chunk_size
-
-    assert _auto_chunk_size(torch.device("cpu")) == DEFAULT_CHUNK_SIZE
-    assert _auto_chunk_size(torch.device("cuda", 0)) == CUDA_CHUNK_SIZE > DEFAULT_CHUNK_SIZE
+    han = SemanticAttention(6, 10)
+    assert han.lin.bias.abs().sum() == 0  # HAN's init: zero bias, Glorot W and q
     torch.manual_seed(0)
-    x = torch.randn(40, 6, dtype=torch.float64)
-    ei = torch.randint(0, 40, (2, 300))
-    auto = MetaPathGATConv(6, 8, heads=2).double().eval()  # chunk_size=None: 32768 on CPU
-    small = MetaPathGATConv(6, 8, heads=2, chunk_size=7).double().eval()
-    small.load_state_dict(auto.state_dict())
-    assert auto.chunk_size is None
-    torch.testing.assert_close(auto(x, ei), small(x, ei), rtol=1e-12, atol=1e-12)
+    heco = SemanticAttention(6, 400, init="normal")
+    heco.reset_parameters()
+    assert abs(float(heco.q.detach().std()) - 400 ** -0.5) < 0.2 * 400 ** -0.5
+    with pytest.raises(ConfigError, match="init"):
+        SemanticAttention(6, 10, init="uniform")
+
+
+def test_semantic_attention_orders_agree():
+    """The three summation orders (HAN's, HeCo's stacked, HeCo's per entry) give one value."""
+    torch.manual_seed(0)
+    zs = [torch.randn(30, 6, dtype=torch.float64) for _ in range(3)]
+    han = SemanticAttention(6, 5).double()
+    heco = SemanticAttention(6, 5, init="normal").double()
+    heco.load_state_dict(han.state_dict())
+    w = torch.stack([(torch.tanh(han.lin(z)) @ han.q[0]).mean() for z in zs])
+    expected = torch.softmax(w, 0)
+    for beta in (han.weights(zs), heco.weights(zs), heco.weights(torch.stack(zs))):
+        torch.testing.assert_close(beta, expected, rtol=1e-12, atol=1e-12)

@@ -21,6 +21,7 @@ from hetcrf_lite.errors import ConfigError, DataError
 from hetcrf_lite.generative import (DecoderGATConv, EdgeReconstruction, FeatureReconstruction,
                                     HANDecoder, MaskSchedule, _segment_sce, drop_edges,
                                     mask_features, sce_loss)
+from hetcrf_lite.sparse import csr_plan
 
 MPS = ["pap", "psp"]
 
@@ -275,17 +276,18 @@ def test_drop_edges():
 
 
 def test_drop_edges_precomputed_split_same_result():
-    from hetcrf_lite.generative import _symmetric_split
+    from hetcrf_lite.generative import SymmetricSplit
     ei = random_graph(60, 0.2, 4)
-    split = _symmetric_split(ei)
-    assert 2 * split[0].shape[1] + split[1].shape[1] == ei.shape[1]
-    assert bool((split[0][0] < split[0][1]).all()) and bool((split[1][0] == split[1][1]).all())
+    split = SymmetricSplit(ei)
+    assert 2 * split.pairs.shape[1] + split.self_loops.shape[1] == ei.shape[1]
+    assert bool((split.pairs[0] < split.pairs[1]).all())
+    assert bool((split.self_loops[0] == split.self_loops[1]).all())
     for keep_loops in (True, False):
         plain = drop_edges(ei, 0.3, torch.Generator().manual_seed(2), keep_loops)
         given = drop_edges(ei, 0.3, torch.Generator().manual_seed(2), keep_loops, split=split)
         assert all(torch.equal(a, b) for a, b in zip(plain, given))
     with pytest.raises(DataError, match="split"):  # a split of another graph
-        drop_edges(ei, 0.3, split=_symmetric_split(random_graph(60, 0.1, 5)))
+        drop_edges(ei, 0.3, split=SymmetricSplit(random_graph(60, 0.1, 5)))
     with pytest.raises(ConfigError):
         drop_edges(ei, 0.3, symmetric=False, split=split)
 
@@ -294,8 +296,12 @@ def test_edge_reconstruction_caches_the_split_per_graph(toy, monkeypatch):
     from hetcrf_lite import generative
     _, eid = toy
     calls = []
-    real = generative._symmetric_split
-    monkeypatch.setattr(generative, "_symmetric_split", lambda ei: calls.append(ei) or real(ei))
+    class CountingSplit(generative.SymmetricSplit):
+        def __init__(self, edge_index):
+            calls.append(edge_index)
+            super().__init__(edge_index)
+
+    monkeypatch.setattr(generative, "SymmetricSplit", CountingSplit)
     rec = EdgeReconstruction(8, MPS, drop_rate=0.4)
 
     def uncached(graphs, seed):  # the same draws, split afresh by drop_edges itself
@@ -644,7 +650,7 @@ def test_token_column_reconstruction(toy):
 # Memory: edge drops in input order, pair split, adjacency on the encoder's plan (issue #6)
 # --------------------------------------------------------------------------------------------
 def test_drop_edges_keeps_the_input_order_and_the_pair_draws():
-    from hetcrf_lite.generative import _symmetric_split
+    from hetcrf_lite.generative import SymmetricSplit
     ei = random_graph(40, 0.3, 6).flip(0)  # sorted by (destination, source), as data.py stores
     kept, dropped = drop_edges(ei, 0.4, torch.Generator().manual_seed(3))
     key = lambda e: (e[1] * 40 + e[0]).tolist()  # noqa: E731
@@ -655,7 +661,7 @@ def test_drop_edges_keeps_the_input_order_and_the_pair_draws():
     want = {tuple(p) for p in upper[:, keep_pair].t().tolist()}
     want |= {(j, i) for i, j in want} | {(i, i) for i in range(40)}
     assert set(map(tuple, kept.t().tolist())) == want and kept.shape[1] == len(want)
-    split = _symmetric_split(ei)
+    split = SymmetricSplit(ei)
     assert split.pair_id.dtype == torch.int32 and split.pair_id.shape == (ei.shape[1],)
     row, col = ei
     mirror = {(int(a), int(b)): int(p) for a, b, p in zip(row, col, split.pair_id)}
@@ -663,10 +669,10 @@ def test_drop_edges_keeps_the_input_order_and_the_pair_draws():
 
 
 def test_symmetric_split_checks_mirrors_and_keeps_duplicates_symmetric():
-    from hetcrf_lite.generative import _symmetric_split
+    from hetcrf_lite.generative import SymmetricSplit
     # as many i < j as i > j edges, but (0, 1) has no mirror: the old count check passed this
     with pytest.raises(DataError, match="symmetric"):
-        _symmetric_split(torch.tensor([[0, 2, 1], [1, 0, 1]]))
+        SymmetricSplit(torch.tensor([[0, 2, 1], [1, 0, 1]]))
     ei = torch.tensor([[0, 1, 0, 1, 2, 3, 2], [1, 0, 1, 0, 3, 2, 2]])  # (0, 1) twice each way
     for seed in range(8):
         kept, _ = drop_edges(ei, 0.5, torch.Generator().manual_seed(seed))
@@ -684,26 +690,24 @@ def test_edge_target_borrows_the_encoder_plan_and_matches_the_coalesced_one(toy)
     enc = encoder.HANEncoder(6, 8, MPS, heads=2)
     out = enc(x, sorted_eid)  # builds the plans
     rec = EdgeReconstruction(8, MPS, drop_rate=0.5)
-    fallback = EdgeReconstruction(8, MPS, drop_rate=0.5)
-    fallback.load_state_dict(rec.state_dict())
-    fallback._plan_adjacency = lambda edge_index, n: None  # the coalesce-and-convert route
     for m in MPS:
-        rec._ones = None
         adj, adj_t, deg = rec._target(m, sorted_eid[m], n)
-        plan = encoder._graph_plan(sorted_eid[m], n, chunk_size=None)
+        plan = csr_plan(sorted_eid[m], n)
         assert adj is adj_t and adj.col_indices().data_ptr() == plan.col.data_ptr()
         dense = torch.zeros(n, n)
         dense[sorted_eid[m][0], sorted_eid[m][1]] = 1.0
         assert torch.equal(adj.to_dense(), dense)
         assert torch.equal(deg, dense.sum(1).long())
-        ref, ref_t, ref_deg = fallback._target(m, sorted_eid[m], n)
-        assert torch.equal(ref.to_dense(), dense) and torch.equal(ref_deg, deg)
+    # unsorted, directed, with a duplicate edge: coalesced first, the same binary adjacency
+    ei = torch.cat([eid["psp"][:, ::2], eid["psp"][:, :1]], dim=1)
+    adj, adj_t, deg = rec._target("psp", ei, n)
+    dense = torch.zeros(n, n)
+    dense[ei[0], ei[1]] = 1.0
+    assert torch.equal(adj.to_dense(), dense) and torch.equal(adj_t.to_dense(), dense.t())
+    assert torch.equal(deg, dense.sum(1).long())
+    # unsorted input (random_graph is sorted by source): the same loss as the sorted one
     l1, _ = rec.loss_from(out, sorted_eid, sorted_eid)
-    l2, _ = fallback.loss_from(out, sorted_eid, sorted_eid)
-    torch.testing.assert_close(l1, l2)
-    # unsorted input (random_graph is sorted by source): served by the fallback, same loss
     rec2 = EdgeReconstruction(8, MPS, drop_rate=0.5)
     rec2.load_state_dict(rec.state_dict())
-    assert rec2._plan_adjacency(eid["psp"], n) is None
     l3, _ = rec2.loss_from(out, eid, sorted_eid)
     torch.testing.assert_close(l1, l3)

@@ -1,0 +1,314 @@
+"""Sparse operations shared by the layers: the CSR plan of a graph and its cache, the GCN
+normalisation, and a sparse-matrix product with a cached transpose for its backward.
+
+Introduced in notebook 02 (the plan behind :class:`~hetcrf_lite.encoder.MetaPathGATConv`'s fused
+backend) and notebook 04 (:func:`gcn_operators`, the second-stage GCN).
+
+Every meta-path graph is an ``edge_index`` ``[2, E]`` (row 0 source, row 1 destination). Its
+:class:`CSRPlan` is the CSR form with destinations as rows, built once per tensor and kept by
+:data:`PLAN_CACHE` while that tensor lives and is not modified in place; the encoder's fused
+kernel, the GCN operators and the edge decoder all read the same plan (int32 column indices, 4
+bytes per edge, shared), so no module holds a CSR copy of its own.
+
+Why not PyG's :class:`~torch_geometric.EdgeIndex`, which keeps CSR and CSC on the tensor itself:
+the graphs reach the layers as plain tensors (built by :mod:`hetcrf_lite.data`, thinned by edge
+dropping, or passed by a user), so an ``EdgeIndex`` made at the layer boundary would be a new
+object, and its cache lost, on every call; and the plan carries what ``EdgeIndex`` has no place
+for: the edge blocks of the fused kernel, the reverse-edge permutation of attention dropout, and
+the cached GCN values on the same index arrays.
+"""
+from __future__ import annotations
+
+import warnings
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor
+
+from .errors import DataError
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "CSRPlan",
+    "TensorCache",
+    "PLAN_CACHE",
+    "check_edge_index",
+    "csr_plan",
+    "coalesced_plan",
+    "csr_tensor",
+    "gcn_operators",
+    "SparseMM",
+    "sparse_mm",
+]
+
+# Edges per block of the fused kernel's edge loop on CPU (see hetcrf_lite.gat_fused).
+DEFAULT_CHUNK_SIZE = 32768
+
+
+def csr_tensor(crow: Tensor, col: Tensor, values: Tensor, num_rows: int, num_cols: int) -> Tensor:
+    """A ``torch.sparse_csr_tensor`` without the invariant check (the plan's arrays are valid by
+    construction) and without torch's "sparse CSR support is in beta" warning.
+
+    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators
+    of notebook 04."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, values, (num_rows, num_cols),
+                                       check_invariants=False)
+
+
+@dataclass
+class CSRPlan:
+    """CSR form of ``edge_index`` with destinations as rows, and its edge blocks.
+
+    ``col[e]`` is the source of edge ``e`` in CSR order and its destination is the row whose
+    ``ptr`` range holds ``e``; ``order`` maps CSR position to input column (``None`` when the
+    input is already sorted by destination). Destinations are not stored (:meth:`block_rows`
+    rebuilds them), so a plan costs ``col`` and, once transposed, ``perm``: 8 bytes per edge, and
+    it holds no reference to the ``edge_index`` it was built from (a graph thinned for one step
+    is freed after its forward pass while its plan waits for the backward).
+
+    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators
+    of notebook 04.
+    """
+
+    num_nodes: int
+    ptr: Tensor  # [N + 1] int64
+    col: Tensor  # [E] int32 (int64 for huge graphs)
+    order: Tensor | None
+    chunk_size: int
+    blocks: list[tuple[int, int, int, int]] = field(default_factory=list)  # (n0, n1, e0, e1)
+    crows: list[Tensor] = field(default_factory=list)  # local crow of each block
+    symmetric: bool | None = None  # known once the transpose was built
+    transposed: "CSRPlan | None" = None
+    perm: Tensor | None = None  # [E]: forward position of each transposed position
+    gcn: tuple[Tensor, Tensor] | None = None  # cached (csr, csr_t) of the GCN normalisation
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.col.numel())
+
+    @property
+    def row(self) -> Tensor:
+        """``[E]`` destination of every edge in CSR order, built on demand (not stored)."""
+        return self.block_rows(0, self.num_nodes, self.ptr.to(self.col.dtype), self.num_edges)
+
+    def block_rows(self, n0: int, n1: int, crow: Tensor, k: int) -> Tensor:
+        """``[k]`` destination of every edge of the block ``(n0, n1)`` with local ``crow``."""
+        ids = torch.arange(n0, n1, device=crow.device, dtype=crow.dtype)
+        return torch.repeat_interleave(ids, crow.diff(), output_size=k)
+
+    def make_blocks(self) -> None:
+        """Cut the rows into blocks of about ``chunk_size`` edges, at row boundaries."""
+        E, N, K = self.num_edges, self.num_nodes, self.chunk_size
+        ptr = self.ptr.cpu()
+        cuts = torch.searchsorted(ptr, torch.arange(K, E, K)).tolist() if E > K else []
+        cuts = sorted(set([0, *cuts, N]))
+        self.blocks, self.crows = [], []
+        for n0, n1 in zip(cuts[:-1], cuts[1:]):
+            e0, e1 = int(ptr[n0]), int(ptr[n1])
+            if e1 > e0:
+                self.blocks.append((n0, n1, e0, e1))
+                self.crows.append((self.ptr[n0 : n1 + 1] - e0).to(self.col.dtype))
+
+    def matrix(self, values: Tensor) -> Tensor:
+        """The CSR matrix ``A[dst, src]`` of this plan with ``values`` (``[E]``, CSR order)."""
+        return csr_tensor(self.ptr.to(self.col.dtype), self.col, values, self.num_nodes,
+                          self.num_nodes)
+
+    def transpose(self) -> "CSRPlan":
+        """The plan of the reversed graph (sources as rows), built once with scipy's O(E) transpose.
+
+        ``perm[k]`` is the forward position of transposed position ``k``. For a symmetric graph
+        sorted by (destination, source) the reversed plan has the same arrays as this one; only
+        ``perm`` (the reverse edge of each edge) differs, and only attention dropout uses it.
+        """
+        if self.transposed is None:
+            self.transposed = self._build_transpose()
+            self.transposed.perm = self.perm
+        return self.transposed
+
+    def _build_transpose(self) -> "CSRPlan":
+        N, E, dev = self.num_nodes, self.num_edges, self.col.device
+        # int32 arrays when they fit: scipy keeps the index type it is given, so the transpose's
+        # temporaries are 12 bytes per edge instead of 24, and its positions are ``perm`` itself.
+        idx = np.int32 if max(E, N) < 2**31 - 1 else np.int64
+        col = self.col.cpu().numpy().astype(idx, copy=False)
+        ptr = self.ptr.cpu().numpy().astype(idx)
+        csc = sp.csr_matrix((np.arange(E, dtype=idx), col, ptr), shape=(N, N)).tocsc()
+        self.perm = torch.from_numpy(csc.data).to(device=dev, dtype=self.col.dtype)
+        self.symmetric = bool(np.array_equal(csc.indptr, ptr) and np.array_equal(csc.indices, col))
+        if self.symmetric:
+            return CSRPlan(N, self.ptr, self.col, None, self.chunk_size, self.blocks, self.crows,
+                           True)
+        ptr_t = torch.from_numpy(csc.indptr.astype(np.int64)).to(dev)
+        col_t = torch.from_numpy(csc.indices).to(device=dev, dtype=self.col.dtype)
+        plan = CSRPlan(N, ptr_t, col_t, None, self.chunk_size)
+        plan.make_blocks()
+        return plan
+
+
+class TensorCache:
+    """Values computed from a tensor, kept while that tensor lives and is not modified in place.
+
+    ``get(key, tensor, build)`` returns the value stored under ``key`` if it was built from this
+    very tensor at its current version (and ``valid(value)`` holds), else calls ``build()`` and
+    stores the result. The cache holds only a weak reference to the tensor; with
+    ``evict_with_tensor=True`` an entry leaves the cache when its tensor is freed (a global cache
+    keyed by tensor), otherwise each key holds one entry, replaced when another tensor comes
+    (a module's cache keyed by meta-path name).
+
+    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators
+    of notebook 04.
+    """
+
+    def __init__(self, evict_with_tensor: bool = False) -> None:
+        self.evict_with_tensor = evict_with_tensor
+        self._store: dict[Any, tuple[weakref.ref, int, Any]] = {}
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._store
+
+    def get(self, key: Any, tensor: Tensor, build: Callable[[], Any],
+            valid: Callable[[Any], bool] | None = None) -> Any:
+        hit = self._store.get(key)
+        if (hit is not None and hit[0]() is tensor and hit[1] == tensor._version
+                and (valid is None or valid(hit[2]))):
+            return hit[2]
+        value = build()
+        store = self._store
+        evict = (lambda _, key=key: store.pop(key, None)) if self.evict_with_tensor else None
+        self._store[key] = (weakref.ref(tensor, evict), tensor._version, value)
+        return value
+
+
+PLAN_CACHE = TensorCache(evict_with_tensor=True)  # keyed by id(edge_index)
+
+
+def csr_plan(edge_index: Tensor, num_nodes: int, chunk_size: int | None = None) -> CSRPlan:
+    """The cached :class:`CSRPlan` of ``edge_index``; rebuilt when the tensor is modified in place
+    or asked for with other ``num_nodes`` or ``chunk_size``. ``chunk_size=None`` takes the cached
+    plan whatever its blocks (for callers that read only the CSR arrays).
+
+    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators
+    of notebook 04."""
+    def valid(plan: CSRPlan) -> bool:
+        return plan.num_nodes == num_nodes and chunk_size in (None, plan.chunk_size)
+
+    return PLAN_CACHE.get(id(edge_index), edge_index,
+                          lambda: _build_plan(edge_index, num_nodes,
+                                              chunk_size or DEFAULT_CHUNK_SIZE), valid)
+
+
+def coalesced_plan(edge_index: Tensor, num_nodes: int) -> CSRPlan | None:
+    """The cached plan of ``edge_index`` when its CSR arrays *are* the matrix ``A[dst, src]``
+    (columns sorted by (destination, source), no duplicate edge, ids below ``num_nodes``), else
+    ``None``. Meta-path graphs as :mod:`hetcrf_lite.data` stores them qualify; with duplicates a
+    borrowed CSR would sum them in another order than a coalesced one.
+
+    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators
+    of notebook 04."""
+    if edge_index.shape[1] == 0 or int(edge_index.max()) >= num_nodes:
+        return None
+    plan = csr_plan(edge_index, num_nodes)
+    if plan.order is not None:
+        return None
+    row, col = plan.row, plan.col
+    if bool(((col[1:] <= col[:-1]) & (row[1:] == row[:-1])).any()):
+        return None  # within a destination the sources must increase strictly
+    return plan
+
+
+def check_edge_index(edge_index: Tensor, num_nodes: int) -> None:
+    """Raise :class:`~hetcrf_lite.errors.DataError` unless ``edge_index`` is a dense integer
+    ``[2, E]`` tensor of node ids in ``[0, num_nodes)``.
+
+    Not taught in a notebook: plumbing behind the fused backend of notebook 02 and the GCN operators
+    of notebook 04."""
+    if edge_index.dim() != 2 or edge_index.size(0) != 2:
+        raise DataError(f"edge_index must have shape [2, E], got {list(edge_index.shape)}; "
+                        "pass row 0 = sources, row 1 = destinations.")
+    if edge_index.dtype not in (torch.int32, torch.int64) or edge_index.is_sparse:
+        raise DataError(f"edge_index must be a dense int64 tensor, got {edge_index.dtype}; "
+                        "convert it with edge_index.long().")
+    if edge_index.size(1) and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
+        raise DataError(f"edge_index holds node ids outside [0, {num_nodes}) "
+                        f"(min {int(edge_index.min())}, max {int(edge_index.max())}); it must "
+                        "index the rows of x.")
+
+
+def _build_plan(edge_index: Tensor, num_nodes: int, chunk_size: int) -> CSRPlan:
+    check_edge_index(edge_index, num_nodes)
+    E = edge_index.size(1)
+    src, dst = edge_index[0], edge_index[1]
+    # int32 indices: MKL's sparse kernels take them natively (int64 is converted on every call).
+    idx = torch.int32 if max(E, num_nodes) < 2**31 - 1 else torch.int64
+    order = None
+    if E > 1 and bool((dst[1:] < dst[:-1]).any()):
+        # data.py sorts meta-path graphs by destination; other inputs are sorted here, once.
+        order = torch.sort(dst, stable=True).indices
+        src = src[order]
+    ptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=edge_index.device)
+    ptr[1:] = torch.bincount(dst, minlength=num_nodes).cumsum(0)
+    # a copy even for int32 input: a view would keep edge_index alive through its ``_base``
+    col = src.to(idx, copy=True).contiguous()
+    plan = CSRPlan(num_nodes, ptr, col, order, chunk_size)
+    plan.make_blocks()
+    return plan
+
+
+def gcn_operators(edge_index: Tensor, num_nodes: int,
+                  dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+    r"""The GCN normalisation :math:`\mathbf{D}^{-1/2}\mathbf{A}\mathbf{D}^{-1/2}` of a graph
+    (rows = destinations, :math:`\mathbf{D}` the in-degrees, no self-loops added: exactly
+    ``gcn_norm(add_self_loops=False)``) and its transpose, sparse CSR, cached on the graph's plan.
+
+    Introduced in notebook 04 (the second-stage GCN); also the operator of
+    :class:`~hetcrf_lite.encoder.MetaPathGCNEncoder`. Both matrices borrow the plan's index
+    arrays (only the values are new, 4 bytes per edge); for a symmetric graph the transpose *is*
+    the matrix (``dinv_i dinv_j = dinv_j dinv_i`` bitwise), one object for both. Duplicate edges
+    count in the degrees and are summed, as with ``gcn_norm``.
+    """
+    dtype = dtype or torch.get_default_dtype()
+    plan = csr_plan(edge_index, num_nodes)
+    if plan.gcn is None or plan.gcn[0].dtype != dtype:
+        deg = plan.ptr.diff().to(dtype)  # in-degree, as GCNConv
+        dinv = deg.pow(-0.5).masked_fill_(deg == 0, 0.0)
+        val = dinv.index_select(0, plan.row) * dinv.index_select(0, plan.col)  # [E]
+        tp = plan.transpose()
+        a = plan.matrix(val)
+        plan.gcn = (a, a) if plan.symmetric else (a, tp.matrix(val.index_select(0, tp.perm)))
+    return plan.gcn
+
+
+class SparseMM(torch.autograd.Function):
+    """``A @ X`` for a constant sparse CSR ``A`` whose transpose ``A^T`` is given: the backward is
+    one more product with the cached ``A^T``.
+
+    Introduced in notebook 04. Why not torch's own backward of ``torch.sparse.mm(A, X)``: it
+    builds the transpose of ``A`` on every call. Measured once (``benchmarks/encoder_speed.py
+    --spmm``, ACM's normalised P-S-P, 4.3 M edges, ``X`` ``[4019, 64]``, one thread, median of 3
+    CPU seconds on the busy 2-core machine, 2026-12-06, docs/performance.md): forward 0.031 s,
+    torch's backward 0.433 s, this backward 0.048 s: torch's is 9x this one (14x the forward).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, a: Tensor, a_t: Tensor) -> Tensor:
+        ctx.a_t = a_t
+        return torch.sparse.mm(a, x)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        return torch.sparse.mm(ctx.a_t, grad.contiguous()), None, None
+
+
+def sparse_mm(a: Tensor, x: Tensor, a_t: Tensor) -> Tensor:
+    """``A @ X`` differentiable in ``X`` through :class:`SparseMM` (``A`` cast to ``X``'s dtype).
+
+    Introduced in notebook 04 (as :class:`SparseMM`)."""
+    return SparseMM.apply(x, a.to(x.dtype), a_t.to(x.dtype))
