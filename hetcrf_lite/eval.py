@@ -253,6 +253,7 @@ def _auc(y: np.ndarray, proba: np.ndarray, num_classes: int) -> float:
 
 
 # --------------------------------------------------------------------------- classification
+@torch.enable_grad()  # as _classify_batched
 def evaluate_classification_loop(
     emb: torch.Tensor,
     labels: torch.Tensor,
@@ -391,6 +392,7 @@ def _argmax_first(logits: torch.Tensor) -> torch.Tensor:
     return pred
 
 
+@torch.enable_grad()  # the probes train even when the caller is under torch.no_grad()
 def _classify_batched(x_tr, y_tr, x_va, y_va, x_te, y_te, num_classes: int, lr: float, runs: int,
                       iters: int, seed: int) -> ClassificationResult:
     """All runs of one label rate trained as one batched probe; see evaluate_classification.

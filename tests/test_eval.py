@@ -178,3 +178,18 @@ def test_bad_settings_raise():
         evaluate_classification_loop(emb, y, split, 3, 0.0)
     with pytest.raises(ConfigError, match="at least 1"):
         evaluate_classification(emb, y, {20: split}, 3, 0.05, rates=(20,), runs=0)
+
+
+def test_evaluation_works_inside_no_grad_with_the_same_numbers():
+    """A user who computes embeddings under torch.no_grad() and evaluates in the same block
+    gets the numbers of an evaluation outside it (the probes need gradients of their own)."""
+    emb, y, split = _blobs()
+    args = dict(runs=3, iters=20)
+    outside = evaluate_classification(emb, y, {20: split}, 3, 0.01, rates=[20], **args)
+    loop_out = evaluate_classification_loop(emb, y, split, 3, 0.01, **args)
+    with torch.no_grad():
+        inside = evaluate_classification(emb, y, {20: split}, 3, 0.01, rates=[20], **args)
+        loop_in = evaluate_classification_loop(emb, y, split, 3, 0.01, **args)
+        assert not torch.is_grad_enabled()  # the caller's mode is left as it was
+    assert inside[20].macro_f1 == outside[20].macro_f1
+    assert loop_in.macro_f1 == loop_out.macro_f1
