@@ -150,12 +150,14 @@ def _apply_threads(threads: int | None) -> None:
         return
     import torch
 
-    torch.set_num_threads(threads)
     numba = sys.modules.get("numba")  # UMAP's; it reads its thread count when first imported
     if numba is None:
         os.environ["NUMBA_NUM_THREADS"] = str(min(threads, os.cpu_count() or threads))
     else:
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    # torch last: starting numba's OpenMP pool resets the OpenMP thread count torch uses (with
+    # torch first, `train --data ... --threads 1` trained and evaluated at 2 threads)
+    torch.set_num_threads(threads)
 
 
 def _dataset_for(args: argparse.Namespace, run: Path | None = None) -> tuple[Any, Any]:
