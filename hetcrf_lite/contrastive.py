@@ -27,7 +27,7 @@ from torch_geometric.utils import scatter, softmax
 from .encoder import SemanticAttention, accept_legacy_semantic_keys
 from .errors import ConfigError, DataError
 from .infonce_fused import fused_infonce, fused_tau_ok
-from .sparse import gcn_operators, sparse_mm
+from .sparse import gcn_operators, gcn_propagate
 
 __all__ = [
     "FusionView",
@@ -79,7 +79,9 @@ def sample_neighbors(edge_index: Tensor, k: int, num_nodes: int | None = None,
     Returns:
         The kept edges ``[2, E']``, in their original order.
 
-    Introduced in notebook 04 (the schema view's neighbour sampling).
+    Introduced in notebook 04 (the schema view's neighbour sampling). The package's one neighbour
+    sampler: the mini-batch fan-out (:meth:`hetcrf_lite.minibatch.RowIndex.sample`) draws with it
+    too.
     """
     if k < 1:
         raise ConfigError(f"neighbours sampled per type k={k} must be >= 1")
@@ -296,16 +298,18 @@ class SecondStageGCN(nn.Module):
         return gcn_operators(edge_index, num_nodes, torch.get_default_dtype())  # gcn_norm's dtype
 
     def forward(self, x: Tensor, edge_index_dict: dict[str, Tensor],
-                weights: Tensor | None = None) -> Tensor:
-        n = x.shape[0]
+                weights: Tensor | None = None, chunk_rows: int | None = None) -> Tensor:
+        """``weights`` ``[M]`` weigh the meta-paths (``None``: their mean); ``chunk_rows``
+        (no-grad inference) propagates over chunks of that many destination nodes without
+        caching the operators (:func:`~hetcrf_lite.sparse.gcn_propagate`)."""
         names = list(edge_index_dict) if self.metapaths is None else self.metapaths
         for layer in range(self.num_layers):
             out = 0
             xw = self.lins[layer]["shared"](x) if self.metapaths is None else None  # [N, C]
             for k, m in enumerate(names):
-                adj, adj_t = self.normalized_adjacency(m, edge_index_dict[m], n)
                 xm = xw if xw is not None else self.lins[layer][m](x)  # [N, C]
-                msg = sparse_mm(adj, xm, adj_t)  # [N, C]
+                msg = gcn_propagate(edge_index_dict[m], xm, torch.get_default_dtype(),
+                                    chunk_rows)  # [N, C]
                 if self.biases is not None:
                     msg = msg + self.biases[layer][0 if xw is not None else k]
                 out = out + (msg if weights is None else weights[k] * msg)

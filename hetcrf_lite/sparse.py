@@ -29,7 +29,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -40,7 +40,10 @@ __all__ = [
     "csr_plan",
     "coalesced_plan",
     "csr_tensor",
+    "row_chunks",
+    "gcn_rows",
     "gcn_operators",
+    "gcn_propagate",
     "SparseMM",
     "sparse_mm",
 ]
@@ -101,6 +104,14 @@ class CSRPlan:
         """``[k]`` destination of every edge of the block ``(n0, n1)`` with local ``crow``."""
         ids = torch.arange(n0, n1, device=crow.device, dtype=crow.dtype)
         return torch.repeat_interleave(ids, crow.diff(), output_size=k)
+
+    def rows(self, n0: int, n1: int) -> tuple[Tensor, Tensor, Tensor]:
+        """The edges into destinations ``n0 .. n1 - 1``: local ``crow`` ``[n1 - n0 + 1]``
+        (``col.dtype``), their sources ``col`` and their destinations renumbered from 0, in CSR
+        order (views of the plan's arrays where possible); the chunks of chunked inference."""
+        e0, e1 = int(self.ptr[n0]), int(self.ptr[n1])
+        crow = (self.ptr[n0 : n1 + 1] - e0).to(self.col.dtype)
+        return crow, self.col[e0:e1], self.block_rows(0, n1 - n0, crow, e1 - e0)
 
     def make_blocks(self) -> None:
         """Cut the rows into blocks of about ``chunk_size`` edges, at row boundaries."""
@@ -261,6 +272,33 @@ def _build_plan(edge_index: Tensor, num_nodes: int, chunk_size: int) -> CSRPlan:
     return plan
 
 
+def row_chunks(num_rows: int, chunk_rows: int) -> list[tuple[int, int]]:
+    """``(n0, n1)`` ranges of at most ``chunk_rows`` rows covering ``0 .. num_rows - 1``: the
+    destination chunks of chunked, no-grad inference (``chunk_rows`` arguments of the layers,
+    :func:`hetcrf_lite.minibatch.layerwise_embeddings`).
+
+    Not taught in a notebook: plumbing of the mini-batch inference of notebook 08."""
+    if chunk_rows < 1:
+        raise ConfigError(f"chunk_size={chunk_rows} must be >= 1 (destination nodes per chunk)")
+    return [(a, min(a + chunk_rows, num_rows)) for a in range(0, num_rows, chunk_rows)]
+
+
+def gcn_rows(plan: CSRPlan, dtype: torch.dtype, n0: int = 0, n1: int | None = None) -> Tensor:
+    r"""Rows ``n0 .. n1 - 1`` (default: all) of the GCN normalisation
+    :math:`\mathbf{D}^{-1/2}\mathbf{A}\mathbf{D}^{-1/2}` of ``plan``'s graph (in-degrees
+    :math:`\mathbf{D}`), a ``[n1 - n0, N]`` sparse CSR matrix on the plan's index arrays, not
+    cached: whole, the matrix of :func:`gcn_operators`; in row chunks, that of
+    :func:`gcn_propagate` in chunked inference.
+
+    Introduced in notebook 04 (as :func:`gcn_operators`)."""
+    n1 = plan.num_nodes if n1 is None else n1
+    deg = plan.ptr.diff().to(dtype)  # in-degree, as GCNConv
+    dinv = deg.pow(-0.5).masked_fill_(deg == 0, 0.0)
+    crow, col, dst = plan.rows(n0, n1)
+    val = dinv.index_select(0, dst + n0) * dinv.index_select(0, col)  # [E_rows]
+    return csr_tensor(crow, col, val, n1 - n0, plan.num_nodes)
+
+
 def gcn_operators(edge_index: Tensor, num_nodes: int,
                   dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
     r"""The GCN normalisation :math:`\mathbf{D}^{-1/2}\mathbf{A}\mathbf{D}^{-1/2}` of a graph
@@ -276,13 +314,28 @@ def gcn_operators(edge_index: Tensor, num_nodes: int,
     dtype = dtype or torch.get_default_dtype()
     plan = csr_plan(edge_index, num_nodes)
     if plan.gcn is None or plan.gcn[0].dtype != dtype:
-        deg = plan.ptr.diff().to(dtype)  # in-degree, as GCNConv
-        dinv = deg.pow(-0.5).masked_fill_(deg == 0, 0.0)
-        val = dinv.index_select(0, plan.row) * dinv.index_select(0, plan.col)  # [E]
+        a = gcn_rows(plan, dtype)
         tp = plan.transpose()
-        a = plan.matrix(val)
-        plan.gcn = (a, a) if plan.symmetric else (a, tp.matrix(val.index_select(0, tp.perm)))
+        plan.gcn = (a, a) if plan.symmetric else (a, tp.matrix(a.values().index_select(0, tp.perm)))
     return plan.gcn
+
+
+def gcn_propagate(edge_index: Tensor, x: Tensor, dtype: torch.dtype | None = None,
+                  chunk_rows: int | None = None) -> Tensor:
+    r""":math:`\mathbf{D}^{-1/2}\mathbf{A}\mathbf{D}^{-1/2}\mathbf{X}` of ``edge_index``'s
+    graph over the rows of ``x``: with ``chunk_rows=None`` through the cached
+    :func:`gcn_operators` (normalised in ``dtype``) and :func:`sparse_mm`, differentiable in
+    ``x``; with ``chunk_rows``, chunks of that many destinations from :func:`gcn_rows`, nothing
+    cached but the plan (no-grad chunked inference, :mod:`hetcrf_lite.minibatch`).
+
+    Introduced in notebook 04 (the second-stage GCN)."""
+    n = x.size(0)
+    if chunk_rows is None:
+        a, a_t = gcn_operators(edge_index, n, dtype)
+        return sparse_mm(a, x, a_t)
+    plan = csr_plan(edge_index, n)
+    return torch.cat([torch.sparse.mm(gcn_rows(plan, x.dtype, n0, n1), x)
+                      for n0, n1 in row_chunks(n, chunk_rows)])
 
 
 class SparseMM(torch.autograd.Function):
