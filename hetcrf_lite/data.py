@@ -47,7 +47,7 @@ from torch_geometric.data import HeteroData
 from torch_geometric.transforms import ToUndirected
 
 from .errors import ConfigError, DataError, DataFileNotFoundError, MetaPathError
-from .files import remove_orphans, temp_file
+from .files import file_sha256, remove_orphans, temp_file
 from .metapaths import (
     MetaPathSpec,
     metapath_adjacency,
@@ -261,24 +261,6 @@ def _manifest() -> dict[str, str]:
     return out
 
 
-# (resolved path, size, mtime_ns) -> sha256. Hashing all 16 MB of the four datasets takes about
-# 25 ms, so every load verifies every file it reads; the memo only skips re-hashing an unchanged
-# file within one process (a changed or replaced file gets a new size or mtime and is re-hashed).
-_SHA_MEMO: dict[tuple[str, int, int], str] = {}
-
-
-def _sha256(path: Path) -> str:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_MEMO:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _SHA_MEMO[key] = h.hexdigest()
-    return _SHA_MEMO[key]
-
-
 DOWNLOAD_TIMEOUT = 60.0  # seconds one read may wait
 DOWNLOAD_DEADLINE = 600.0  # seconds a whole file may take (HeCo's largest is 3 MB)
 
@@ -351,14 +333,6 @@ def _check_folder(folder: Path) -> None:
                         "(or root=) at the folder holding one sub-folder per dataset.")
 
 
-def _digest(path: Path) -> str:
-    try:
-        return _sha256(path)
-    except OSError as err:
-        raise DataError(f"cannot read {path}: {err.strerror or err}. Check its permissions, "
-                        "or restore it.") from err
-
-
 def _writable(folder: Path) -> bool:
     """Whether files may be created in ``folder`` (or the nearest existing parent). A folder
     without any write bit counts as read-only even for root, for whom ``os.access`` always says
@@ -405,7 +379,7 @@ def _ensure_files(name: str, files: Sequence[str], folder: Path, download: bool,
     corrupt = []
     if verify:
         for f in files:
-            if f not in missing and _digest(folder / f) != manifest[f"{name}/{f}"]:
+            if f not in missing and file_sha256(folder / f) != manifest[f"{name}/{f}"]:
                 corrupt.append(f)
     if not missing and not corrupt:
         return
@@ -1067,11 +1041,6 @@ def _graph_globals() -> list[type]:
     from torch_geometric.data.storage import BaseStorage, EdgeStorage, NodeStorage
 
     return [HeteroData, BaseStorage, NodeStorage, EdgeStorage]
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The sha256 hex digest of a file (memoised on path, size and modification time)."""
-    return _digest(Path(path))
 
 
 def to_heterodata(dataset: HINDataset) -> HeteroData:
