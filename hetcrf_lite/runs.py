@@ -39,7 +39,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from .config import HetCRFConfig
+from .config import HetCRFConfig, config_differences, show_differences
 from .files import atomic_write_bytes, file_sha256
 
 __all__ = ["RUN_RECORD", "HASH_EXCLUDED", "SECONDS_PER_EPOCH", "config_hash", "dataset_checksum",
@@ -216,14 +216,12 @@ def read_record(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 def _differences(recorded: Mapping[str, Any], wanted: HetCRFConfig) -> str:
     """``epochs (run 120, wanted 80), lr (...)``: the fields in the hash that differ."""
-    mine = wanted.to_dict()
     try:
-        theirs = HetCRFConfig.from_dict(dict(recorded)).to_dict()
+        theirs = HetCRFConfig.from_dict(dict(recorded))
     except Exception:  # noqa: BLE001 - a config this version cannot read
         return "a config this version cannot read"
-    diffs = [f"{k} (run {theirs.get(k)!r}, wanted {v!r})" for k, v in mine.items()
-             if k not in HASH_EXCLUDED and theirs.get(k) != v]
-    return ", ".join(diffs[:4]) + (f" and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+    diffs = {k: v for k, v in config_differences(theirs, wanted).items() if k not in HASH_EXCLUDED}
+    return show_differences(diffs, "run", "wanted", most=4)
 
 
 def run_mismatch(run_dir: str | os.PathLike, config: HetCRFConfig, dataset: Any,
