@@ -242,16 +242,10 @@ def is_identity(x: Tensor, extra_columns: int = 0) -> bool:
 
     Introduced in notebook 03.
     """
-    if not x.is_sparse or x.dim() != 2:
+    if not x.is_sparse or x.dim() != 2 or x.shape[1] != x.shape[0] + extra_columns:
         return False
-    n = x.shape[0]
-    if x.shape[1] != n + extra_columns or x._nnz() != n:
-        return False
-    x = x.coalesce()  # no-op when already coalesced (data.identity_features builds it so)
-    ids = torch.arange(n, device=x.device)
-    idx = x.indices()
-    return bool(torch.equal(idx[0], ids) and torch.equal(idx[1], ids)
-                and bool((x.values() == 1).all()))
+    col = _one_hot_columns(x, x.shape[0])  # one entry 1 per row, within the first N columns
+    return col is not None and torch.equal(col, torch.arange(x.shape[0], device=x.device))
 
 
 def _one_hot_columns(x: Tensor, width: int) -> Tensor | None:
