@@ -553,6 +553,43 @@ def identity_features(num_nodes: int) -> Tensor:
                                    is_coalesced=True, check_invariants=True)
 
 
+def is_identity(x: Tensor, extra_columns: int = 0) -> bool:
+    """Whether ``x`` is the identity (one-hot node ids) held sparse, as
+    :func:`identity_features` builds it for featureless node types.
+
+    Exact test, ``O(N)``: sparse COO of shape ``[N, N + extra_columns]`` with exactly ``N``
+    stored entries, at ``(i, i)``, all equal to 1 (the ``extra_columns`` trailing columns empty:
+    ``extra_columns=1`` recognises :func:`~hetcrf_lite.generative.with_token_column` of an
+    identity). Dense tensors are never scanned: a dense identity takes the dense path.
+
+    Args:
+        x (torch.Tensor): features ``[N, C]``.
+        extra_columns (int, optional): empty columns expected after the identity. (default: ``0``)
+
+    Introduced in notebook 03 (where the feature reconstruction keeps such features sparse).
+    """
+    if not x.is_sparse or x.dim() != 2 or x.shape[1] != x.shape[0] + extra_columns:
+        return False
+    col = one_hot_columns(x, x.shape[0])  # one entry 1 per row, within the first N columns
+    return col is not None and torch.equal(col, torch.arange(x.shape[0], device=x.device))
+
+
+def one_hot_columns(x: Tensor, width: int) -> Tensor | None:
+    """``[N]`` column of each row's single entry when sparse ``x`` is one-hot within its first
+    ``width`` columns (identity features, :func:`~hetcrf_lite.generative.with_token_column` of
+    them, or a subset of their rows), else ``None``. Exact, ``O(N)``: one stored entry per row,
+    all equal to 1."""
+    if not x.is_sparse or x.dim() != 2 or x._nnz() != x.shape[0]:
+        return None
+    x = x.coalesce()
+    row, col = x.indices()
+    if not torch.equal(row, torch.arange(x.shape[0], device=x.device)):
+        return None
+    if bool((col >= width).any()) or not bool((x.values() == 1).all()):
+        return None
+    return col
+
+
 def _row_normalise(m: sp.spmatrix) -> sp.csr_matrix:
     m = sp.csr_matrix(m, dtype=np.float64)
     s = np.asarray(m.sum(axis=1)).ravel()
@@ -1213,11 +1250,8 @@ def _feature_stats(x: Tensor) -> tuple[str, int, float]:
     n, d = int(x.shape[0]), int(x.shape[1])
     if x.layout == torch.sparse_coo:
         x = x.coalesce()
-        idx, val = x.indices(), x.values()
-        nonzero = int((val != 0).sum())
-        eye = n == d and val.numel() == n and bool((idx[0] == idx[1]).all()) and bool(
-            (val == 1).all())
-        kind = "identity (sparse)" if eye else "sparse"
+        nonzero = int((x.values() != 0).sum())
+        kind = "identity (sparse)" if is_identity(x) else "sparse"
     else:
         nonzero = int((x != 0).sum())
         kind = "dense"

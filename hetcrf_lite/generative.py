@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import coalesce, scatter
 
+from .data import one_hot_columns
 from .encoder import MetaPathGATConv, SemanticAttention, accept_legacy_semantic_keys
 from .errors import ConfigError, DataError
 from .sparse import TensorCache, coalesced_plan, csr_plan, sparse_mm
@@ -55,7 +56,6 @@ from .sparse import TensorCache, coalesced_plan, csr_plan, sparse_mm
 __all__ = [
     "sce_loss",
     "mask_features",
-    "is_identity",
     "with_token_column",
     "mask_sparse_features",
     "MaskSchedule",
@@ -225,42 +225,6 @@ def _draw_mask(n_nodes: int, mask_rate: float, leave_unchanged: float, replace_r
     replaced = masked[order[n_tok:n_tok + n_rep]]  # [n_rep]
     donors = torch.randperm(n_nodes, generator=generator, device=gdev)[:n_rep].to(device)
     return masked, token_idx, replaced, donors
-
-
-def is_identity(x: Tensor, extra_columns: int = 0) -> bool:
-    """Whether ``x`` is the identity (one-hot node ids) held sparse, as
-    :func:`~hetcrf_lite.data.identity_features` builds it for featureless node types.
-
-    Exact test, ``O(N)``: sparse COO of shape ``[N, N + extra_columns]`` with exactly ``N``
-    stored entries, at ``(i, i)``, all equal to 1 (the ``extra_columns`` trailing columns empty:
-    ``extra_columns=1`` recognises :func:`with_token_column` of an identity). Dense tensors are
-    never scanned: a dense identity takes the dense path.
-
-    Args:
-        x (torch.Tensor): features ``[N, C]``.
-        extra_columns (int, optional): empty columns expected after the identity. (default: ``0``)
-
-    Introduced in notebook 03.
-    """
-    if not x.is_sparse or x.dim() != 2 or x.shape[1] != x.shape[0] + extra_columns:
-        return False
-    col = _one_hot_columns(x, x.shape[0])  # one entry 1 per row, within the first N columns
-    return col is not None and torch.equal(col, torch.arange(x.shape[0], device=x.device))
-
-
-def _one_hot_columns(x: Tensor, width: int) -> Tensor | None:
-    """``[N]`` column of each row's single entry when sparse ``x`` is one-hot within its first
-    ``width`` columns (identity features, :func:`with_token_column` of them, or a subset of their
-    rows), else ``None``. Exact, ``O(N)``: one stored entry per row, all equal to 1."""
-    if not x.is_sparse or x.dim() != 2 or x._nnz() != x.shape[0]:
-        return None
-    x = x.coalesce()
-    row, col = x.indices()
-    if not torch.equal(row, torch.arange(x.shape[0], device=x.device)):
-        return None
-    if bool((col >= width).any()) or not bool((x.values() == 1).all()):
-        return None
-    return col
 
 
 def with_token_column(x: Tensor) -> Tensor:
@@ -535,10 +499,10 @@ class FeatureReconstruction(nn.Module):
     the clean input); after ``input_proj`` with ``mask_channels`` wide tokens otherwise.
 
     **One-hot targets without the F-wide rows.** When the target is an identity
-    (:func:`is_identity`; AMiner, Freebase; or any sparse one-hot rows, such as a subset of an
-    identity's rows), masked node :math:`i`'s target row is :math:`\mathbf{e}_i` (the one-hot of
-    its column). The decoder is a GAT aggregation in the hidden space followed by a
-    linear output map (:class:`HANDecoder`), so its output is affine in the fused aggregation
+    (:func:`~hetcrf_lite.data.is_identity`; AMiner, Freebase; or any sparse one-hot rows, such
+    as a subset of an identity's rows), masked node :math:`i`'s target row is
+    :math:`\mathbf{e}_i` (the one-hot of its column). The decoder is a GAT aggregation in the
+    hidden space followed by a linear output map (:class:`HANDecoder`), so its output is affine in the fused aggregation
     :math:`\mathbf{g}_i = \Vert_m \beta_m \mathbf{a}^m_i / K` (``K`` heads averaged):
     :math:`\hat{\mathbf{x}}_i = \mathbf{W}\mathbf{g}_i + \mathbf{b}` with
     :math:`\mathbf{W} = [\mathbf{W}^1 \cdots \mathbf{W}^M]` ``[F, M K C]`` and
@@ -638,7 +602,7 @@ class FeatureReconstruction(nn.Module):
         h = self.enc_to_dec(enc_out.h)  # [N, hidden]
         h = h.index_fill(0, masked_idx, 0.0)  # re-mask: the decoder must infer masked rows
         padded = x.is_sparse and x.shape[1] == self.in_channels + 1
-        cols = _one_hot_columns(x, self.in_channels)  # [N] or None
+        cols = one_hot_columns(x, self.in_channels)  # [N] or None
         if cols is not None:  # identity features, or rows of them
             return self._one_hot_loss(h, edge_index_dict, masked_idx, cols[masked_idx])
         x_hat = self.decoder(h, edge_index_dict, index=masked_idx)  # [n, F]

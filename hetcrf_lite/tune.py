@@ -80,11 +80,11 @@ import yaml
 from tqdm.auto import tqdm
 
 from .config import HetCRFConfig, default_config
+from .data import is_identity
 from .diagnostics import propagated_features
 from .errors import ConfigError, NoValidationLabelsError, TrainingError
 from .eval import evaluate_embeddings
 from .files import atomic_write_bytes, ensure_folder, save_json
-from .generative import is_identity
 from .plot import plt, write_png
 from .train import build_trainer, fit
 from .utils import environment_info, load_named_dataset
