@@ -502,9 +502,9 @@ class FeatureReconstruction(nn.Module):
     (:func:`~hetcrf_lite.data.is_identity`; AMiner, Freebase; or any sparse one-hot rows, such
     as a subset of an identity's rows), masked node :math:`i`'s target row is
     :math:`\mathbf{e}_i` (the one-hot of its column). The decoder is a GAT aggregation in the
-    hidden space followed by a linear output map (:class:`HANDecoder`), so its output is affine in the fused aggregation
-    :math:`\mathbf{g}_i = \Vert_m \beta_m \mathbf{a}^m_i / K` (``K`` heads averaged):
-    :math:`\hat{\mathbf{x}}_i = \mathbf{W}\mathbf{g}_i + \mathbf{b}` with
+    hidden space followed by a linear output map (:class:`HANDecoder`), so its output is affine
+    in the fused aggregation :math:`\mathbf{g}_i = \Vert_m \beta_m \mathbf{a}^m_i / K` (``K``
+    heads averaged): :math:`\hat{\mathbf{x}}_i = \mathbf{W}\mathbf{g}_i + \mathbf{b}` with
     :math:`\mathbf{W} = [\mathbf{W}^1 \cdots \mathbf{W}^M]` ``[F, M K C]`` and
     :math:`\mathbf{b} = \sum_m \beta_m \mathbf{b}^m`. Then, exactly,
 
