@@ -34,10 +34,11 @@ import time
 import urllib.request
 import warnings
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -641,20 +642,22 @@ def _read_edges(path: Path, n_src: int, n_dst: int) -> Tensor:
 _READ_ERRORS = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile)
 
 
-def _read_npy(path: Path) -> np.ndarray:
+def _read(path: Path, load: Callable[[Any], Any]) -> Any:
+    """``load(file)`` on our own handle (closed even when parsing fails); a damaged file is a
+    :class:`DataError` naming it."""
     try:
-        with open(path, "rb") as f:  # our own handle: closed even when parsing fails
-            return np.load(f, allow_pickle=False)
+        with open(path, "rb") as f:
+            return load(f)
     except _READ_ERRORS as err:
         raise _read_error(path, err) from err
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    return _read(path, lambda f: np.load(f, allow_pickle=False))
 
 
 def _read_sparse(path: Path) -> sp.csr_matrix:
-    try:
-        with open(path, "rb") as f:
-            return sp.load_npz(f).tocsr()  # scipy loads with allow_pickle=False
-    except _READ_ERRORS as err:
-        raise _read_error(path, err) from err
+    return _read(path, lambda f: sp.load_npz(f).tocsr())  # scipy loads with allow_pickle=False
 
 
 def _read_features(path: Path, n: int, dense: bool) -> Tensor:
