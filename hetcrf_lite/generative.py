@@ -51,7 +51,7 @@ from torch_geometric.utils import coalesce, scatter
 from .data import one_hot_columns
 from .encoder import MetaPathGATConv, SemanticAttention, accept_legacy_semantic_keys
 from .errors import ConfigError, DataError
-from .sparse import TensorCache, coalesced_plan, csr_plan, sparse_mm
+from .sparse import RowIndex, TensorCache, coalesced_plan, csr_plan, sparse_mm
 
 __all__ = [
     "sce_loss",
@@ -293,27 +293,20 @@ def mask_sparse_features(
     x = x.coalesce()
     n, c = x.shape
     dev = x.device
-    row, col = x.indices()
     val = x.values()
-    if bool((col == c - 1).any()):
+    if bool((x.indices()[1] == c - 1).any()):
         raise DataError(f"the last column ({c - 1}) of x is the [MASK] column and must be empty: "
                         "pass with_token_column(features)")
     masked, token_idx, replaced, donors = _draw_mask(n, mask_rate, leave_unchanged,
                                                      replace_rate, generator, dev)
-    deg = torch.bincount(row, minlength=n)  # [N] entries per row
-    ptr = torch.cumsum(deg, 0) - deg  # [N] first entry of each row
-    src = torch.arange(n, device=dev).index_put((replaced,), donors)  # row copied by each row
-    first, cnt = ptr[src], deg[src]  # [N]
-    # a token row reads one virtual entry appended after the stored ones: (c, 1)
-    first = first.index_fill(0, token_idx, val.numel())
-    cnt = cnt.index_fill(0, token_idx, 1)
-    col_ext = torch.cat([col, col.new_full((1,), c - 1)])  # [nnz + 1]
+    # the stored rows plus a virtual row n holding the token entry (column c - 1, value 1); each
+    # output row reads one of them: its own, its donor's, or the token row
+    rows = RowIndex.build(torch.cat([x.indices(), x.indices().new_tensor([[n], [c - 1]])], 1),
+                          n + 1, by=0)
     val_ext = torch.cat([val, val.new_ones(1)])  # [nnz + 1]
-    out_row = torch.repeat_interleave(torch.arange(n, device=dev), cnt)  # [nnz']
-    offset = torch.arange(out_row.numel(), device=dev) - torch.repeat_interleave(
-        torch.cumsum(cnt, 0) - cnt, cnt)  # [nnz'] position inside the row
-    pos = torch.repeat_interleave(first, cnt) + offset  # [nnz'] entry read
-    out = torch.sparse_coo_tensor(torch.stack([out_row, col_ext[pos]]), val_ext[pos], (n, c),
+    src = torch.arange(n, device=dev).index_put((replaced,), donors).index_fill(0, token_idx, n)
+    out_row, pos = rows.gather(src)  # [nnz'] row-major, columns in stored order
+    out = torch.sparse_coo_tensor(torch.stack([out_row, rows.col[pos]]), val_ext[pos], (n, c),
                                   check_invariants=False, is_coalesced=True)  # valid by build
     return out, masked.sort().values, token_idx.sort().values
 

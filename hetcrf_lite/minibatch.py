@@ -47,8 +47,8 @@ with other jobs, load 5-9: memory figures are reliable, times are not):
   second hop beyond the seed-to-seed spread; see docs/performance.md.
 * **Sampling by hand.** PyG's ``NeighborLoader`` / ``NeighborSampler`` need ``pyg-lib`` or
   ``torch-sparse``, neither installed with torch 2.13 here; the draw
-  (:meth:`RowIndex.sample`) is the schema view's vectorised random-key sort
-  (:func:`~hetcrf_lite.contrastive.sample_neighbors`) on the seeds' CSR rows,
+  (:meth:`~hetcrf_lite.sparse.RowIndex.sample`) is the schema view's vectorised random-key sort
+  (:func:`~hetcrf_lite.sparse.sample_neighbors`) on the seeds' CSR rows,
   ``O(batch * degree)`` per step.
 * **Rows, then** ``subgraph``. ``torch_geometric.utils.subgraph`` filters an edge list by a
   node mask: on the whole P-A-P graph of 1 M nodes (22 M edges) it takes 1.16 s per step; on
@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -76,16 +75,15 @@ from torch_geometric.data import HeteroData
 from torch_geometric.utils import subgraph
 
 from .config import HetCRFConfig
-from .contrastive import sample_neighbors
 from .data import HINDataset, identity_features
 from .errors import ConfigError, DataError
 from .model import HetCRF
+from .sparse import RowIndex
 from .trainer import Trainer
 from .utils import seed_everything
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
-    "RowIndex",
     "SubgraphSampler",
     "induced_subgraph",
     "layerwise_embeddings",
@@ -96,66 +94,6 @@ __all__ = [
 ]
 
 DEFAULT_CHUNK_SIZE = 65536  # destination nodes per chunk of layer-wise inference
-
-
-# ------------------------------------------------------------------------------------------
-# CSR rows and neighbour sampling
-# ------------------------------------------------------------------------------------------
-@dataclass
-class RowIndex:
-    """CSR view of a ``[2, E]`` index grouped by one of its rows.
-
-    ``ptr[i]:ptr[i + 1]`` are the positions (into ``col`` and ``eid``) of the entries of row
-    ``i``; ``col`` holds the other end of each entry and ``eid`` its column in the original
-    index (to carry edge attributes). Meta-path graphs (sorted by destination, then source) and
-    positive sets (sorted by anchor) need no sort: ``eid`` is then ``None``.
-    """
-
-    ptr: Tensor  # [R + 1] int64
-    col: Tensor  # [E]
-    eid: Tensor | None  # [E] or None (identity)
-
-    @classmethod
-    def build(cls, index: Tensor, num_rows: int, by: int = 1) -> "RowIndex":
-        """Group ``index [2, E]`` by row ``by`` (1: destination of an edge index, 0: anchor of a
-        positive index); a stable sort only when the input is not already grouped."""
-        key, other = index[by], index[1 - by]
-        eid = None
-        if key.numel() > 1 and bool((key[1:] < key[:-1]).any()):
-            eid = torch.sort(key, stable=True).indices
-            key, other = key[eid], other[eid]
-        ptr = torch.zeros(num_rows + 1, dtype=torch.long, device=index.device)
-        ptr[1:] = torch.bincount(key, minlength=num_rows).cumsum(0)
-        return cls(ptr, other.contiguous(), eid)
-
-    def gather(self, rows: Tensor) -> tuple[Tensor, Tensor]:
-        """Entries of ``rows``: ``(seg, pos)``, ``seg[q]`` the index into ``rows`` of entry
-        ``q``, ``pos[q]`` its position in ``col``; rows in the given order, entries in CSR
-        order within a row."""
-        start = self.ptr[rows]
-        cnt = self.ptr[rows + 1] - start  # [R']
-        seg = torch.repeat_interleave(torch.arange(rows.numel(), device=rows.device), cnt)
-        shift = torch.repeat_interleave(start - (cnt.cumsum(0) - cnt), cnt)
-        return seg, shift + torch.arange(seg.numel(), device=rows.device)
-
-    def edge_ids(self, pos: Tensor) -> Tensor:
-        """Columns of the original index of the entries at ``pos``."""
-        return pos if self.eid is None else self.eid[pos]
-
-    def sample(self, rows: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
-        """Up to ``k`` entries of each of ``rows`` drawn uniformly without replacement, the row's
-        own id (a self-loop) excluded; ``k = -1`` keeps them all. The draw is the package's one
-        neighbour sampler, :func:`~hetcrf_lite.contrastive.sample_neighbors`, on the rows'
-        entries, so it costs the entries of ``rows``, not of the graph.
-
-        Returns:
-            ``[S]`` the sampled neighbours (``col`` values), grouped by row in the order of
-            ``rows``.
-        """
-        seg, pos = self.gather(rows)
-        nb = self.col[pos]
-        edges = torch.stack([seg, nb])[:, nb != rows[seg]]  # the row's node is in anyway
-        return edges[1] if k == -1 else sample_neighbors(edges, k, rows.numel(), generator)[1]
 
 
 # ------------------------------------------------------------------------------------------

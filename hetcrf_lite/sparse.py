@@ -1,5 +1,7 @@
 """Sparse operations shared by the layers: the CSR plan of a graph and its cache, the GCN
-normalisation, and a sparse-matrix product with a cached transpose for its backward.
+normalisation, a sparse-matrix product with a cached transpose for its backward, the row index
+of any ``[2, E]`` index (:class:`RowIndex`) and the one neighbour sampler
+(:func:`sample_neighbors`).
 
 Introduced in notebook 02 (the plan behind :class:`~hetcrf_lite.encoder.MetaPathGATConv`'s fused
 backend) and notebook 04 (:func:`gcn_operators`, the second-stage GCN).
@@ -41,6 +43,8 @@ __all__ = [
     "coalesced_plan",
     "csr_tensor",
     "row_chunks",
+    "RowIndex",
+    "sample_neighbors",
     "gcn_rows",
     "gcn_operators",
     "gcn_propagate",
@@ -270,6 +274,106 @@ def _build_plan(edge_index: Tensor, num_nodes: int, chunk_size: int) -> CSRPlan:
     plan = CSRPlan(num_nodes, ptr, col, order, chunk_size)
     plan.make_blocks()
     return plan
+
+
+@dataclass
+class RowIndex:
+    """CSR view of a ``[2, E]`` index grouped by one of its rows.
+
+    ``ptr[i]:ptr[i + 1]`` are the positions (into ``col`` and ``eid``) of the entries of row
+    ``i``; ``col`` holds the other end of each entry and ``eid`` its column in the original
+    index (to carry edge attributes). Meta-path graphs (sorted by destination, then source) and
+    positive sets (sorted by anchor) need no sort: ``eid`` is then ``None``.
+
+    Why not a :class:`CSRPlan`: that is the square graph of a layer, cached, with the blocks of
+    the fused kernel; a row index groups any ``[2, E]`` index (a bipartite relation, positive
+    pairs, the entries of sparse features) by either row, and borrows its column ids when the
+    index is already grouped. Not taught in a notebook: plumbing of the mini-batches of notebook
+    08 and of the sparse feature masking of notebook 03.
+    """
+
+    ptr: Tensor  # [R + 1] int64
+    col: Tensor  # [E]
+    eid: Tensor | None  # [E] or None (identity)
+
+    @classmethod
+    def build(cls, index: Tensor, num_rows: int, by: int = 1) -> "RowIndex":
+        """Group ``index [2, E]`` by row ``by`` (1: destination of an edge index, 0: anchor of a
+        positive index); a stable sort only when the input is not already grouped."""
+        key, other = index[by], index[1 - by]
+        eid = None
+        if key.numel() > 1 and bool((key[1:] < key[:-1]).any()):
+            eid = torch.sort(key, stable=True).indices
+            key, other = key[eid], other[eid]
+        ptr = torch.zeros(num_rows + 1, dtype=torch.long, device=index.device)
+        ptr[1:] = torch.bincount(key, minlength=num_rows).cumsum(0)
+        return cls(ptr, other.contiguous(), eid)
+
+    def gather(self, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """Entries of ``rows``: ``(seg, pos)``, ``seg[q]`` the index into ``rows`` of entry
+        ``q``, ``pos[q]`` its position in ``col``; rows in the given order, entries in CSR
+        order within a row."""
+        start = self.ptr[rows]
+        cnt = self.ptr[rows + 1] - start  # [R']
+        seg = torch.repeat_interleave(torch.arange(rows.numel(), device=rows.device), cnt)
+        shift = torch.repeat_interleave(start - (cnt.cumsum(0) - cnt), cnt)
+        return seg, shift + torch.arange(seg.numel(), device=rows.device)
+
+    def edge_ids(self, pos: Tensor) -> Tensor:
+        """Columns of the original index of the entries at ``pos``."""
+        return pos if self.eid is None else self.eid[pos]
+
+    def sample(self, rows: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+        """Up to ``k`` entries of each of ``rows`` drawn uniformly without replacement, the row's
+        own id (a self-loop) excluded; ``k = -1`` keeps them all. The draw is the package's one
+        neighbour sampler, :func:`sample_neighbors`, on the rows'
+        entries, so it costs the entries of ``rows``, not of the graph.
+
+        Returns:
+            ``[S]`` the sampled neighbours (``col`` values), grouped by row in the order of
+            ``rows``.
+        """
+        seg, pos = self.gather(rows)
+        nb = self.col[pos]
+        edges = torch.stack([seg, nb])[:, nb != rows[seg]]  # the row's node is in anyway
+        return edges[1] if k == -1 else sample_neighbors(edges, k, rows.numel(), generator)[1]
+
+
+def sample_neighbors(edge_index: Tensor, k: int, num_nodes: int | None = None,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """Keep at most ``k`` uniformly drawn edges per source node (row 0), without replacement.
+
+    Vectorised: a random key per edge, a stable sort by node, and each edge's rank within its
+    node. Nodes with fewer than ``k`` edges keep all of them (HeCo resamples those with
+    replacement; duplicates would only re-weight the same neighbours at random).
+
+    Args:
+        edge_index (torch.Tensor): ``[2, E]``, row 0 the node whose neighbours are sampled.
+        k (int): neighbours kept per node, ``>= 1``.
+        num_nodes (int, optional): number of row-0 nodes; inferred when ``None``.
+            (default: ``None``)
+        generator (torch.Generator, optional): source of randomness. (default: ``None``)
+
+    Returns:
+        The kept edges ``[2, E']``, in their original order.
+
+    Introduced in notebook 04 (the schema view's neighbour sampling). The package's one neighbour
+    sampler: the mini-batch fan-out (:meth:`RowIndex.sample`) draws with it too.
+    """
+    if k < 1:
+        raise ConfigError(f"neighbours sampled per type k={k} must be >= 1")
+    src = edge_index[0]
+    if src.numel() == 0:
+        return edge_index
+    n = int(src.max()) + 1 if num_nodes is None else num_nodes
+    gdev = torch.device("cpu") if generator is None else generator.device
+    order = torch.rand(src.numel(), generator=generator, device=gdev).to(src.device).argsort()
+    order = order[src[order].argsort(stable=True)]  # grouped by node, random within a group
+    counts = torch.bincount(src, minlength=n)  # [n]
+    start = counts.cumsum(0) - counts  # [n] first slot of each node's group
+    rank = torch.arange(src.numel(), device=src.device) - start[src[order]]  # [E]
+    keep = order[rank < k].sort().values
+    return edge_index[:, keep]
 
 
 def row_chunks(num_rows: int, chunk_rows: int) -> list[tuple[int, int]]:

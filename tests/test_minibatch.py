@@ -6,10 +6,11 @@ import torch
 
 from hetcrf_lite.config import HetCRFConfig
 from hetcrf_lite.errors import ConfigError, DataError, TrainingError
-from hetcrf_lite.minibatch import (MiniBatchTrainer, RowIndex, SubgraphSampler, embed_layerwise,
+from hetcrf_lite.minibatch import (MiniBatchTrainer, SubgraphSampler, embed_layerwise,
                                    fit_minibatch, induced_subgraph, layerwise_embeddings,
                                    refresh_clusters)
 from hetcrf_lite.model import HetCRF
+from hetcrf_lite.sparse import RowIndex
 from hetcrf_lite.synthetic import make_synthetic_hin
 from hetcrf_lite.utils import seed_everything
 
