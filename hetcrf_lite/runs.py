@@ -40,7 +40,7 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from .config import HetCRFConfig, config_differences, show_differences
-from .files import atomic_write_bytes, file_sha256
+from .files import file_sha256, save_json
 
 __all__ = ["RUN_RECORD", "HASH_EXCLUDED", "SECONDS_PER_EPOCH", "config_hash", "dataset_checksum",
            "record_run", "forget_run", "read_record", "run_mismatch", "find_run", "describe_run",
@@ -172,7 +172,7 @@ def record_run(run_dir: str | os.PathLike, config: HetCRFConfig, dataset: Any,
         "env": env,
         "config": config.to_dict(),
     }
-    atomic_write_bytes(run / RUN_RECORD, lambda fh: fh.write(json.dumps(record, indent=2).encode()))
+    save_json(record, run / RUN_RECORD)
     return record
 
 
