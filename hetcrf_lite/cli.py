@@ -335,13 +335,7 @@ def _seed(text: str) -> int:
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
+    return _parsed(text, int, lambda v: v >= 1, "an integer", "must be >= 1")
 
 
 def _finish(parser: argparse.ArgumentParser, func: Any, run_folder: bool = False) -> None:

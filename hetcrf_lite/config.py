@@ -318,6 +318,21 @@ def default_config(dataset: str, **changes: Any) -> HetCRFConfig:
     return cfg.replace(**changes) if changes else cfg
 
 
+def config_differences(a: HetCRFConfig, b: HetCRFConfig) -> dict[str, tuple[Any, Any]]:
+    """``{field: (a's value, b's value)}`` for every field that differs."""
+    da, db = a.to_dict(), b.to_dict()
+    return {k: (da[k], db.get(k)) for k in da if da[k] != db.get(k)}
+
+
+def show_differences(diffs: dict[str, tuple[Any, Any]], first: str = "checkpoint",
+                     second: str = "given", most: int | None = None) -> str:
+    """:func:`config_differences` as one line of a message, ``field (first a, second b)``; with
+    ``most``, only that many fields and how many more."""
+    shown = [f"{k} ({first} {a!r}, {second} {b!r})" for k, (a, b) in diffs.items()]
+    more = 0 if most is None else max(0, len(shown) - most)
+    return ", ".join(shown[:most]) + (f" and {more} more" if more else "")
+
+
 # --------------------------------------------------------------------------------------------
 # YAML: safe, strict about duplicate keys
 # --------------------------------------------------------------------------------------------

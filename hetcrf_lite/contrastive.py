@@ -27,12 +27,11 @@ from torch_geometric.utils import scatter, softmax
 from .encoder import SemanticAttention, accept_legacy_semantic_keys
 from .errors import ConfigError, DataError
 from .infonce_fused import fused_infonce, fused_tau_ok
-from .sparse import gcn_operators, sparse_mm
+from .sparse import gcn_operators, gcn_propagate, sample_neighbors
 
 __all__ = [
     "FusionView",
     "SchemaView",
-    "sample_neighbors",
     "SecondStageGCN",
     "ProjectionHead",
     "infonce_reference",
@@ -59,42 +58,6 @@ class FusionView(nn.Module):
 
     def forward(self, enc_out: Any) -> Tensor:
         return enc_out if isinstance(enc_out, Tensor) else enc_out.h
-
-
-def sample_neighbors(edge_index: Tensor, k: int, num_nodes: int | None = None,
-                     generator: torch.Generator | None = None) -> Tensor:
-    """Keep at most ``k`` uniformly drawn edges per source node (row 0), without replacement.
-
-    Vectorised: a random key per edge, a stable sort by node, and each edge's rank within its
-    node. Nodes with fewer than ``k`` edges keep all of them (HeCo resamples those with
-    replacement; duplicates would only re-weight the same neighbours at random).
-
-    Args:
-        edge_index (torch.Tensor): ``[2, E]``, row 0 the node whose neighbours are sampled.
-        k (int): neighbours kept per node, ``>= 1``.
-        num_nodes (int, optional): number of row-0 nodes; inferred when ``None``.
-            (default: ``None``)
-        generator (torch.Generator, optional): source of randomness. (default: ``None``)
-
-    Returns:
-        The kept edges ``[2, E']``, in their original order.
-
-    Introduced in notebook 04 (the schema view's neighbour sampling).
-    """
-    if k < 1:
-        raise ConfigError(f"neighbours sampled per type k={k} must be >= 1")
-    src = edge_index[0]
-    if src.numel() == 0:
-        return edge_index
-    n = int(src.max()) + 1 if num_nodes is None else num_nodes
-    gdev = torch.device("cpu") if generator is None else generator.device
-    order = torch.rand(src.numel(), generator=generator, device=gdev).to(src.device).argsort()
-    order = order[src[order].argsort(stable=True)]  # grouped by node, random within a group
-    counts = torch.bincount(src, minlength=n)  # [n]
-    start = counts.cumsum(0) - counts  # [n] first slot of each node's group
-    rank = torch.arange(src.numel(), device=src.device) - start[src[order]]  # [E]
-    keep = order[rank < k].sort().values
-    return edge_index[:, keep]
 
 
 class SchemaView(nn.Module):
@@ -296,16 +259,18 @@ class SecondStageGCN(nn.Module):
         return gcn_operators(edge_index, num_nodes, torch.get_default_dtype())  # gcn_norm's dtype
 
     def forward(self, x: Tensor, edge_index_dict: dict[str, Tensor],
-                weights: Tensor | None = None) -> Tensor:
-        n = x.shape[0]
+                weights: Tensor | None = None, chunk_rows: int | None = None) -> Tensor:
+        """``weights`` ``[M]`` weigh the meta-paths (``None``: their mean); ``chunk_rows``
+        (no-grad inference) propagates over chunks of that many destination nodes without
+        caching the operators (:func:`~hetcrf_lite.sparse.gcn_propagate`)."""
         names = list(edge_index_dict) if self.metapaths is None else self.metapaths
         for layer in range(self.num_layers):
             out = 0
             xw = self.lins[layer]["shared"](x) if self.metapaths is None else None  # [N, C]
             for k, m in enumerate(names):
-                adj, adj_t = self.normalized_adjacency(m, edge_index_dict[m], n)
                 xm = xw if xw is not None else self.lins[layer][m](x)  # [N, C]
-                msg = sparse_mm(adj, xm, adj_t)  # [N, C]
+                msg = gcn_propagate(edge_index_dict[m], xm, torch.get_default_dtype(),
+                                    chunk_rows)  # [N, C]
                 if self.biases is not None:
                     msg = msg + self.biases[layer][0 if xw is not None else k]
                 out = out + (msg if weights is None else weights[k] * msg)

@@ -34,10 +34,11 @@ import time
 import urllib.request
 import warnings
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -47,7 +48,7 @@ from torch_geometric.data import HeteroData
 from torch_geometric.transforms import ToUndirected
 
 from .errors import ConfigError, DataError, DataFileNotFoundError, MetaPathError
-from .files import remove_orphans, temp_file
+from .files import file_sha256, remove_orphans, temp_file
 from .metapaths import (
     MetaPathSpec,
     metapath_adjacency,
@@ -261,24 +262,6 @@ def _manifest() -> dict[str, str]:
     return out
 
 
-# (resolved path, size, mtime_ns) -> sha256. Hashing all 16 MB of the four datasets takes about
-# 25 ms, so every load verifies every file it reads; the memo only skips re-hashing an unchanged
-# file within one process (a changed or replaced file gets a new size or mtime and is re-hashed).
-_SHA_MEMO: dict[tuple[str, int, int], str] = {}
-
-
-def _sha256(path: Path) -> str:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_MEMO:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _SHA_MEMO[key] = h.hexdigest()
-    return _SHA_MEMO[key]
-
-
 DOWNLOAD_TIMEOUT = 60.0  # seconds one read may wait
 DOWNLOAD_DEADLINE = 600.0  # seconds a whole file may take (HeCo's largest is 3 MB)
 
@@ -351,14 +334,6 @@ def _check_folder(folder: Path) -> None:
                         "(or root=) at the folder holding one sub-folder per dataset.")
 
 
-def _digest(path: Path) -> str:
-    try:
-        return _sha256(path)
-    except OSError as err:
-        raise DataError(f"cannot read {path}: {err.strerror or err}. Check its permissions, "
-                        "or restore it.") from err
-
-
 def _writable(folder: Path) -> bool:
     """Whether files may be created in ``folder`` (or the nearest existing parent). A folder
     without any write bit counts as read-only even for root, for whom ``os.access`` always says
@@ -405,7 +380,7 @@ def _ensure_files(name: str, files: Sequence[str], folder: Path, download: bool,
     corrupt = []
     if verify:
         for f in files:
-            if f not in missing and _digest(folder / f) != manifest[f"{name}/{f}"]:
+            if f not in missing and file_sha256(folder / f) != manifest[f"{name}/{f}"]:
                 corrupt.append(f)
     if not missing and not corrupt:
         return
@@ -579,6 +554,43 @@ def identity_features(num_nodes: int) -> Tensor:
                                    is_coalesced=True, check_invariants=True)
 
 
+def is_identity(x: Tensor, extra_columns: int = 0) -> bool:
+    """Whether ``x`` is the identity (one-hot node ids) held sparse, as
+    :func:`identity_features` builds it for featureless node types.
+
+    Exact test, ``O(N)``: sparse COO of shape ``[N, N + extra_columns]`` with exactly ``N``
+    stored entries, at ``(i, i)``, all equal to 1 (the ``extra_columns`` trailing columns empty:
+    ``extra_columns=1`` recognises :func:`~hetcrf_lite.generative.with_token_column` of an
+    identity). Dense tensors are never scanned: a dense identity takes the dense path.
+
+    Args:
+        x (torch.Tensor): features ``[N, C]``.
+        extra_columns (int, optional): empty columns expected after the identity. (default: ``0``)
+
+    Introduced in notebook 03 (where the feature reconstruction keeps such features sparse).
+    """
+    if not x.is_sparse or x.dim() != 2 or x.shape[1] != x.shape[0] + extra_columns:
+        return False
+    col = one_hot_columns(x, x.shape[0])  # one entry 1 per row, within the first N columns
+    return col is not None and torch.equal(col, torch.arange(x.shape[0], device=x.device))
+
+
+def one_hot_columns(x: Tensor, width: int) -> Tensor | None:
+    """``[N]`` column of each row's single entry when sparse ``x`` is one-hot within its first
+    ``width`` columns (identity features, :func:`~hetcrf_lite.generative.with_token_column` of
+    them, or a subset of their rows), else ``None``. Exact, ``O(N)``: one stored entry per row,
+    all equal to 1."""
+    if not x.is_sparse or x.dim() != 2 or x._nnz() != x.shape[0]:
+        return None
+    x = x.coalesce()
+    row, col = x.indices()
+    if not torch.equal(row, torch.arange(x.shape[0], device=x.device)):
+        return None
+    if bool((col >= width).any()) or not bool((x.values() == 1).all()):
+        return None
+    return col
+
+
 def _row_normalise(m: sp.spmatrix) -> sp.csr_matrix:
     m = sp.csr_matrix(m, dtype=np.float64)
     s = np.asarray(m.sum(axis=1)).ravel()
@@ -630,20 +642,22 @@ def _read_edges(path: Path, n_src: int, n_dst: int) -> Tensor:
 _READ_ERRORS = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile)
 
 
-def _read_npy(path: Path) -> np.ndarray:
+def _read(path: Path, load: Callable[[Any], Any]) -> Any:
+    """``load(file)`` on our own handle (closed even when parsing fails); a damaged file is a
+    :class:`DataError` naming it."""
     try:
-        with open(path, "rb") as f:  # our own handle: closed even when parsing fails
-            return np.load(f, allow_pickle=False)
+        with open(path, "rb") as f:
+            return load(f)
     except _READ_ERRORS as err:
         raise _read_error(path, err) from err
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    return _read(path, lambda f: np.load(f, allow_pickle=False))
 
 
 def _read_sparse(path: Path) -> sp.csr_matrix:
-    try:
-        with open(path, "rb") as f:
-            return sp.load_npz(f).tocsr()  # scipy loads with allow_pickle=False
-    except _READ_ERRORS as err:
-        raise _read_error(path, err) from err
+    return _read(path, lambda f: sp.load_npz(f).tocsr())  # scipy loads with allow_pickle=False
 
 
 def _read_features(path: Path, n: int, dense: bool) -> Tensor:
@@ -1069,11 +1083,6 @@ def _graph_globals() -> list[type]:
     return [HeteroData, BaseStorage, NodeStorage, EdgeStorage]
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """The sha256 hex digest of a file (memoised on path, size and modification time)."""
-    return _digest(Path(path))
-
-
 def to_heterodata(dataset: HINDataset) -> HeteroData:
     """The graph of ``dataset`` as a ``HeteroData`` that :func:`load_graph` reads back: labels
     in ``data[target].y`` (``-1`` unlabelled) and every split as boolean masks
@@ -1244,11 +1253,8 @@ def _feature_stats(x: Tensor) -> tuple[str, int, float]:
     n, d = int(x.shape[0]), int(x.shape[1])
     if x.layout == torch.sparse_coo:
         x = x.coalesce()
-        idx, val = x.indices(), x.values()
-        nonzero = int((val != 0).sum())
-        eye = n == d and val.numel() == n and bool((idx[0] == idx[1]).all()) and bool(
-            (val == 1).all())
-        kind = "identity (sparse)" if eye else "sparse"
+        nonzero = int((x.values() != 0).sum())
+        kind = "identity (sparse)" if is_identity(x) else "sparse"
     else:
         nonzero = int((x != 0).sum())
         kind = "dense"

@@ -25,7 +25,7 @@ from torch_geometric.utils import softmax
 
 from .errors import ConfigError, MetaPathError
 from .gat_fused import fused_gat_aggregate
-from .sparse import check_edge_index, csr_tensor, gcn_operators, sparse_mm
+from .sparse import check_edge_index, csr_plan, csr_tensor, gcn_propagate, row_chunks
 
 __all__ = [
     "EncoderOutput",
@@ -233,14 +233,22 @@ class MetaPathGATConv(nn.Module):
         glorot(self.att_dst)
         zeros(self.bias)
 
-    def forward(self, x: Tensor, edge_index: Tensor,
-                return_attention_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, edge_index: Tensor, return_attention_weights: bool = False,
+                chunk_rows: int | None = None) -> Tensor | tuple[Tensor, Tensor]:
+        """The layer's output; with ``chunk_rows`` (evaluation only, no attention weights) the
+        projections of all nodes are computed once and the reference :func:`gat_aggregate` runs
+        on chunks of ``chunk_rows`` destinations, holding one chunk's edges at a time (the
+        layer-wise inference of :mod:`hetcrf_lite.minibatch`)."""
         H, C = self.heads, self.head_dim
         wx = _linear(x, self.lin.weight).view(-1, H, C)  # [N, H, C]
         s_src = (wx * self.att_src).sum(-1)  # [N, H]
         s_dst = (wx * self.att_dst).sum(-1)  # [N, H]
         drop = self.dropout if self.training else 0.0
-        if resolve_backend(self.backend, wx.device) == "fused":
+        if chunk_rows is not None:
+            plan, alpha = csr_plan(edge_index, wx.size(0)), None
+            out = torch.cat([self._chunk(wx, s_src, s_dst[n0:n1], plan.rows(n0, n1))
+                             for n0, n1 in row_chunks(wx.size(0), chunk_rows)])
+        elif resolve_backend(self.backend, wx.device) == "fused":
             out, alpha = fused_gat_aggregate(wx, s_src, s_dst, edge_index, self.negative_slope,
                                              drop, return_attention_weights, self.chunk_size)
         else:
@@ -249,6 +257,15 @@ class MetaPathGATConv(nn.Module):
         if self.bias is not None:
             out = out + self.bias
         return (out, alpha) if return_attention_weights else out
+
+    def _chunk(self, wx: Tensor, s_src: Tensor, s_dst: Tensor,
+               rows: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        """:func:`gat_aggregate` into one chunk of destinations (``rows`` of
+        :meth:`~hetcrf_lite.sparse.CSRPlan.rows`, ``s_dst`` the chunk's rows)."""
+        _, src, dst = rows
+        edges = torch.stack([src.long(), dst.long()])  # [2, E_chunk], destinations from 0
+        return gat_aggregate(wx, s_src, s_dst, edges, self.negative_slope,
+                             num_dst=s_dst.size(0))[0]
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, "
@@ -293,8 +310,8 @@ class SemanticAttention(nn.Module):
             :meth:`reset_parameters` or :meth:`reset_query`, so the owner fixes the order of its
             random draws). (default: :obj:`"glorot"`)
 
-    Chunked inference (``hetcrf_lite.minibatch``) can accumulate
-    :math:`\sum_i \tanh(\mathbf{W}\mathbf{z}_i + \mathbf{b})` over row chunks and call
+    Chunked inference (``forward(zs, chunk_rows)``, :mod:`hetcrf_lite.minibatch`) accumulates
+    :math:`\sum_i \tanh(\mathbf{W}\mathbf{z}_i + \mathbf{b})` over row chunks and calls
     :meth:`weights_from_sums`.
 
     Shapes:
@@ -352,7 +369,19 @@ class SemanticAttention(nn.Module):
         beta = torch.softmax(w, dim=0)  # [M]
         return beta.detach() if self.detach_weights else beta
 
-    def forward(self, zs: Tensor | list[Tensor]) -> tuple[Tensor, Tensor]:
+    def forward(self, zs: Tensor | list[Tensor],
+                chunk_rows: int | None = None) -> tuple[Tensor, Tensor]:
+        """``(H, beta)``; with ``chunk_rows`` (no-grad inference) the scores are summed over
+        chunks of rows (:meth:`weights_from_sums`) and ``H`` accumulated without stacking."""
+        if chunk_rows is not None:
+            n = zs[0].size(0)
+            sums = torch.stack([sum(torch.tanh(self.lin(z[a:b])).sum(0)
+                                    for a, b in row_chunks(n, chunk_rows)) for z in zs])
+            beta = self.weights_from_sums(sums, n)  # [M]
+            h = torch.zeros_like(zs[0])
+            for b, z in zip(beta.tolist(), zs):
+                h.add_(z, alpha=b)
+            return h, beta
         z = torch.stack(list(zs)) if not isinstance(zs, Tensor) else zs  # [M, N, F]
         beta = self.weights(z)
         return (beta.view(-1, 1, 1) * z).sum(0), beta
@@ -496,18 +525,22 @@ class HANEncoder(nn.Module):
                 module.reset_parameters()
 
     def forward(self, x: Tensor, edge_index_dict: dict[str, Tensor],
-                return_attention_weights: bool = False) -> EncoderOutput:
+                return_attention_weights: bool = False,
+                chunk_rows: int | None = None) -> EncoderOutput:
         """Encode; ``return_attention_weights=True`` also fills ``node_attention`` (costs an
-        ``[E, heads]`` tensor per meta-path)."""
+        ``[E, heads]`` tensor per meta-path). ``chunk_rows`` (no-grad inference, without
+        attention weights) runs every layer over chunks of that many destination nodes
+        (:meth:`MetaPathGATConv.forward`, :meth:`SemanticAttention.forward`): the layer-wise
+        inference of :mod:`hetcrf_lite.minibatch`."""
         h = _encode_input(self, x, edge_index_dict)  # [N, hidden]
         for layer, (convs, act, semantic) in enumerate(zip(self.convs, self.acts, self.semantic)):
             h = _feature_dropout(h, self.feat_drop, self.training and layer > 0)
             z, att = {}, {}
             for m in self.metapaths:
-                res = convs[m](h, edge_index_dict[m], return_attention_weights)
+                res = convs[m](h, edge_index_dict[m], return_attention_weights, chunk_rows)
                 out, att[m] = res if return_attention_weights else (res, None)
                 z[m] = act(out)  # [N, hidden]
-            h, beta = semantic([z[m] for m in self.metapaths])
+            h, beta = semantic([z[m] for m in self.metapaths], chunk_rows)
         return EncoderOutput(h, z, att if return_attention_weights else None, beta)
 
     def __repr__(self) -> str:
@@ -571,15 +604,17 @@ class MetaPathGCNEncoder(nn.Module):
             zeros(bias)
 
     def forward(self, x: Tensor, edge_index_dict: dict[str, Tensor],
-                return_attention_weights: bool = False) -> EncoderOutput:
-        """Encode; ``return_attention_weights`` is accepted for interface parity (no attention)."""
+                return_attention_weights: bool = False,
+                chunk_rows: int | None = None) -> EncoderOutput:
+        """Encode; ``return_attention_weights`` is accepted for interface parity (no attention);
+        ``chunk_rows`` as for :class:`HANEncoder` (:func:`~hetcrf_lite.sparse.gcn_propagate`)."""
         h = _encode_input(self, x, edge_index_dict)  # [N, hidden]
         for layer, (lins, bias, act) in enumerate(zip(self.lins, self.biases, self.acts)):
             h = _feature_dropout(h, self.feat_drop, self.training and layer > 0)
             z = {}
             for k, m in enumerate(self.metapaths):
-                a, a_t = gcn_operators(edge_index_dict[m], h.size(0), h.dtype)
-                z[m] = act(sparse_mm(a, lins[m](h), a_t) + bias[k])  # [N, hidden]
+                z[m] = act(gcn_propagate(edge_index_dict[m], lins[m](h), h.dtype, chunk_rows)
+                           + bias[k])  # [N, hidden]
             h = torch.stack([z[m] for m in self.metapaths]).mean(0)
         return EncoderOutput(h, z, None, None)
 

@@ -14,6 +14,7 @@ Every file hetcrf_lite writes (run folders, configs, downloads) goes through her
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -22,9 +23,10 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable
 
-from .errors import OutputError
+from .errors import DataError, OutputError
 
-__all__ = ["file_mode", "atomic_write_bytes", "ensure_folder", "remove_orphans", "temp_file"]
+__all__ = ["file_mode", "atomic_write_bytes", "ensure_folder", "remove_orphans", "temp_file",
+           "file_sha256"]
 
 # .NAME-PID-RANDOM.tmp (run files, configs) and .NAME.PID.RANDOM.part (downloads)
 _ORPHAN = re.compile(r"^\..+[-.](?P<pid>\d+)[-.][^-.]+\.(tmp|part)$")
@@ -178,3 +180,30 @@ def remove_orphans(folder: str | os.PathLike, older_than: float | None = None) -
             except OSError:
                 pass
     return removed
+
+
+# (resolved path, size, mtime_ns) -> sha256. Hashing all 16 MB of the four datasets takes about
+# 25 ms, so every load verifies every file it reads; the memo only skips re-hashing an unchanged
+# file within one process (a changed or replaced file gets a new size or mtime and is re-hashed).
+_SHA_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 hex digest of a file, memoised on its resolved path, size and modification
+    time; the one file hash of the package (dataset files, a graph of your own, a run's
+    ``embeddings.npy``).
+
+    Raises:
+        DataError: the file cannot be read (the message names it).
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        if key not in _SHA_MEMO:
+            with open(path, "rb") as fh:
+                _SHA_MEMO[key] = hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}. Check its permissions, "
+                        "or restore it.") from err
+    return _SHA_MEMO[key]

@@ -48,14 +48,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import coalesce, scatter
 
+from .data import one_hot_columns
 from .encoder import MetaPathGATConv, SemanticAttention, accept_legacy_semantic_keys
 from .errors import ConfigError, DataError
-from .sparse import TensorCache, coalesced_plan, csr_plan, sparse_mm
+from .sparse import RowIndex, TensorCache, coalesced_plan, csr_plan, sparse_mm
 
 __all__ = [
     "sce_loss",
     "mask_features",
-    "is_identity",
     "with_token_column",
     "mask_sparse_features",
     "MaskSchedule",
@@ -227,48 +227,6 @@ def _draw_mask(n_nodes: int, mask_rate: float, leave_unchanged: float, replace_r
     return masked, token_idx, replaced, donors
 
 
-def is_identity(x: Tensor, extra_columns: int = 0) -> bool:
-    """Whether ``x`` is the identity (one-hot node ids) held sparse, as
-    :func:`~hetcrf_lite.data.identity_features` builds it for featureless node types.
-
-    Exact test, ``O(N)``: sparse COO of shape ``[N, N + extra_columns]`` with exactly ``N``
-    stored entries, at ``(i, i)``, all equal to 1 (the ``extra_columns`` trailing columns empty:
-    ``extra_columns=1`` recognises :func:`with_token_column` of an identity). Dense tensors are
-    never scanned: a dense identity takes the dense path.
-
-    Args:
-        x (torch.Tensor): features ``[N, C]``.
-        extra_columns (int, optional): empty columns expected after the identity. (default: ``0``)
-
-    Introduced in notebook 03.
-    """
-    if not x.is_sparse or x.dim() != 2:
-        return False
-    n = x.shape[0]
-    if x.shape[1] != n + extra_columns or x._nnz() != n:
-        return False
-    x = x.coalesce()  # no-op when already coalesced (data.identity_features builds it so)
-    ids = torch.arange(n, device=x.device)
-    idx = x.indices()
-    return bool(torch.equal(idx[0], ids) and torch.equal(idx[1], ids)
-                and bool((x.values() == 1).all()))
-
-
-def _one_hot_columns(x: Tensor, width: int) -> Tensor | None:
-    """``[N]`` column of each row's single entry when sparse ``x`` is one-hot within its first
-    ``width`` columns (identity features, :func:`with_token_column` of them, or a subset of their
-    rows), else ``None``. Exact, ``O(N)``: one stored entry per row, all equal to 1."""
-    if not x.is_sparse or x.dim() != 2 or x._nnz() != x.shape[0]:
-        return None
-    x = x.coalesce()
-    row, col = x.indices()
-    if not torch.equal(row, torch.arange(x.shape[0], device=x.device)):
-        return None
-    if bool((col >= width).any()) or not bool((x.values() == 1).all()):
-        return None
-    return col
-
-
 def with_token_column(x: Tensor) -> Tensor:
     """Sparse features ``[N, F]`` with one empty column appended, ``[N, F + 1]``: the [MASK]
     column of :func:`mask_sparse_features` (the encoder then takes ``F + 1`` input channels;
@@ -335,27 +293,20 @@ def mask_sparse_features(
     x = x.coalesce()
     n, c = x.shape
     dev = x.device
-    row, col = x.indices()
     val = x.values()
-    if bool((col == c - 1).any()):
+    if bool((x.indices()[1] == c - 1).any()):
         raise DataError(f"the last column ({c - 1}) of x is the [MASK] column and must be empty: "
                         "pass with_token_column(features)")
     masked, token_idx, replaced, donors = _draw_mask(n, mask_rate, leave_unchanged,
                                                      replace_rate, generator, dev)
-    deg = torch.bincount(row, minlength=n)  # [N] entries per row
-    ptr = torch.cumsum(deg, 0) - deg  # [N] first entry of each row
-    src = torch.arange(n, device=dev).index_put((replaced,), donors)  # row copied by each row
-    first, cnt = ptr[src], deg[src]  # [N]
-    # a token row reads one virtual entry appended after the stored ones: (c, 1)
-    first = first.index_fill(0, token_idx, val.numel())
-    cnt = cnt.index_fill(0, token_idx, 1)
-    col_ext = torch.cat([col, col.new_full((1,), c - 1)])  # [nnz + 1]
+    # the stored rows plus a virtual row n holding the token entry (column c - 1, value 1); each
+    # output row reads one of them: its own, its donor's, or the token row
+    rows = RowIndex.build(torch.cat([x.indices(), x.indices().new_tensor([[n], [c - 1]])], 1),
+                          n + 1, by=0)
     val_ext = torch.cat([val, val.new_ones(1)])  # [nnz + 1]
-    out_row = torch.repeat_interleave(torch.arange(n, device=dev), cnt)  # [nnz']
-    offset = torch.arange(out_row.numel(), device=dev) - torch.repeat_interleave(
-        torch.cumsum(cnt, 0) - cnt, cnt)  # [nnz'] position inside the row
-    pos = torch.repeat_interleave(first, cnt) + offset  # [nnz'] entry read
-    out = torch.sparse_coo_tensor(torch.stack([out_row, col_ext[pos]]), val_ext[pos], (n, c),
+    src = torch.arange(n, device=dev).index_put((replaced,), donors).index_fill(0, token_idx, n)
+    out_row, pos = rows.gather(src)  # [nnz'] row-major, columns in stored order
+    out = torch.sparse_coo_tensor(torch.stack([out_row, rows.col[pos]]), val_ext[pos], (n, c),
                                   check_invariants=False, is_coalesced=True)  # valid by build
     return out, masked.sort().values, token_idx.sort().values
 
@@ -541,12 +492,12 @@ class FeatureReconstruction(nn.Module):
     the clean input); after ``input_proj`` with ``mask_channels`` wide tokens otherwise.
 
     **One-hot targets without the F-wide rows.** When the target is an identity
-    (:func:`is_identity`; AMiner, Freebase; or any sparse one-hot rows, such as a subset of an
-    identity's rows), masked node :math:`i`'s target row is :math:`\mathbf{e}_i` (the one-hot of
-    its column). The decoder is a GAT aggregation in the hidden space followed by a
-    linear output map (:class:`HANDecoder`), so its output is affine in the fused aggregation
-    :math:`\mathbf{g}_i = \Vert_m \beta_m \mathbf{a}^m_i / K` (``K`` heads averaged):
-    :math:`\hat{\mathbf{x}}_i = \mathbf{W}\mathbf{g}_i + \mathbf{b}` with
+    (:func:`~hetcrf_lite.data.is_identity`; AMiner, Freebase; or any sparse one-hot rows, such
+    as a subset of an identity's rows), masked node :math:`i`'s target row is
+    :math:`\mathbf{e}_i` (the one-hot of its column). The decoder is a GAT aggregation in the
+    hidden space followed by a linear output map (:class:`HANDecoder`), so its output is affine
+    in the fused aggregation :math:`\mathbf{g}_i = \Vert_m \beta_m \mathbf{a}^m_i / K` (``K``
+    heads averaged): :math:`\hat{\mathbf{x}}_i = \mathbf{W}\mathbf{g}_i + \mathbf{b}` with
     :math:`\mathbf{W} = [\mathbf{W}^1 \cdots \mathbf{W}^M]` ``[F, M K C]`` and
     :math:`\mathbf{b} = \sum_m \beta_m \mathbf{b}^m`. Then, exactly,
 
@@ -644,7 +595,7 @@ class FeatureReconstruction(nn.Module):
         h = self.enc_to_dec(enc_out.h)  # [N, hidden]
         h = h.index_fill(0, masked_idx, 0.0)  # re-mask: the decoder must infer masked rows
         padded = x.is_sparse and x.shape[1] == self.in_channels + 1
-        cols = _one_hot_columns(x, self.in_channels)  # [N] or None
+        cols = one_hot_columns(x, self.in_channels)  # [N] or None
         if cols is not None:  # identity features, or rows of them
             return self._one_hot_loss(h, edge_index_dict, masked_idx, cols[masked_idx])
         x_hat = self.decoder(h, edge_index_dict, index=masked_idx)  # [n, F]

@@ -46,42 +46,44 @@ with other jobs, load 5-9: memory figures are reliable, times are not):
   graph (``--fanout-sweep``, three seeds) accuracy does not rise with the fan-out or with a
   second hop beyond the seed-to-seed spread; see docs/performance.md.
 * **Sampling by hand.** PyG's ``NeighborLoader`` / ``NeighborSampler`` need ``pyg-lib`` or
-  ``torch-sparse``, neither installed with torch 2.13 here; the draw below is a vectorised
-  random-key sort over the seeds' CSR rows, ``O(batch * degree)`` per step.
+  ``torch-sparse``, neither installed with torch 2.13 here; the draw
+  (:meth:`~hetcrf_lite.sparse.RowIndex.sample`) is the schema view's vectorised random-key sort
+  (:func:`~hetcrf_lite.sparse.sample_neighbors`) on the seeds' CSR rows,
+  ``O(batch * degree)`` per step.
 * **Rows, then** ``subgraph``. ``torch_geometric.utils.subgraph`` filters an edge list by a
   node mask: on the whole P-A-P graph of 1 M nodes (22 M edges) it takes 1.16 s per step; on
   the rows of the chosen nodes, gathered from a CSR index first, 0.08 s, same output.
 * **Inference layer by layer, not one full-graph pass.** The model's own no-grad pass
   (``contrastive_embedding``) at 1 M nodes peaks 5.9 GB above the loaded graph (187 s) and
   leaves the second stage's CSR copies of every meta-path graph cached; the layer-wise pass,
-  equal to it to float rounding, 1.4 GB (60 s).
+  equal to it to float rounding, 1.4 GB (60 s). (Measured when the layer-wise pass had its own
+  copy of the layers' math; it now calls their ``chunk_rows`` forward, the same steps through
+  the reference ``gat_aggregate``, whose COO product sorts each chunk's edges: at 100 k nodes,
+  one thread on the busy machine, 1.74 s and 115 MB of peak growth against 1.06 s and 72 MB
+  for the old copy; 1 M nodes not measured again.)
 """
 from __future__ import annotations
 
 import math
 import time
-import warnings
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
-from torch_geometric.utils import softmax, subgraph
+from torch_geometric.utils import subgraph
 
 from .config import HetCRFConfig
 from .data import HINDataset, identity_features
 from .errors import ConfigError, DataError
 from .model import HetCRF
+from .sparse import RowIndex
 from .trainer import Trainer
 from .utils import seed_everything
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
-    "RowIndex",
-    "sample_rows",
     "SubgraphSampler",
     "induced_subgraph",
     "layerwise_embeddings",
@@ -92,85 +94,6 @@ __all__ = [
 ]
 
 DEFAULT_CHUNK_SIZE = 65536  # destination nodes per chunk of layer-wise inference
-
-
-# ------------------------------------------------------------------------------------------
-# CSR rows and neighbour sampling
-# ------------------------------------------------------------------------------------------
-@dataclass
-class RowIndex:
-    """CSR view of a ``[2, E]`` index grouped by one of its rows.
-
-    ``ptr[i]:ptr[i + 1]`` are the positions (into ``col`` and ``eid``) of the entries of row
-    ``i``; ``col`` holds the other end of each entry and ``eid`` its column in the original
-    index (to carry edge attributes). Meta-path graphs (sorted by destination, then source) and
-    positive sets (sorted by anchor) need no sort: ``eid`` is then ``None``.
-    """
-
-    ptr: Tensor  # [R + 1] int64
-    col: Tensor  # [E]
-    eid: Tensor | None  # [E] or None (identity)
-
-    @classmethod
-    def build(cls, index: Tensor, num_rows: int, by: int = 1) -> "RowIndex":
-        """Group ``index [2, E]`` by row ``by`` (1: destination of an edge index, 0: anchor of a
-        positive index); a stable sort only when the input is not already grouped."""
-        key, other = index[by], index[1 - by]
-        eid = None
-        if key.numel() > 1 and bool((key[1:] < key[:-1]).any()):
-            eid = torch.sort(key, stable=True).indices
-            key, other = key[eid], other[eid]
-        ptr = torch.zeros(num_rows + 1, dtype=torch.long, device=index.device)
-        ptr[1:] = torch.bincount(key, minlength=num_rows).cumsum(0)
-        return cls(ptr, other.contiguous(), eid)
-
-    def gather(self, rows: Tensor) -> tuple[Tensor, Tensor]:
-        """Entries of ``rows``: ``(seg, pos)``, ``seg[q]`` the index into ``rows`` of entry
-        ``q``, ``pos[q]`` its position in ``col``; rows in the given order, entries in CSR
-        order within a row."""
-        start = self.ptr[rows]
-        cnt = self.ptr[rows + 1] - start  # [R']
-        seg = torch.repeat_interleave(torch.arange(rows.numel(), device=rows.device), cnt)
-        shift = torch.repeat_interleave(start - (cnt.cumsum(0) - cnt), cnt)
-        return seg, shift + torch.arange(seg.numel(), device=rows.device)
-
-    def edge_ids(self, pos: Tensor) -> Tensor:
-        """Columns of the original index of the entries at ``pos``."""
-        return pos if self.eid is None else self.eid[pos]
-
-
-def sample_rows(index: RowIndex, rows: Tensor, k: int,
-                generator: torch.Generator | None = None) -> Tensor:
-    """Up to ``k`` entries of each row drawn uniformly without replacement, the row's own id
-    (a self-loop) excluded; ``k = -1`` keeps them all.
-
-    Vectorised: one random key per entry of the requested rows, a sort by (row, key) and each
-    entry's rank within its row, so the cost is the number of entries of ``rows``, not of the
-    graph.
-
-    Args:
-        index (RowIndex): the graph, grouped by the rows to sample from.
-        rows (torch.Tensor): ``[R]`` row ids.
-        k (int): entries per row, ``>= 1``, or ``-1`` for all.
-        generator (torch.Generator, optional): source of randomness. (default: ``None``)
-
-    Returns:
-        ``[S]`` the sampled neighbours (``col`` values), grouped by row.
-    """
-    if k == 0 or k < -1:
-        raise ConfigError(f"fanout entry {k} must be >= 1, or -1 for every neighbour")
-    seg, pos = index.gather(rows)
-    nb = index.col[pos]
-    keep = nb != rows[seg]  # the self-loop: the row's node is in the subgraph anyway
-    seg, nb = seg[keep], nb[keep]
-    if k == -1 or nb.numel() == 0:
-        return nb
-    gdev = torch.device("cpu") if generator is None else generator.device
-    key = torch.rand(nb.numel(), generator=generator, device=gdev, dtype=torch.float64)
-    order = torch.argsort(seg.to(torch.float64) + key.to(seg.device))  # by row, then key
-    cnt = torch.bincount(seg, minlength=rows.numel())  # [R]
-    rank = torch.arange(nb.numel(), device=nb.device) - (cnt.cumsum(0) - cnt)[seg[order]]
-    return nb[order[rank < k]]
 
 
 # ------------------------------------------------------------------------------------------
@@ -276,7 +199,7 @@ class SubgraphSampler:
         """
         parts, frontier = [seeds], seeds
         for k in self.fanout:
-            drawn = torch.unique(torch.cat([sample_rows(idx, frontier, k, generator)
+            drawn = torch.unique(torch.cat([idx.sample(frontier, k, generator)
                                             for idx in self.metapath.values()]))
             parts.append(drawn)
             frontier = drawn
@@ -356,128 +279,6 @@ def induced_subgraph(dataset: HINDataset, node_ids: Tensor,
 # ------------------------------------------------------------------------------------------
 # Exact full-graph inference, layer by layer over chunks of destination nodes
 # ------------------------------------------------------------------------------------------
-def _chunks(n: int, chunk_size: int) -> list[tuple[int, int]]:
-    if chunk_size < 1:
-        raise ConfigError(f"chunk_size={chunk_size} must be >= 1")
-    return [(a, min(a + chunk_size, n)) for a in range(0, n, chunk_size)]
-
-
-def _csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
-    with warnings.catch_warnings():  # torch: "sparse CSR support is in beta", on every build
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, col, values, size, check_invariants=False)
-
-
-def _gcn_rows(index: RowIndex, dinv: Tensor, n0: int, n1: int) -> Tensor:
-    r"""Rows ``n0:n1`` of :math:`D^{-1/2} A D^{-1/2}` (in-degrees, as ``gcn_norm`` and the
-    encoders use them) as a ``[n1 - n0, N]`` sparse CSR matrix."""
-    e0, e1 = int(index.ptr[n0]), int(index.ptr[n1])
-    col = index.col[e0:e1]
-    dst = torch.repeat_interleave(torch.arange(n0, n1, device=col.device), index.ptr.diff()[n0:n1])
-    return _csr(index.ptr[n0:n1 + 1] - e0, col, dinv[dst] * dinv[col], (n1 - n0, dinv.numel()))
-
-
-def _inv_sqrt_degree(index: RowIndex, dtype: torch.dtype) -> Tensor:
-    deg = index.ptr.diff().to(dtype)  # [N] in-degrees
-    return deg.pow(-0.5).masked_fill_(deg == 0, 0.0)
-
-
-def _gat_rows(conv: nn.Module, wx: Tensor, s_src: Tensor, s_dst: Tensor, index: RowIndex,
-              n0: int, n1: int) -> Tensor:
-    r"""Rows ``n0:n1`` of a :class:`~hetcrf_lite.encoder.MetaPathGATConv` output (eval mode)
-    from the projections of *all* nodes, computed once: per head, the attention softmax over
-    each destination's incoming edges and one sparse product,
-
-    .. math::
-        \mathbf{z}_i = \big\Vert_k \sum_{j} \alpha^k_{ij} \mathbf{W}^k \mathbf{x}_j +
-        \mathbf{b}, \qquad \alpha^k_{ij} = \operatorname{softmax}_j\big(\mathrm{LeakyReLU}(
-        s^k_{src,j} + s^k_{dst,i})\big)
-
-    as the layer's own kernel computes it (no per-edge messages), so nothing but the chunk's
-    edges is allocated per chunk."""
-    e0, e1 = int(index.ptr[n0]), int(index.ptr[n1])
-    col, cnt = index.col[e0:e1], index.ptr.diff()[n0:n1]
-    dst = torch.repeat_interleave(torch.arange(n1 - n0, device=col.device), cnt)  # [E_c]
-    logit = F.leaky_relu(s_src[col] + s_dst[n0 + dst], conv.negative_slope)  # [E_c, H]
-    alpha = softmax(logit, dst, num_nodes=n1 - n0)  # [E_c, H]
-    crow = index.ptr[n0:n1 + 1] - e0
-    out = torch.stack([torch.sparse.mm(_csr(crow, col, alpha[:, k].contiguous(),
-                                            (n1 - n0, wx.shape[1])), wx[k])
-                       for k in range(conv.heads)], dim=1)  # [n_c, H, C]
-    out = out.reshape(n1 - n0, -1) if conv.concat else out.mean(dim=1)
-    return out if conv.bias is None else out + conv.bias
-
-
-def _han_layer(encoder: nn.Module, layer: int, h: Tensor, index: dict[str, RowIndex],
-               chunk_size: int) -> tuple[Tensor, Tensor]:
-    """One HAN layer of :class:`~hetcrf_lite.encoder.HANEncoder` on all nodes, exactly.
-
-    Why not the layer's ``MetaPathGATConv`` on each chunk plus its sources: on a graph without
-    locality a chunk's sources are most of the graph (at 1 M nodes, 65 k destinations draw on
-    about 800 k sources), so every chunk would project most nodes again and hold the kernel's
-    per-node buffers for them (measured: 4.0 GB and 239 s at 1 M nodes, against 5.8 GB and
-    180 s for the full-graph pass). Here each meta-path's projections are computed once and each
-    chunk only aggregates (:func:`_gat_rows`). Semantic attention averages over *all* nodes, so
-    its mean is accumulated over chunks first (the formula of ``SemanticAttention.forward``).
-    Returns the fused rows and beta ``[M]``."""
-    convs, act, sem = encoder.convs[layer], encoder.acts[layer], encoder.semantic[layer]
-    n = h.shape[0]
-    z, score = {}, {}
-    for m in encoder.metapaths:
-        conv, out = convs[m], h.new_empty(n, encoder.hidden_channels)
-        wx = conv.lin(h).view(n, conv.heads, conv.head_dim)  # [N, H, C]
-        s_src, s_dst = (wx * conv.att_src).sum(-1), (wx * conv.att_dst).sum(-1)  # [N, H]
-        wx = wx.permute(1, 0, 2).contiguous()  # [H, N, C] one dense operand per head
-        for n0, n1 in _chunks(n, chunk_size):
-            out[n0:n1] = act(_gat_rows(conv, wx, s_src, s_dst, index[m], n0, n1))
-        del wx
-        z[m] = out
-        score[m] = sum(torch.tanh(sem.lin(out[a:b])).sum(0) for a, b in _chunks(n, chunk_size))
-    w = torch.stack([(score[m] / n * sem.q).sum() for m in encoder.metapaths])  # [M]
-    beta = torch.softmax(w, dim=0)
-    fused = h.new_zeros(n, encoder.hidden_channels)
-    for b, m in zip(beta, encoder.metapaths):
-        fused.add_(z.pop(m), alpha=float(b))  # [N, hidden]
-    return fused, beta
-
-
-def _gcn_encoder_layer(encoder: nn.Module, layer: int, h: Tensor, index: dict[str, RowIndex],
-                       chunk_size: int) -> tuple[Tensor, None]:
-    """One layer of :class:`~hetcrf_lite.encoder.MetaPathGCNEncoder` on all nodes, exactly
-    (mean fusion: no beta)."""
-    lins, bias, act = encoder.lins[layer], encoder.biases[layer], encoder.acts[layer]
-    n, out = h.shape[0], h.new_zeros(h.shape[0], encoder.hidden_channels)
-    for k, m in enumerate(encoder.metapaths):
-        hw, dinv = lins[m](h), _inv_sqrt_degree(index[m], h.dtype)  # [N, hidden]
-        for n0, n1 in _chunks(n, chunk_size):
-            out[n0:n1] += act(torch.sparse.mm(_gcn_rows(index[m], dinv, n0, n1), hw) + bias[k])
-    return out / len(encoder.metapaths), None
-
-
-def _second_stage(stage: nn.Module, x: Tensor, index: dict[str, RowIndex],
-                  chunk_size: int, weights: Tensor | None = None) -> Tensor:
-    """:class:`~hetcrf_lite.contrastive.SecondStageGCN` on all nodes, exactly, without caching
-    its full-graph operators (2 CSR copies of every meta-path graph); ``weights`` ``[M]`` as its
-    ``forward`` takes them (``None``: the mean over meta-paths)."""
-    names = list(index) if stage.metapaths is None else stage.metapaths
-    dinv = {m: _inv_sqrt_degree(index[m], x.dtype) for m in names}
-    scale = [1.0 / len(names)] * len(names) if weights is None else [float(w) for w in weights]
-    for layer in range(stage.num_layers):
-        out = x.new_zeros(x.shape[0], stage.channels)
-        for k, m in enumerate(names):
-            key = "shared" if stage.metapaths is None else m
-            xm = stage.lins[layer][key](x)  # [N, C]
-            for n0, n1 in _chunks(x.shape[0], chunk_size):
-                out[n0:n1].add_(torch.sparse.mm(_gcn_rows(index[m], dinv[m], n0, n1), xm),
-                                alpha=scale[k])
-            if stage.biases is not None:
-                out.add_(stage.biases[layer][0 if stage.metapaths is None else k], alpha=scale[k])
-        x = out
-        if layer < stage.num_layers - 1:
-            x = torch.nn.functional.elu(x)
-    return x
-
-
 @torch.no_grad()
 def layerwise_embeddings(model: nn.Module, chunk_size: int = DEFAULT_CHUNK_SIZE
                          ) -> tuple[Tensor, Tensor | None]:
@@ -485,10 +286,14 @@ def layerwise_embeddings(model: nn.Module, chunk_size: int = DEFAULT_CHUNK_SIZE
     after the second stage) of every node of the model's graph, in eval mode, computed layer by
     layer over chunks of ``chunk_size`` destination nodes.
 
-    The same values as ``model.encode().h`` and ``model.contrastive_embedding()`` (to float
-    rounding), but the peak holds a few ``[N, hidden]`` tensors and one chunk's edges, instead
-    of every per-edge buffer of the full-graph pass and the second stage's cached CSR copies of
-    every meta-path graph (which would stay alive after the call).
+    The layers' own chunked forward (``chunk_rows`` of the encoder, of
+    :class:`~hetcrf_lite.encoder.MetaPathGATConv`, :class:`~hetcrf_lite.encoder.SemanticAttention`
+    and :class:`~hetcrf_lite.contrastive.SecondStageGCN`): each meta-path's projections once, then
+    the reference aggregation or the GCN rows chunk by chunk. The same values as
+    ``model.encode().h`` and ``model.contrastive_embedding()`` (to float rounding), but the peak
+    holds a few ``[N, hidden]`` tensors and one chunk's edges, instead of every per-edge buffer of
+    the full-graph pass; of the graph only each meta-path's CSR plan stays cached
+    (:func:`~hetcrf_lite.sparse.csr_plan`, 4 bytes per edge), not the second stage's operators.
 
     Args:
         model (HetCRF): the model (its full graph).
@@ -501,23 +306,16 @@ def layerwise_embeddings(model: nn.Module, chunk_size: int = DEFAULT_CHUNK_SIZE
     was = model.training
     model.eval()
     try:
-        x, enc = model.x, model.encoder
-        n = x.shape[0]
-        index = {m: RowIndex.build(ei, n, by=1) for m, ei in model.edge_index_dict.items()}
-        layer_fn = _han_layer if hasattr(enc, "semantic") else _gcn_encoder_layer
-        h = enc.proj(x) if not (x.is_sparse or x.layout == torch.sparse_csr) else \
-            torch.sparse.mm(x, enc.proj.weight.t()) + enc.proj.bias  # [N, hidden]
-        beta = None
-        for layer in range(enc.num_layers):
-            h, beta = layer_fn(enc, layer, h, index, chunk_size)
-        contrast = None
-        if getattr(model, "second_stage", None) is not None:
-            if model.config.cl_fusion != "encoder":
-                raise ConfigError("layerwise_embeddings follows the encoder's fusion; "
-                                  "cl_fusion: own is not supported here, use model.embed()")
-            weights = beta if model.config.second_stage_fusion == "beta" else None
-            contrast = _second_stage(model.second_stage, h, index, chunk_size, weights)
-        return h, contrast
+        eid = model.edge_index_dict
+        enc = model.encoder(model.x, eid, chunk_rows=chunk_size)
+        stage = getattr(model, "second_stage", None)
+        if stage is None:
+            return enc.h, None
+        if model.config.cl_fusion != "encoder":
+            raise ConfigError("layerwise_embeddings follows the encoder's fusion; "
+                              "cl_fusion: own is not supported here, use model.embed()")
+        beta = enc.semantic_attention if model.config.second_stage_fusion == "beta" else None
+        return enc.h, stage(enc.h, eid, beta, chunk_rows=chunk_size)
     finally:
         model.train(was)
 

@@ -22,10 +22,10 @@ from .augment import ClusterAugmenter, coalesce_pairs, estimate_num_clusters
 from .config import HetCRFConfig
 from .contrastive import (ProjectionHead, SchemaView, SecondStageGCN, gradient_balance, infonce,
                           infonce_minibatch)
-from .data import HINDataset
+from .data import HINDataset, is_identity
 from .encoder import EncoderOutput, SemanticAttention, build_encoder
 from .errors import ConfigError
-from .generative import (EdgeReconstruction, FeatureReconstruction, MaskSchedule, is_identity,
+from .generative import (EdgeReconstruction, FeatureReconstruction, MaskSchedule,
                          with_token_column)
 from .metapaths import metapath_positives
 from .memory import check_full_batch_fits

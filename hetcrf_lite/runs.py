@@ -39,8 +39,8 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from .config import HetCRFConfig
-from .files import atomic_write_bytes
+from .config import HetCRFConfig, config_differences, show_differences
+from .files import file_sha256, save_json
 
 __all__ = ["RUN_RECORD", "HASH_EXCLUDED", "SECONDS_PER_EPOCH", "config_hash", "dataset_checksum",
            "record_run", "forget_run", "read_record", "run_mismatch", "find_run", "describe_run",
@@ -138,14 +138,6 @@ def _version() -> str:
     return __version__
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------
 # Writing and reading the record
 # ---------------------------------------------------------------------------------------------
@@ -172,7 +164,7 @@ def record_run(run_dir: str | os.PathLike, config: HetCRFConfig, dataset: Any,
         "config_hash": config_hash(config),
         "dataset": config.dataset,
         "dataset_checksum": dataset if isinstance(dataset, str) else dataset_checksum(dataset),
-        "embeddings_sha256": _file_sha256(emb) if emb.is_file() else None,
+        "embeddings_sha256": file_sha256(emb) if emb.is_file() else None,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "written_by": written_by,
         "device": str(resolve_device(config.device)),
@@ -180,7 +172,7 @@ def record_run(run_dir: str | os.PathLike, config: HetCRFConfig, dataset: Any,
         "env": env,
         "config": config.to_dict(),
     }
-    atomic_write_bytes(run / RUN_RECORD, lambda fh: fh.write(json.dumps(record, indent=2).encode()))
+    save_json(record, run / RUN_RECORD)
     return record
 
 
@@ -188,10 +180,6 @@ def forget_run(run_dir: str | os.PathLike) -> None:
     """Remove ``run_dir/run.json`` (if any): called before a folder is (re)trained into, so that
     a run killed half-way is never taken for the complete one it replaces."""
     Path(run_dir, RUN_RECORD).unlink(missing_ok=True)
-
-
-class _Unusable(Exception):
-    """A folder that cannot be reused; the message says why."""
 
 
 _FIELDS = {"format": int, "hetcrf_lite": str, "config_hash": str, "dataset": str,
@@ -228,14 +216,12 @@ def read_record(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 def _differences(recorded: Mapping[str, Any], wanted: HetCRFConfig) -> str:
     """``epochs (run 120, wanted 80), lr (...)``: the fields in the hash that differ."""
-    mine = wanted.to_dict()
     try:
-        theirs = HetCRFConfig.from_dict(dict(recorded)).to_dict()
+        theirs = HetCRFConfig.from_dict(dict(recorded))
     except Exception:  # noqa: BLE001 - a config this version cannot read
         return "a config this version cannot read"
-    diffs = [f"{k} (run {theirs.get(k)!r}, wanted {v!r})" for k, v in mine.items()
-             if k not in HASH_EXCLUDED and theirs.get(k) != v]
-    return ", ".join(diffs[:4]) + (f" and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+    diffs = {k: v for k, v in config_differences(theirs, wanted).items() if k not in HASH_EXCLUDED}
+    return show_differences(diffs, "run", "wanted", most=4)
 
 
 def run_mismatch(run_dir: str | os.PathLike, config: HetCRFConfig, dataset: Any,
@@ -253,43 +239,36 @@ def run_mismatch(run_dir: str | os.PathLike, config: HetCRFConfig, dataset: Any,
             ``("checkpoint.pt", "history.json")`` for :func:`~hetcrf_lite.train.load_run`.
             (default: ``("embeddings.npy",)``)
     """
-    try:
-        _check(Path(run_dir), config, dataset, tuple(require))
-    except _Unusable as err:
-        return str(err)
-    return None
-
-
-def _check(run: Path, config: HetCRFConfig, dataset: Any, require: tuple[str, ...]) -> None:
+    run = Path(run_dir)
     try:
         record = read_record(run)
     except ValueError as err:
-        raise _Unusable(str(err)) from None
+        return str(err)
     if record["hetcrf_lite"] != _version():
-        raise _Unusable(f"trained with hetcrf-lite {record['hetcrf_lite']}, this is {_version()}")
+        return f"trained with hetcrf-lite {record['hetcrf_lite']}, this is {_version()}"
     if record["dataset"] != config.dataset:
-        raise _Unusable(f"trained on {record['dataset']!r}, not {config.dataset!r}")
+        return f"trained on {record['dataset']!r}, not {config.dataset!r}"
     if record["config_hash"] != config_hash(config):
-        raise _Unusable(f"config differs: {_differences(record['config'], config)}")
+        return f"config differs: {_differences(record['config'], config)}"
     yaml_path = run / "config.yaml"
     if yaml_path.is_file():
         try:
             on_disk = config_hash(HetCRFConfig.load(yaml_path))
         except Exception as err:  # noqa: BLE001 - a damaged config.yaml: not reused, no traceback
-            raise _Unusable(f"config.yaml is unreadable ({type(err).__name__})") from None
+            return f"config.yaml is unreadable ({type(err).__name__})"
         if on_disk != record["config_hash"]:
-            raise _Unusable(f"config.yaml no longer matches {RUN_RECORD} (edited after the run?)")
+            return f"config.yaml no longer matches {RUN_RECORD} (edited after the run?)"
     checksum = dataset if isinstance(dataset, str) else dataset_checksum(dataset)
     if record["dataset_checksum"] != checksum:
-        raise _Unusable(f"dataset checksum differs (run {record['dataset_checksum'][:12]}, "
-                        f"wanted {checksum[:12]}): the data changed")
+        return (f"dataset checksum differs (run {record['dataset_checksum'][:12]}, "
+                f"wanted {checksum[:12]}): the data changed")
     missing = [name for name in require if not (run / name).is_file()]
     if missing:
-        raise _Unusable(f"no {', '.join(missing)} in the folder")
-    emb = run / "embeddings.npy"
-    if record.get("embeddings_sha256") is not None and emb.is_file():
-        if _file_sha256(emb) != record["embeddings_sha256"]:
-            raise _Unusable(f"embeddings.npy changed since {RUN_RECORD} was written")
+        return f"no {', '.join(missing)} in the folder"
+    emb, emb_sha = run / "embeddings.npy", record.get("embeddings_sha256")
+    if emb_sha is not None and emb.is_file() and file_sha256(emb) != emb_sha:
+        return f"embeddings.npy changed since {RUN_RECORD} was written"
+    return None
 
 
 def _candidates(root: Path) -> list[Path]:

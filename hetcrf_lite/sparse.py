@@ -1,5 +1,7 @@
 """Sparse operations shared by the layers: the CSR plan of a graph and its cache, the GCN
-normalisation, and a sparse-matrix product with a cached transpose for its backward.
+normalisation, a sparse-matrix product with a cached transpose for its backward, the row index
+of any ``[2, E]`` index (:class:`RowIndex`) and the one neighbour sampler
+(:func:`sample_neighbors`).
 
 Introduced in notebook 02 (the plan behind :class:`~hetcrf_lite.encoder.MetaPathGATConv`'s fused
 backend) and notebook 04 (:func:`gcn_operators`, the second-stage GCN).
@@ -29,7 +31,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -40,7 +42,12 @@ __all__ = [
     "csr_plan",
     "coalesced_plan",
     "csr_tensor",
+    "row_chunks",
+    "RowIndex",
+    "sample_neighbors",
+    "gcn_rows",
     "gcn_operators",
+    "gcn_propagate",
     "SparseMM",
     "sparse_mm",
 ]
@@ -101,6 +108,14 @@ class CSRPlan:
         """``[k]`` destination of every edge of the block ``(n0, n1)`` with local ``crow``."""
         ids = torch.arange(n0, n1, device=crow.device, dtype=crow.dtype)
         return torch.repeat_interleave(ids, crow.diff(), output_size=k)
+
+    def rows(self, n0: int, n1: int) -> tuple[Tensor, Tensor, Tensor]:
+        """The edges into destinations ``n0 .. n1 - 1``: local ``crow`` ``[n1 - n0 + 1]``
+        (``col.dtype``), their sources ``col`` and their destinations renumbered from 0, in CSR
+        order (views of the plan's arrays where possible); the chunks of chunked inference."""
+        e0, e1 = int(self.ptr[n0]), int(self.ptr[n1])
+        crow = (self.ptr[n0 : n1 + 1] - e0).to(self.col.dtype)
+        return crow, self.col[e0:e1], self.block_rows(0, n1 - n0, crow, e1 - e0)
 
     def make_blocks(self) -> None:
         """Cut the rows into blocks of about ``chunk_size`` edges, at row boundaries."""
@@ -261,6 +276,133 @@ def _build_plan(edge_index: Tensor, num_nodes: int, chunk_size: int) -> CSRPlan:
     return plan
 
 
+@dataclass
+class RowIndex:
+    """CSR view of a ``[2, E]`` index grouped by one of its rows.
+
+    ``ptr[i]:ptr[i + 1]`` are the positions (into ``col`` and ``eid``) of the entries of row
+    ``i``; ``col`` holds the other end of each entry and ``eid`` its column in the original
+    index (to carry edge attributes). Meta-path graphs (sorted by destination, then source) and
+    positive sets (sorted by anchor) need no sort: ``eid`` is then ``None``.
+
+    Why not a :class:`CSRPlan`: that is the square graph of a layer, cached, with the blocks of
+    the fused kernel; a row index groups any ``[2, E]`` index (a bipartite relation, positive
+    pairs, the entries of sparse features) by either row, and borrows its column ids when the
+    index is already grouped. Not taught in a notebook: plumbing of the mini-batches of notebook
+    08 and of the sparse feature masking of notebook 03.
+    """
+
+    ptr: Tensor  # [R + 1] int64
+    col: Tensor  # [E]
+    eid: Tensor | None  # [E] or None (identity)
+
+    @classmethod
+    def build(cls, index: Tensor, num_rows: int, by: int = 1) -> "RowIndex":
+        """Group ``index [2, E]`` by row ``by`` (1: destination of an edge index, 0: anchor of a
+        positive index); a stable sort only when the input is not already grouped."""
+        key, other = index[by], index[1 - by]
+        eid = None
+        if key.numel() > 1 and bool((key[1:] < key[:-1]).any()):
+            eid = torch.sort(key, stable=True).indices
+            key, other = key[eid], other[eid]
+        ptr = torch.zeros(num_rows + 1, dtype=torch.long, device=index.device)
+        ptr[1:] = torch.bincount(key, minlength=num_rows).cumsum(0)
+        return cls(ptr, other.contiguous(), eid)
+
+    def gather(self, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """Entries of ``rows``: ``(seg, pos)``, ``seg[q]`` the index into ``rows`` of entry
+        ``q``, ``pos[q]`` its position in ``col``; rows in the given order, entries in CSR
+        order within a row."""
+        start = self.ptr[rows]
+        cnt = self.ptr[rows + 1] - start  # [R']
+        seg = torch.repeat_interleave(torch.arange(rows.numel(), device=rows.device), cnt)
+        shift = torch.repeat_interleave(start - (cnt.cumsum(0) - cnt), cnt)
+        return seg, shift + torch.arange(seg.numel(), device=rows.device)
+
+    def edge_ids(self, pos: Tensor) -> Tensor:
+        """Columns of the original index of the entries at ``pos``."""
+        return pos if self.eid is None else self.eid[pos]
+
+    def sample(self, rows: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+        """Up to ``k`` entries of each of ``rows`` drawn uniformly without replacement, the row's
+        own id (a self-loop) excluded; ``k = -1`` keeps them all. The draw is the package's one
+        neighbour sampler, :func:`sample_neighbors`, on the rows'
+        entries, so it costs the entries of ``rows``, not of the graph.
+
+        Returns:
+            ``[S]`` the sampled neighbours (``col`` values), grouped by row in the order of
+            ``rows``.
+        """
+        seg, pos = self.gather(rows)
+        nb = self.col[pos]
+        edges = torch.stack([seg, nb])[:, nb != rows[seg]]  # the row's node is in anyway
+        return edges[1] if k == -1 else sample_neighbors(edges, k, rows.numel(), generator)[1]
+
+
+def sample_neighbors(edge_index: Tensor, k: int, num_nodes: int | None = None,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """Keep at most ``k`` uniformly drawn edges per source node (row 0), without replacement.
+
+    Vectorised: a random key per edge, a stable sort by node, and each edge's rank within its
+    node. Nodes with fewer than ``k`` edges keep all of them (HeCo resamples those with
+    replacement; duplicates would only re-weight the same neighbours at random).
+
+    Args:
+        edge_index (torch.Tensor): ``[2, E]``, row 0 the node whose neighbours are sampled.
+        k (int): neighbours kept per node, ``>= 1``.
+        num_nodes (int, optional): number of row-0 nodes; inferred when ``None``.
+            (default: ``None``)
+        generator (torch.Generator, optional): source of randomness. (default: ``None``)
+
+    Returns:
+        The kept edges ``[2, E']``, in their original order.
+
+    Introduced in notebook 04 (the schema view's neighbour sampling). The package's one neighbour
+    sampler: the mini-batch fan-out (:meth:`RowIndex.sample`) draws with it too.
+    """
+    if k < 1:
+        raise ConfigError(f"neighbours sampled per type k={k} must be >= 1")
+    src = edge_index[0]
+    if src.numel() == 0:
+        return edge_index
+    n = int(src.max()) + 1 if num_nodes is None else num_nodes
+    gdev = torch.device("cpu") if generator is None else generator.device
+    order = torch.rand(src.numel(), generator=generator, device=gdev).to(src.device).argsort()
+    order = order[src[order].argsort(stable=True)]  # grouped by node, random within a group
+    counts = torch.bincount(src, minlength=n)  # [n]
+    start = counts.cumsum(0) - counts  # [n] first slot of each node's group
+    rank = torch.arange(src.numel(), device=src.device) - start[src[order]]  # [E]
+    keep = order[rank < k].sort().values
+    return edge_index[:, keep]
+
+
+def row_chunks(num_rows: int, chunk_rows: int) -> list[tuple[int, int]]:
+    """``(n0, n1)`` ranges of at most ``chunk_rows`` rows covering ``0 .. num_rows - 1``: the
+    destination chunks of chunked, no-grad inference (``chunk_rows`` arguments of the layers,
+    :func:`hetcrf_lite.minibatch.layerwise_embeddings`).
+
+    Not taught in a notebook: plumbing of the mini-batch inference of notebook 08."""
+    if chunk_rows < 1:
+        raise ConfigError(f"chunk_size={chunk_rows} must be >= 1 (destination nodes per chunk)")
+    return [(a, min(a + chunk_rows, num_rows)) for a in range(0, num_rows, chunk_rows)]
+
+
+def gcn_rows(plan: CSRPlan, dtype: torch.dtype, n0: int = 0, n1: int | None = None) -> Tensor:
+    r"""Rows ``n0 .. n1 - 1`` (default: all) of the GCN normalisation
+    :math:`\mathbf{D}^{-1/2}\mathbf{A}\mathbf{D}^{-1/2}` of ``plan``'s graph (in-degrees
+    :math:`\mathbf{D}`), a ``[n1 - n0, N]`` sparse CSR matrix on the plan's index arrays, not
+    cached: whole, the matrix of :func:`gcn_operators`; in row chunks, that of
+    :func:`gcn_propagate` in chunked inference.
+
+    Introduced in notebook 04 (as :func:`gcn_operators`)."""
+    n1 = plan.num_nodes if n1 is None else n1
+    deg = plan.ptr.diff().to(dtype)  # in-degree, as GCNConv
+    dinv = deg.pow(-0.5).masked_fill_(deg == 0, 0.0)
+    crow, col, dst = plan.rows(n0, n1)
+    val = dinv.index_select(0, dst + n0) * dinv.index_select(0, col)  # [E_rows]
+    return csr_tensor(crow, col, val, n1 - n0, plan.num_nodes)
+
+
 def gcn_operators(edge_index: Tensor, num_nodes: int,
                   dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
     r"""The GCN normalisation :math:`\mathbf{D}^{-1/2}\mathbf{A}\mathbf{D}^{-1/2}` of a graph
@@ -276,13 +418,28 @@ def gcn_operators(edge_index: Tensor, num_nodes: int,
     dtype = dtype or torch.get_default_dtype()
     plan = csr_plan(edge_index, num_nodes)
     if plan.gcn is None or plan.gcn[0].dtype != dtype:
-        deg = plan.ptr.diff().to(dtype)  # in-degree, as GCNConv
-        dinv = deg.pow(-0.5).masked_fill_(deg == 0, 0.0)
-        val = dinv.index_select(0, plan.row) * dinv.index_select(0, plan.col)  # [E]
+        a = gcn_rows(plan, dtype)
         tp = plan.transpose()
-        a = plan.matrix(val)
-        plan.gcn = (a, a) if plan.symmetric else (a, tp.matrix(val.index_select(0, tp.perm)))
+        plan.gcn = (a, a) if plan.symmetric else (a, tp.matrix(a.values().index_select(0, tp.perm)))
     return plan.gcn
+
+
+def gcn_propagate(edge_index: Tensor, x: Tensor, dtype: torch.dtype | None = None,
+                  chunk_rows: int | None = None) -> Tensor:
+    r""":math:`\mathbf{D}^{-1/2}\mathbf{A}\mathbf{D}^{-1/2}\mathbf{X}` of ``edge_index``'s
+    graph over the rows of ``x``: with ``chunk_rows=None`` through the cached
+    :func:`gcn_operators` (normalised in ``dtype``) and :func:`sparse_mm`, differentiable in
+    ``x``; with ``chunk_rows``, chunks of that many destinations from :func:`gcn_rows`, nothing
+    cached but the plan (no-grad chunked inference, :mod:`hetcrf_lite.minibatch`).
+
+    Introduced in notebook 04 (the second-stage GCN)."""
+    n = x.size(0)
+    if chunk_rows is None:
+        a, a_t = gcn_operators(edge_index, n, dtype)
+        return sparse_mm(a, x, a_t)
+    plan = csr_plan(edge_index, n)
+    return torch.cat([torch.sparse.mm(gcn_rows(plan, x.dtype, n0, n1), x)
+                      for n0, n1 in row_chunks(n, chunk_rows)])
 
 
 class SparseMM(torch.autograd.Function):

@@ -20,17 +20,16 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from .config import RESUME_SAFE_FIELDS, HetCRFConfig
-from .data import file_sha256, load_graph, load_graph_dataset, validate_dataset
+from .config import RESUME_SAFE_FIELDS, HetCRFConfig, config_differences, show_differences
+from .data import load_graph, load_graph_dataset, validate_dataset
 from .errors import CheckpointError, ConfigError, DataError, DataFileNotFoundError, TrainingError
 from .eval import evaluate_embeddings
-from .files import atomic_write_bytes, ensure_folder, remove_orphans, save_json
+from .files import atomic_write_bytes, ensure_folder, file_sha256, remove_orphans, save_json
 from .minibatch import embed_layerwise, fit_minibatch
 from .model import HetCRF
 from .plot import plot_embedding_2d, plot_loss_curves, umap_projection, write_png
 from .runs import forget_run, record_run
-from .trainer import (Trainer, checkpoint_config, config_differences, from_plain,
-                      read_checkpoint, resume_config, show_differences)
+from .trainer import Trainer, checkpoint_config, from_plain, read_checkpoint, resume_config
 from .utils import environment_info, load_named_dataset, seed_everything
 
 __all__ = ["fit", "build_trainer", "check_trainable", "train_run", "config_dataset",

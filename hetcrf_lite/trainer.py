@@ -44,13 +44,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import RESUME_SAFE_FIELDS, HetCRFConfig
+from .config import RESUME_SAFE_FIELDS, HetCRFConfig, config_differences, show_differences
 from .errors import CheckpointError, ConfigError, HetCRFError, TrainingError
 from .files import atomic_write_bytes, remove_orphans, save_json
 from .utils import environment_info
 
 __all__ = ["Trainer", "read_checkpoint", "resume_config", "migrate_checkpoint",
-           "deterministic_algorithms", "config_differences", "show_differences",
+           "deterministic_algorithms",
            "checkpoint_config", "to_plain", "from_plain",
            "CHECKPOINT_FORMAT"]
 
@@ -220,17 +220,6 @@ def migrate_checkpoint(path: str | os.PathLike) -> Path:
     }
     atomic_write_bytes(path, lambda fh: torch.save(state, fh))
     return path
-
-
-def config_differences(a: HetCRFConfig, b: HetCRFConfig) -> dict[str, tuple[Any, Any]]:
-    """``{field: (a's value, b's value)}`` for every field that differs."""
-    da, db = a.to_dict(), b.to_dict()
-    return {k: (da[k], db.get(k)) for k in da if da[k] != db.get(k)}
-
-
-def show_differences(diffs: Mapping[str, tuple[Any, Any]]) -> str:
-    """:func:`config_differences` as one line of an error message."""
-    return ", ".join(f"{k} (checkpoint {a!r}, given {b!r})" for k, (a, b) in diffs.items())
 
 
 def checkpoint_config(values: Any, path: Any) -> HetCRFConfig:

@@ -80,6 +80,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from .config import HetCRFConfig, default_config
+from .data import is_identity
 from .diagnostics import propagated_features
 from .errors import ConfigError, NoValidationLabelsError, TrainingError
 from .eval import evaluate_embeddings
@@ -154,22 +155,13 @@ def _labelled_splits(dataset):
 # Training-free baselines
 # --------------------------------------------------------------------------------------------
 
-def _is_identity(x: torch.Tensor) -> bool:
-    if not x.is_sparse or x.shape[0] != x.shape[1]:
-        return False
-    x = x.coalesce()
-    idx, val = x.indices(), x.values()
-    return val.numel() == x.shape[0] and bool((idx[0] == idx[1]).all()) and bool(
-        (val == 1).all())
-
-
 def baseline_scores(dataset, eval_runs: int, lr: float | None = None) -> dict[str, dict]:
     """Validation Macro-F1 per rate of the two training-free baselines:
     ``{"raw features": {...} or {"skipped": why}, "propagated features": {...}}``."""
     val_dataset = validation_only(dataset)
     x = dataset.x
     out: dict[str, dict] = {}
-    if _is_identity(x):
+    if is_identity(x):
         out["raw features"] = {"skipped": "identity features (one-hot node ids): a linear probe "
                                "can only memorise the training nodes, nothing carries to "
                                "unseen ones"}

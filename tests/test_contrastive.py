@@ -13,11 +13,10 @@ from torch_geometric.utils import to_torch_csr_tensor
 
 from hetcrf_lite import contrastive
 from hetcrf_lite.contrastive import (FusionView, ProjectionHead, SchemaView, SecondStageGCN,
-                                     gradient_balance, infonce, infonce_minibatch,
-                                     sample_neighbors)
+                                     gradient_balance, infonce, infonce_minibatch)
 from hetcrf_lite.errors import ConfigError, DataError
 from hetcrf_lite.infonce_fused import fused_infonce, fused_tau_ok
-from hetcrf_lite.sparse import csr_plan
+from hetcrf_lite.sparse import csr_plan, sample_neighbors
 
 # A 4-node example: 2-d embeddings, anchors 0 and 2 have two positives.
 Z1 = [[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [-1.0, 0.5]]

@@ -472,8 +472,8 @@ def test_with_han_encoder(toy):
 # Sparse / one-hot features: [MASK] column, identity detection, Gram-matrix SCE (issue #6)
 # --------------------------------------------------------------------------------------------
 from hetcrf_lite.data import identity_features  # noqa: E402
-from hetcrf_lite.generative import (is_identity, mask_sparse_features,  # noqa: E402
-                                    with_token_column)
+from hetcrf_lite.data import is_identity  # noqa: E402
+from hetcrf_lite.generative import mask_sparse_features, with_token_column  # noqa: E402
 
 
 def _old_feature_loss(rec, enc, x, eid, rate, seed):

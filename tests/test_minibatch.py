@@ -6,10 +6,11 @@ import torch
 
 from hetcrf_lite.config import HetCRFConfig
 from hetcrf_lite.errors import ConfigError, DataError, TrainingError
-from hetcrf_lite.minibatch import (MiniBatchTrainer, RowIndex, SubgraphSampler, embed_layerwise,
+from hetcrf_lite.minibatch import (MiniBatchTrainer, SubgraphSampler, embed_layerwise,
                                    fit_minibatch, induced_subgraph, layerwise_embeddings,
-                                   refresh_clusters, sample_rows)
+                                   refresh_clusters)
 from hetcrf_lite.model import HetCRF
+from hetcrf_lite.sparse import RowIndex
 from hetcrf_lite.synthetic import make_synthetic_hin
 from hetcrf_lite.utils import seed_everything
 
@@ -55,13 +56,13 @@ def test_row_index_groups_an_unsorted_index():
     assert idx.edge_ids(pos).tolist() == [0, 2, 1, 4]  # columns of the input index
 
 
-def test_sample_rows_draws_distinct_true_neighbours_never_the_node_itself(tiny):
+def test_row_sample_draws_distinct_true_neighbours_never_the_node_itself(tiny):
     ei = tiny.metapath_adj["PAP"]
     idx = RowIndex.build(ei, N, by=1)
     rows = torch.arange(0, N, 7)
     adj = dense_adj(ei, N)
-    out = sample_rows(idx, rows, 3, torch.Generator().manual_seed(0))
-    again = sample_rows(idx, rows, 3, torch.Generator().manual_seed(0))
+    out = idx.sample(rows, 3, torch.Generator().manual_seed(0))
+    again = idx.sample(rows, 3, torch.Generator().manual_seed(0))
     assert torch.equal(out, again)  # same generator state, same draw
     # regroup by row: every draw is a neighbour of its row, distinct, not the row itself
     start = 0
@@ -73,10 +74,10 @@ def test_sample_rows_draws_distinct_true_neighbours_never_the_node_itself(tiny):
         assert drawn.unique().numel() == k and r not in drawn.tolist()
         assert bool(adj[drawn, r].all())
     assert start == out.numel()
-    everything = sample_rows(idx, rows, -1)
+    everything = idx.sample(rows, -1)
     assert everything.numel() == int(adj[:, rows].sum()) - rows.numel()
     with pytest.raises(ConfigError):
-        sample_rows(idx, rows, 0)
+        idx.sample(rows, 0)
 
 
 def test_epoch_seeds_visit_every_node_once(tiny):
