@@ -14,6 +14,11 @@ import pytest
 import torch
 
 from hetcrf_lite import tune
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import tune as grid  # noqa: E402  benchmarks/tune.py: the grid built on hetcrf_lite.tune
+
+sys.path.pop(0)
 from hetcrf_lite.cli import main
 from hetcrf_lite.config import HetCRFConfig, default_config
 from hetcrf_lite.data import load_graph_dataset, to_heterodata
@@ -205,7 +210,7 @@ def test_validation_only_never_passes_test_nodes(hin):
 
 
 def test_score_records_a_curve_every_n_epochs(hin):
-    rows = tune.score(hin, {"epochs": 4, "hidden_channels": 16, "heads": 1}, seed=0,
+    rows = grid.score(hin, {"epochs": 4, "hidden_channels": 16, "heads": 1}, seed=0,
                       eval_runs=2, embed_modes=["concat", "encoder"], curve_every=2)
     assert set(rows) == {"concat", "encoder"}
     for row in rows.values():
@@ -222,40 +227,41 @@ def test_curve_summary_means_over_rates_then_seeds():
     seed0 = [{"epoch": 10, "val_macro_f1": {20: 60.0, 40: 70.0}},
              {"epoch": 20, "val_macro_f1": {20: 80.0, 40: 80.0}}]
     seed1 = [{"epoch": 10, "val_macro_f1": {20: 50.0, 40: 50.0}}]  # stopped early
-    out = tune.curve_summary([seed0, seed1])
+    out = grid.curve_summary([seed0, seed1])
     assert out == [{"epoch": 10, "score": 57.5, "by_seed": [65.0, 50.0]}]
-    assert tune.curve_summary([seed0]) == [{"epoch": 10, "score": 65.0, "by_seed": [65.0]},
+    assert grid.curve_summary([seed0]) == [{"epoch": 10, "score": 65.0, "by_seed": [65.0]},
                                           {"epoch": 20, "score": 80.0, "by_seed": [80.0]}]
 
 
 def test_plot_curves_writes_a_png_and_refuses_curveless_results(tmp_path):
-    curve = tune.curve_summary([[{"epoch": 10, "val_macro_f1": {20: 60.0}},
+    curve = grid.curve_summary([[{"epoch": 10, "val_macro_f1": {20: 60.0}},
                                  {"epoch": 20, "val_macro_f1": {20: 70.0}}]])
     result = {"dataset": "acm", "fixed": {"epochs": 20}, "seeds": [0],
               "rows": [{"point": {}, "curve": curve}]}
-    tune.plot_curves(result, tmp_path / "curve.png")
+    grid.plot_curves(result, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ConfigError, match="--curve-every"):
-        tune.plot_curves({**result, "rows": [{"point": {}, "curve": []}]}, tmp_path / "x.png")
+        grid.plot_curves({**result, "rows": [{"point": {}, "curve": []}]}, tmp_path / "x.png")
 
 
 def test_merge_results_labels_lines_by_the_settings_they_differ_in():
     a = {"fixed": {"epochs": 500}, "seeds": [0], "rows": [{"point": {}, "curve": []}]}
     b = {"fixed": {"epochs": 500, "lr": 0.003}, "seeds": [0], "rows": [{"point": {}, "curve": []}]}
-    merged = tune.merge_results([a, b], "freebase")
+    merged = grid.merge_results([a, b], "freebase")
     assert [r["point"] for r in merged["rows"]] == [{"lr": "config default"}, {"lr": 0.003}]
     assert merged["fixed"] == {"epochs": 500} and merged["dataset"] == "freebase"
 
 
-def test_the_benchmark_script_runs_the_package_grid(tmp_path):
-    """benchmarks/tune.py is a thin wrapper: --replot through it draws saved curves."""
+def test_the_benchmark_script_runs_the_grid(tmp_path):
+    """benchmarks/tune.py holds the grid, built on the package's validation-only scoring;
+    --replot through it draws saved curves."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import tune as script  # benchmarks/tune.py
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    assert script.score is tune.score and script.validation_only is tune.validation_only
-    curve = tune.curve_summary([[{"epoch": 5, "val_macro_f1": {20: 60.0}},
+    assert script.score is grid.score and script.validation_only is tune.validation_only
+    curve = grid.curve_summary([[{"epoch": 5, "val_macro_f1": {20: 60.0}},
                                  {"epoch": 10, "val_macro_f1": {20: 70.0}}]])
     saved = tmp_path / "acm-tune.json"
     saved.write_text(json.dumps({"fixed": {}, "seeds": [0], "rows": [{"point": {},
