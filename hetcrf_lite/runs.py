@@ -63,10 +63,11 @@ HASH_EXCLUDED: dict[str, str] = {
 trained model. Everything else, ``device`` and ``epochs`` included, must match."""
 
 SECONDS_PER_EPOCH: dict[str, float] = {
-    "synthetic": 0.30, "acm": 1.98, "dblp": 5.24, "aminer": 3.90, "freebase": 0.65,
+    "synthetic": 0.30, "acm": 1.63, "dblp": 5.14, "aminer": 3.57, "freebase": 0.56,
 }
-"""Median seconds per epoch, one torch thread on a busy 2-core CPU: the benchmarks from
-``docs/results.json`` (``make reproduce``; median over seeds), the synthetic graph measured with
+"""Median seconds per epoch, one torch thread: the benchmarks' training CPU time per epoch in
+``docs/results.json`` (``make reproduce``; median over seeds: what an idle core takes, as the
+run shared its cores), the synthetic graph measured with
 its shipped config. ``tests/test_runs.py`` checks the table against ``docs/results.json``."""
 
 
