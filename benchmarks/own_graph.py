@@ -22,7 +22,6 @@ same seeds), retrained with those seeds. Test labels are read only for the final
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -97,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from hetcrf_lite.config import HetCRFConfig
     from hetcrf_lite.diagnostics import propagated_features
-    from hetcrf_lite.files import atomic_write_bytes
+    from hetcrf_lite.files import save_json
     from hetcrf_lite.train import environment_info
     from hetcrf_lite.tune import tune
 
@@ -121,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
               "eval_runs": args.eval_runs, "seconds": time.perf_counter() - start,
               "load_end": os.getloadavg()[0], "env": environment_info(),
               "command": "python benchmarks/own_graph.py " + " ".join(argv or sys.argv[1:])}
-    text = json.dumps(result, indent=2).encode()
-    atomic_write_bytes(Path(args.json), lambda f: f.write(text))
+    save_json(result, args.json)
     print(format_table(result))
     return 0
 

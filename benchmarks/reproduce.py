@@ -57,9 +57,8 @@ M2V_SEED = 0  # the baselines run once per dataset, whatever HetCRF's training s
 # Training seeds: three on every dataset (issue 12). `--seeds` overrides this for every dataset.
 SEEDS_BY_DATASET = {"acm": (0, 1, 2), "freebase": (0, 1, 2), "dblp": (0, 1, 2),
                     "aminer": (0, 1, 2)}
-# Rough CPU seconds of one job at one thread (docs/results.md, Cost): --jobs starts the longest
-# first, so the short ones fill in around them. DBLP stops early at 142-300 epochs.
-EXPECTED_S = {"aminer": 1200, "dblp": 1300, "acm": 240, "freebase": 360}
+# --jobs starts the longest jobs first (hetcrf_lite.runs.expected_seconds: epochs x the measured
+# seconds per epoch), so the short ones fill in around them.
 EXPECTED_BASELINES_S = 200  # LR on raw features, propagated features, MetaPath2Vec; one dataset
 NOTES = ROOT / "docs" / "results_notes.md"  # hand-written notes, copied into docs/results.md
 
@@ -356,7 +355,9 @@ def hetcrf_config(dataset_name: str, seed: int, epochs: int | None):
 
 def write_report(rows: list[dict], path_md: Path, path_json: Path, command: str,
                  notes: Path | None = NOTES) -> None:
-    path_json.write_text(json.dumps(rows, indent=2))
+    from hetcrf_lite.files import save_json
+
+    save_json(rows, path_json)  # atomic: a run killed here keeps the rows a resume starts from
     by_ds: dict[str, list[dict]] = {}  # HetCRF rows, one per training seed
     base: dict[str, dict] = {}  # the baseline row, one per dataset
     for r in rows:
@@ -539,6 +540,8 @@ def main() -> None:
     common = [sys.executable, __file__, "--out", str(out), "--eval-runs", str(args.eval_runs)]
     common += ["--threads", str(args.threads)] if args.threads else []
     command = "python benchmarks/reproduce.py " + " ".join(sys.argv[1:])
+    from hetcrf_lite.runs import expected_seconds
+
     planned = {}  # (kind, dataset, seed) -> (key, expected seconds, what, worker command)
     for ds in args.datasets:
         if not args.no_baselines:
@@ -550,10 +553,11 @@ def main() -> None:
         for seed in seeds_for[ds]:
             cmd = common + ["--worker", ds, str(seed)]
             cmd += ["--epochs", str(args.epochs)] if args.epochs is not None else []
-            settings = {"config": hetcrf_config(ds, seed, args.epochs).to_dict(),
-                        "eval_runs": args.eval_runs}
+            config = hetcrf_config(ds, seed, args.epochs)
+            settings = {"config": config.to_dict(), "eval_runs": args.eval_runs}
             planned[("hetcrf", ds, seed)] = (row_key("hetcrf", ds, seed, settings),
-                                             EXPECTED_S.get(ds, 300), f"{ds} seed {seed}", cmd)
+                                             expected_seconds(config) or 300,
+                                             f"{ds} seed {seed}", cmd)
     rows = kept_rows(old, {job: plan[0] for job, plan in planned.items()})
     done = {(kind(r), r["dataset"], r["seed"]) for r in rows}
     jobs = [(plan[1], plan[2], plan[3], plan[0]) for job, plan in planned.items()

@@ -41,6 +41,7 @@ import torch
 
 from .config import HetCRFConfig, config_differences, show_differences
 from .files import file_sha256, save_json
+from .utils import environment_info, resolve_device
 
 __all__ = ["RUN_RECORD", "HASH_EXCLUDED", "SECONDS_PER_EPOCH", "config_hash", "dataset_checksum",
            "record_run", "forget_run", "read_record", "run_mismatch", "find_run", "describe_run",
@@ -154,8 +155,6 @@ def record_run(run_dir: str | os.PathLike, config: HetCRFConfig, dataset: Any,
         written_by (str, optional): what wrote the folder, shown by :func:`describe_run`.
             (default: ``"hetcrf-lite train"``)
     """
-    from .utils import environment_info, resolve_device
-
     run = Path(run_dir)
     emb = run / "embeddings.npy"
     env = environment_info()
@@ -342,8 +341,8 @@ def describe_run(run_dir: str | os.PathLike) -> str:
 # ---------------------------------------------------------------------------------------------
 
 def expected_seconds(config: HetCRFConfig) -> float | None:
-    """``epochs x`` :data:`SECONDS_PER_EPOCH` of the config's dataset (one torch thread, busy
-    2-core CPU); an upper bound when early stopping ends sooner. ``None`` for a graph of your
+    """``epochs x`` :data:`SECONDS_PER_EPOCH` of the config's dataset (one torch thread, the
+    CPU time of an idle core); an upper bound when early stopping ends sooner. ``None`` for a graph of your
     own or a mini-batch config (not measured)."""
     per_epoch = SECONDS_PER_EPOCH.get(config.dataset)
     if per_epoch is None or config.graph is not None or config.batch_size is not None:
@@ -353,7 +352,7 @@ def expected_seconds(config: HetCRFConfig) -> float | None:
 
 def expected_time(config: HetCRFConfig, short: bool = False) -> str:
     """``expected_seconds`` as a sentence for a notebook, e.g. ``training acm: about 4 min
-    (120 epochs x 1.98 s, measured at one thread on a 2-core CPU; early stopping may end
+    (120 epochs x 1.63 s, measured at one thread on a 2-core CPU; early stopping may end
     sooner)``; with ``short`` only ``about 4 min`` (for a widget's label)."""
     seconds = expected_seconds(config)
     if seconds is None:
