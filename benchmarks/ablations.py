@@ -28,9 +28,9 @@ fork. Two budgets (``Ablation.budget``):
 ``--datasets``, ``--seeds`` and ``--epochs`` override every table's scope (smoke runs); a table
 whose epochs then differ from the YAML's is labelled reduced. ``--plan`` prints, per table and
 budget, the table cells, the distinct trainings, those first needed by that table and their
-estimated core-hours: epochs x the seconds per epoch that ``make reproduce`` measured for the
-shipped config (``docs/results.json``, mean over its seeds; variants cost more or less) plus
-``EVAL_SECONDS``. It trains and loads nothing.
+estimated core-hours: epochs x ``hetcrf_lite.runs.SECONDS_PER_EPOCH`` (the shipped config's
+training CPU time per epoch from ``make reproduce``, median over seeds; variants cost more or
+less) plus ``EVAL_SECONDS``. It trains and loads nothing.
 
 Deduplication and resume. Many variants equal the shipped config ("both", "depth 1", ...). A run
 is keyed by a hash of (dataset, resolved config, evaluation settings): each key trains once and
@@ -73,7 +73,6 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
 NOTES = ROOT / "docs" / "ablations_notes.md"  # hand-written reading of the tables, copied in
-RESULTS = ROOT / "docs" / "results.json"  # make reproduce's rows: seconds per epoch for --plan
 CACHE_VERSION = 1  # bump when a row's content changes meaning: old cache rows are then ignored
 
 
@@ -608,17 +607,6 @@ def run_jobs(jobs: Sequence[Job], cache: Path, workers: int = 1,
 
 
 # ------------------------------------------------------------------------------ --plan
-def measured_seconds_per_epoch(path: Path = RESULTS) -> dict[str, float]:
-    """Seconds per epoch of the shipped config per dataset, mean over the seeds of ``make
-    reproduce`` (``docs/results.json``, rows of kind ``hetcrf``); nothing is trained or loaded."""
-    rows = json.loads(path.read_text()) if path.is_file() else []
-    per: dict[str, list[float]] = {}
-    for row in rows:
-        if row.get("kind") == "hetcrf" and row.get("seconds_per_epoch"):
-            per.setdefault(row["dataset"], []).append(float(row["seconds_per_epoch"]))
-    return {ds: float(np.mean(v)) for ds, v in per.items()}
-
-
 def estimate_seconds(job: Job, per_epoch: dict[str, float]) -> float | None:
     """One run's core-seconds: its epochs at the dataset's measured seconds per epoch, plus one
     evaluation (:data:`EVAL_SECONDS`); :obj:`None` without a measurement. An upper bound where
@@ -653,9 +641,9 @@ def print_plan(plan: Plan, cache: Path, workers: int, per_epoch: dict[str, float
     """Print, per table and budget, the cells, the distinct trainings, those first needed by
     that table ("new") and their estimated core-hours; then the totals. Returns the estimated
     core-hours still to train (runs in ``cache`` excluded)."""
-    log("estimated cost: epochs x seconds per epoch of the shipped config measured by make "
-        f"reproduce (docs/results.json: {_fmt_spe(per_epoch)}) + {EVAL_SECONDS:g} s evaluation, "
-        "on one core")
+    log("estimated cost: epochs x seconds per epoch of the shipped config (make reproduce's CPU "
+        f"time, hetcrf_lite.runs.SECONDS_PER_EPOCH: {_fmt_spe(per_epoch)}) + {EVAL_SECONDS:g} s "
+        "evaluation, on one core")
     log(f"  {'budget':8s}{'table':17s}{'datasets: seeds x epochs':42s}{'cells':>6s}"
         f"{'runs':>6s}{'new':>6s}{'core-h':>8s}")
     seen: set[str] = set()
@@ -1144,7 +1132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = make_plan(names, eval_settings, datasets=args.datasets, seeds=args.seeds,
                      epochs=args.epochs)
     if args.plan:
-        print_plan(plan, args.cache, args.jobs, measured_seconds_per_epoch())
+        from hetcrf_lite.runs import SECONDS_PER_EPOCH
+
+        print_plan(plan, args.cache, args.jobs, dict(SECONDS_PER_EPOCH))
         return 0
     for msg in plan.skipped:
         print(f"skipped: {msg}")

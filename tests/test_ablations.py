@@ -181,18 +181,13 @@ def test_mean_pairwise_cosine_matches_the_dense_formula():
 
 
 # ------------------------------------------------------------------------------ --plan
-def test_estimate_uses_the_measured_seconds_per_epoch(tmp_path):
-    results = tmp_path / "results.json"
-    results.write_text(json.dumps([
-        {"dataset": "acm", "kind": "hetcrf", "seed": 0, "seconds_per_epoch": 2.0},
-        {"dataset": "acm", "kind": "hetcrf", "seed": 1, "seconds_per_epoch": 4.0},
-        {"dataset": "acm", "kind": "baselines", "seed": 0}]))
-    per_epoch = A.measured_seconds_per_epoch(results)
-    assert per_epoch == {"acm": 3.0}
+def test_estimate_is_epochs_times_the_packages_seconds_per_epoch():
+    from hetcrf_lite.runs import SECONDS_PER_EPOCH
+
     job = A.Job("acm", {"epochs": 120}, EVAL, "k", "x")
-    assert A.estimate_seconds(job, per_epoch) == 120 * 3.0 + A.EVAL_SECONDS
-    assert A.estimate_seconds(A.Job("freebase", {"epochs": 5}, EVAL, "k", "x"), per_epoch) is None
-    assert A.measured_seconds_per_epoch(tmp_path / "absent.json") == {}
+    assert A.estimate_seconds(job, dict(SECONDS_PER_EPOCH)) == pytest.approx(
+        120 * SECONDS_PER_EPOCH["acm"] + A.EVAL_SECONDS)
+    assert A.estimate_seconds(A.Job("imdb", {"epochs": 5}, EVAL, "k", "x"), {"acm": 1.0}) is None
 
 
 def test_plan_prints_tables_budgets_and_core_hours_and_trains_nothing(tmp_path, capsys,
