@@ -72,7 +72,7 @@ def key_deviated_positives(emb: Tensor, labels: Tensor, centroids: Tensor | None
         raise DataError(f"labels must be [N]={emb.shape[0]}, got {tuple(labels.shape)}")
     emb = emb.detach()
     labels = labels.to(emb.device).long()
-    anchors, positives = [], []
+    pairs = []
     for c in torch.unique(labels).tolist():
         members = (labels == c).nonzero().view(-1)  # [n_c], ascending ids
         mu = emb[members].mean(0) if centroids is None else centroids[c].to(emb)
@@ -83,11 +83,8 @@ def key_deviated_positives(emb: Tensor, labels: Tensor, centroids: Tensor | None
         nearest = members[torch.sort(dist, stable=True).indices[:k]]
         a = deviated.repeat_interleave(nearest.numel())  # [n_dev * k]
         b = nearest.repeat(deviated.numel())
-        keep = a != b
-        anchors.append(a[keep])
-        positives.append(b[keep])
-    pairs = torch.stack([torch.cat(anchors), torch.cat(positives)])
-    return coalesce_pairs(pairs, emb.shape[0])
+        pairs.append(torch.stack([a, b])[:, a != b])
+    return coalesce_pairs(torch.cat(pairs, dim=1), emb.shape[0])
 
 
 def coalesce_pairs(pairs: Tensor, num_nodes: int) -> Tensor:
@@ -227,10 +224,9 @@ class ClusterAugmenter:
         s = self.num_clusters
         if s > n:
             raise DataError(f"num_clusters={s} exceeds the {n} nodes to cluster")
-        if self.warm_start and self.centroids is not None and self.centroids.shape[1] == x.shape[1]:
-            km = KMeans(n_clusters=s, init=self.centroids, n_init=1, random_state=self.seed)
-        else:
-            km = KMeans(n_clusters=s, init="k-means++", n_init=1, random_state=self.seed)
+        warm = self.warm_start and self.centroids is not None
+        init = self.centroids if warm and self.centroids.shape[1] == x.shape[1] else "k-means++"
+        km = KMeans(n_clusters=s, init=init, n_init=1, random_state=self.seed)
         labels = km.fit_predict(x)  # [N]
         centroids = km.cluster_centers_  # [S, C]
         change = None

@@ -107,17 +107,15 @@ def check_environment(extras: Sequence[str] = (), raise_on_missing: bool = True)
 
     Introduced in notebook 01.
     """
-    lines = []
     py_ok = sys.version_info[:2] >= MIN_PYTHON
     py = ".".join(map(str, sys.version_info[:3]))
     need = ".".join(map(str, MIN_PYTHON))
-    lines.append(f"{'python':16s} {py:12s} {'ok' if py_ok else f'too old: needs {need} or newer'}")
     reqs = requirements(extras)
+    print(f"{'python':16s} {py:12s} {'ok' if py_ok else f'too old: needs {need} or newer'}")
     for r in reqs:
-        lines.append(f"{r.module:16s} {(r.version or '-'):12s} "
-                     f"{'ok' if r.ok else 'MISSING'} ({r.purpose})")
+        print(f"{r.module:16s} {(r.version or '-'):12s} "
+              f"{'ok' if r.ok else 'MISSING'} ({r.purpose})")
     missing = [r for r in reqs if not r.ok]
-    print("\n".join(lines))
     problems = []
     if not py_ok:
         problems.append(f"Python {py} is too old: start the notebook with Python {need} or newer.")

@@ -36,12 +36,10 @@ def _train_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Path]:
     """``(config or None, overrides, run folder)`` of ``train``. With ``--resume`` the config
     may be left out (the checkpoint's is used); ``--epochs`` and ``--device`` then count as
     overrides, and ``--override FIELD=VALUE`` gives the others."""
-    from .config import HetCRFConfig, default_config, parse_override
+    from .config import parse_override
     from .trainer import resume_config
 
     graph = graph_fields(args)
-    if graph and args.dataset:
-        raise ConfigError("give --dataset (a built-in graph) or --data (your own), not both")
     if not (args.config or args.dataset or args.resume or graph):
         raise ConfigError("train needs --dataset, --data GRAPH or --config (or --resume --out "
                           "RUN_DIR to continue a run)")
@@ -61,11 +59,7 @@ def _train_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Path]:
         for name in ("epochs", "device"):  # safe fields: a flag is an explicit change
             if name in flags:
                 overrides.setdefault(name, flags.pop(name))
-    config = (HetCRFConfig.load(args.config) if args.config
-              else default_config(args.dataset) if args.dataset
-              else HetCRFConfig() if graph else None)
-    if graph:  # your own graph: HeCo's defaults (or the --config file) with its fields
-        config = config.replace(**graph)
+    config = _named_config(args, graph)
     if config is None and not args.out:
         raise ConfigError("--resume without --dataset or --config needs --out RUN_DIR (the "
                           "folder holding checkpoint.pt)")
@@ -74,6 +68,17 @@ def _train_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Path]:
         base = config if config is not None else resume_config(out)
         config = base.replace(**flags)
     return config, overrides, out
+
+
+def _named_config(args: argparse.Namespace, graph: dict[str, Any]) -> Any:
+    """The config of ``--config`` or ``--dataset``, or HeCo's defaults for a graph of your own,
+    with the fields of :func:`graph_fields` (``graph``); ``None`` when nothing names one."""
+    from .config import HetCRFConfig, default_config
+
+    config = (HetCRFConfig.load(args.config) if args.config
+              else default_config(args.dataset) if args.dataset
+              else HetCRFConfig() if graph else None)
+    return config.replace(**graph) if graph else config
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -122,13 +127,16 @@ def add_graph_options(parser: argparse.ArgumentParser, run_folder: bool = False)
 
 def graph_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The config fields :func:`add_graph_options` gave (``{}`` without ``--data``); the path
-    made absolute so that a run folder finds it from anywhere."""
+    made absolute so that a run folder finds it from anywhere. ``--data`` with ``--dataset`` is
+    a :class:`ConfigError`."""
     target, metapaths = getattr(args, "target", None), getattr(args, "metapaths", None)
     if args.data is None:
         if target is not None or metapaths is not None:
             raise ConfigError("--target and --metapaths describe a graph of your own: give "
                               "--data GRAPH too")
         return {}
+    if getattr(args, "dataset", None):
+        raise ConfigError("give --dataset (a built-in graph) or --data (your own), not both")
     fields: dict[str, Any] = {"graph": str(Path(args.data).expanduser().absolute()),
                               "target": target, "metapaths": metapaths,
                               "dataset": Path(args.data).stem}
@@ -170,8 +178,6 @@ def _dataset_for(args: argparse.Namespace, run: Path | None = None) -> tuple[Any
     if run is not None and args.data and args.target is None and args.metapaths is None:
         return run_dataset(run, graph=args.data)  # the run's own graph, moved
     graph = graph_fields(args)
-    if graph and args.dataset:
-        raise ConfigError("give --dataset (a built-in graph) or --data (your own), not both")
     if graph:
         config = HetCRFConfig(**graph)
         return config, config_dataset(config)
@@ -273,21 +279,15 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     """Budgeted validation-only search (hetcrf_lite.tune); writes OUT/tune.json, OUT/best.yaml."""
-    from .config import HetCRFConfig, default_config
     from .files import ensure_folder
     from .train import config_dataset
     from .tune import format_table, tune, write_outputs
 
     graph = graph_fields(args)
-    if graph and args.dataset:
-        raise ConfigError("give --dataset (a built-in graph) or --data (your own), not both")
     if not (args.dataset or graph or args.config):
         raise ConfigError("tune needs --dataset NAME or --data GRAPH --target TYPE --metapaths "
                           "SPEC... (or --config FILE)")
-    base = (HetCRFConfig.load(args.config) if args.config
-            else default_config(args.dataset) if args.dataset else HetCRFConfig())
-    if graph:
-        base = base.replace(**graph)
+    base = _named_config(args, graph)
     if args.epochs is not None:
         base = base.replace(epochs=args.epochs)
     out = Path(args.out) if args.out else Path("runs") / f"tune-{base.dataset}"

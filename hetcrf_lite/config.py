@@ -42,7 +42,7 @@ class HetCRFConfig:
     dataset: str = "synthetic"  # acm | dblp | aminer | freebase | synthetic
     seed: int = 0  # fixes parameters, masks, samples, K-means: same seed, same embeddings on CPU
     pos_num: int | None = None  # meta-path positives per anchor; None = the dataset's default
-    pos_score: str = "count"  # count (HeCo paper) | normalised (HeCo's ACM script)
+    pos_score: Literal["count", "normalised"] = "count"  # HeCo paper | HeCo's ACM script
     # A graph of your own instead of a built-in dataset (hetcrf_lite.data.load_graph_dataset):
     # a HeteroData saved with torch.save, read with weights_only=True. `dataset` then only names
     # it. A relative path in a YAML file is taken from that file's folder.
@@ -51,7 +51,7 @@ class HetCRFConfig:
     metapaths: list[str | list[str]] | None = None  # e.g. [PAP, PSP] or [[paper, author, paper]]
     split_seed: int = 0  # seed of the 20/40/60 splits drawn when `graph` stores no split masks
     # --- shared encoder ----------------------------------------------------------------------
-    encoder: str = "han"  # han | gcn (non-attention: one GCN per meta-path, mean fusion)
+    encoder: Literal["han", "gcn"] = "han"  # gcn: one GCN per meta-path, mean fusion
     hidden_channels: int = 64  # HeCo's width; the speed targets assume it
     heads: int = 1  # attention heads of the node-level GAT (HeCo uses 1)
     feat_drop: float = 0.3  # dropout on the input features
@@ -62,7 +62,7 @@ class HetCRFConfig:
     # drawn from `seed`, the same values the embedding starts from). Feature reconstruction
     # still targets the node ids under `embedding`, and the codes themselves under `random`
     # (docs/method.md). Other values than identity need identity target features.
-    feature_init: str = "identity"
+    feature_init: Literal["identity", "embedding", "random"] = "identity"
     # --- generative channel -------------------------------------------------------------------
     use_feat_recon: bool = True  # masked attribute reconstruction
     w_feat: float = 1.0
@@ -79,7 +79,7 @@ class HetCRFConfig:
     # Each meta-path's edge loss weighted by beta (detached, default) or uniform (1/M). Uniform
     # steadies the generative channel alone on the synthetic graph (Macro-F1 62-96 over seeds
     # 0-4 -> 85-96) but not the full model (docs/method.md, "How the channels share the encoder").
-    edge_loss_weights: str = "beta"
+    edge_loss_weights: Literal["beta", "uniform"] = "beta"
     edge_dense_threshold: int = 10000  # dense N x N reconstruction up to this many nodes (choice)
     # One encoder pass on masked features AND dropped edges, both reconstruction losses from it
     # (HGMAE encodes them apart): 2 encoder passes per step instead of 3. No effect unless both
@@ -88,9 +88,9 @@ class HetCRFConfig:
     # --- contrastive channel ------------------------------------------------------------------
     use_contrastive: bool = True
     w_cl: float = 1.0
-    views: str = "embedding"  # embedding (HetCRF) | raw (views from masked raw features: ablation)
+    views: Literal["embedding", "raw"] = "embedding"  # raw: views from masked raw features
     raw_feat_mask: float = 0.3  # feature-mask rate of the raw-feature views
-    second_stage: str = "after_views"  # after_views | before_views (choice, see docs/method.md)
+    second_stage: Literal["after_views", "before_views"] = "after_views"  # (choice)
     second_stage_depth: int = 1  # GCN layers of the second stage; 0 disables it
     # How the channels share the encoder (docs/method.md, notebook 09). With a generative loss
     # on, cl_encoder_grad false stops the contrastive gradient at the encoder output: InfoNCE
@@ -99,16 +99,18 @@ class HetCRFConfig:
     cl_encoder_grad: bool = False
     cl_beta_grad: bool = True  # False: the contrastive loss sees beta detached (Z^m still train)
     gen_beta_grad: bool = True  # False: the generative losses see beta detached
-    cl_fusion: str = "encoder"  # encoder (views from H) | own (its own semantic attention on Z^m)
+    # encoder: views from H | own: the channel's own semantic attention on Z^m
+    cl_fusion: Literal["encoder", "own"] = "encoder"
     # Second-stage GCN over the meta-path graphs: mean (1/M each) | beta (the views' fusion
     # weights, detached unless cl_beta_grad and cl_encoder_grad let them train)
-    second_stage_fusion: str = "beta"
-    channel_balance: str = "none"  # none | norm | pcgrad: the channels' gradients on the encoder
+    second_stage_fusion: Literal["mean", "beta"] = "beta"
+    # the channels' gradients on the encoder
+    channel_balance: Literal["none", "norm", "pcgrad"] = "none"
     channel_grad_every: int = 0  # log the channels' gradient cosine and norms every k epochs
     center_views: bool = True  # subtract the node mean of each view before projecting (choice)
     tau: float = 0.8
     lam: float = 0.5  # weight of the direction with anchors in the fusion view (1 - lam: schema)
-    negatives: str = "all"  # all (paper) | debiased | drop_same_cluster
+    negatives: Literal["all", "debiased", "drop_same_cluster"] = "all"  # all: the paper
     tau_plus: float = 0.1  # class prior of debiased InfoNCE
     schema_sample: dict[str, int] | None = None  # neighbours sampled per type; None = all
     # --- positive augmentation ----------------------------------------------------------------
@@ -121,11 +123,12 @@ class HetCRFConfig:
     cluster_warm_start: bool = True
     cluster_ema: float = 0.0  # momentum on centroids between refreshes (0 = none)
     # --- embedding for downstream tasks -------------------------------------------------------
-    embed: str = "concat"  # concat | encoder | contrastive (choice)
+    embed: Literal["concat", "encoder", "contrastive"] = "concat"  # (choice)
     # --- training -----------------------------------------------------------------------------
     lr: float = 8e-4
     weight_decay: float = 0.0
-    lr_schedule: str = "constant"  # constant | cosine (cosine annealing to 0 over `epochs`)
+    # cosine: cosine annealing to 0 over `epochs`
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     epochs: int = 200
     patience: int = 20  # early stopping on the training loss
     min_epochs: int = 0
@@ -135,7 +138,7 @@ class HetCRFConfig:
     # meta-path at each hop (-1: all); one hop, 2 each: see docs/performance.md (choice)
     fanout: list[int] = field(default_factory=lambda: [2])
     grad_balance_every: int = 1  # log gradient_balance every k epochs (0 = never)
-    device: str = "auto"  # auto | cpu | cuda
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     eval_lr: float | None = None  # logistic-regression lr; None = 0.05 on ACM, else 0.01
 
     def __post_init__(self) -> None:
@@ -153,35 +156,14 @@ class HetCRFConfig:
             if not ok:
                 raise ConfigError(f"config field '{name}' = {getattr(self, name)!r}: {rule}")
 
-        for check in (self._validate_choices, self._validate_ranges, self._validate_graph,
-                      self._validate_sampling, self._validate_channels):
+        for check in (self._validate_ranges, self._validate_graph, self._validate_sampling,
+                      self._validate_channels):
             check(need)
-
-    def _validate_choices(self, need) -> None:
-        """Fields that take one of a few strings."""
-        choices = {
-            "encoder": ("han", "gcn"),
-            "views": ("embedding", "raw"),
-            "second_stage": ("after_views", "before_views"),
-            "negatives": ("all", "debiased", "drop_same_cluster"),
-            "embed": ("concat", "encoder", "contrastive"),
-            "pos_score": ("count", "normalised"),
-            "device": ("auto", "cpu", "cuda"),
-            "lr_schedule": ("constant", "cosine"),
-            "feature_init": ("identity", "embedding", "random"),
-            "cl_fusion": ("encoder", "own"),
-            "edge_loss_weights": ("beta", "uniform"),
-            "second_stage_fusion": ("mean", "beta"),
-            "channel_balance": ("none", "norm", "pcgrad"),
-        }
-        for name, allowed in choices.items():
-            need(getattr(self, name) in allowed, name, f"must be one of {', '.join(allowed)}")
 
     def _validate_ranges(self, need) -> None:
         """Numbers: sizes, rates, weights, the learning rate and the seeds."""
         for name in ("hidden_channels", "heads", "epochs", "cluster_every", "cluster_k"):
-            need(isinstance(getattr(self, name), int) and getattr(self, name) > 0, name,
-                 "must be a positive integer")
+            need(getattr(self, name) > 0, name, "must be a positive integer")  # an int already
         need(self.hidden_channels % self.heads == 0, "hidden_channels",
              f"must be divisible by heads={self.heads}")
         for name in ("mask_rate", "mask_rate_end", "edge_drop", "raw_feat_mask", "feat_drop",
@@ -210,8 +192,7 @@ class HetCRFConfig:
              "pos_num", "must be an integer >= 1 (the anchor counts as one) or None")
         need(self.batch_size is None or (isinstance(self.batch_size, int) and self.batch_size >= 2),
              "batch_size", "must be None (full batch) or an integer >= 2")
-        need(isinstance(self.fanout, list) and len(self.fanout) >= 1 and all(
-            isinstance(k, int) and (k >= 1 or k == -1) for k in self.fanout), "fanout",
+        need(len(self.fanout) >= 1 and all(k >= 1 or k == -1 for k in self.fanout), "fanout",
              "must be a non-empty list of integers >= 1 or -1 (all neighbours), one per hop")
         need(self.num_clusters is None or self.num_clusters == "auto"
              or (isinstance(self.num_clusters, int) and self.num_clusters >= 2),
@@ -220,15 +201,13 @@ class HetCRFConfig:
 
     def _validate_channels(self, need) -> None:
         """At least one loss is on, and the embedding asked for exists."""
-        need(isinstance(self.shared_generative_pass, bool), "shared_generative_pass",
-             "must be true or false")
         need(self.eval_lr is None or self.eval_lr > 0, "eval_lr", "must be > 0 or None")
         active = [self.use_feat_recon and self.w_feat > 0, self.use_edge_recon and self.w_edge > 0,
                   self.use_contrastive and self.w_cl > 0]
         need(any(active), "use_contrastive",
              "every channel is off or weighted 0: enable at least one loss")
-        if self.embed == "contrastive":
-            need(self.use_contrastive, "embed", "'contrastive' needs use_contrastive: true")
+        need(self.embed != "contrastive" or self.use_contrastive, "embed",
+             "'contrastive' needs use_contrastive: true")
 
     def _validate_graph(self, need) -> None:
         """``graph`` needs ``target`` and ``metapaths``; without it they mean nothing."""
@@ -260,9 +239,7 @@ class HetCRFConfig:
 
     def replace(self, **changes: Any) -> "HetCRFConfig":
         """A validated copy with ``changes`` applied (unknown names rejected)."""
-        merged = self.to_dict()
-        merged.update(changes)
-        return HetCRFConfig.from_dict(merged)
+        return HetCRFConfig.from_dict({**self.to_dict(), **changes})
 
     def save(self, path: str | os.PathLike) -> None:
         """Write YAML atomically (temporary file, then rename); mode ``0644`` under the usual
@@ -536,18 +513,12 @@ def _as_int(value: Any, bad) -> int:
 def _as_float(name: str, value: Any, bad) -> float:
     if isinstance(value, bool):
         raise bad(" (not true/false)")
-    if isinstance(value, str):
-        try:
-            v = float(value.strip())
-        except ValueError:
-            raise bad() from None
-    elif isinstance(value, numbers.Real):
-        try:
-            v = float(value)
-        except OverflowError:  # an int beyond float range
-            raise bad() from None
-    else:
+    if not isinstance(value, (str, numbers.Real)):
         raise bad()
+    try:
+        v = float(value.strip() if isinstance(value, str) else value)
+    except (ValueError, OverflowError):  # not a number, or an int beyond float range
+        raise bad() from None
     if math.isnan(v) or (math.isinf(v) and name not in NONFINITE_FIELDS):
         raise bad(" (NaN and infinity mean nothing here)")
     return v

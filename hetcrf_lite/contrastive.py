@@ -619,9 +619,5 @@ def _balance_summary(out: dict[str, Any]) -> dict[str, float]:
     """Mean and median over anchors of each metric of :func:`gradient_balance`."""
     metrics = ("pos_mass", "grad_per_pos", "neg_grad_mean", "neg_grad_max", "top1pct_neg_share",
                "anchor_grad_pos_norm", "anchor_grad_neg_norm", "num_pos")
-    summary = {}
-    for k in metrics:
-        v = out[k].double()
-        summary[f"{k}_mean"] = float(v.mean())
-        summary[f"{k}_median"] = float(v.median())
-    return summary
+    return {f"{k}_{stat}": float(getattr(out[k].double(), stat)())
+            for k in metrics for stat in ("mean", "median")}

@@ -35,7 +35,7 @@ import urllib.request
 import warnings
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -109,8 +109,6 @@ class HINDataset:
 
         Returns a new container; labels and splits stay on the CPU (evaluation runs there).
         """
-        from dataclasses import replace
-
         data = self.data.clone()
         data[self.target].x = self.x.to(device)
         return replace(
@@ -124,12 +122,9 @@ class HINDataset:
     @property
     def neighbor_types(self) -> list[str]:
         """Node types joined to the target type by a relation (the schema view's neighbours)."""
-        out = []
-        for src, _, dst in self.data.edge_types:
-            other = dst if src == self.target else src if dst == self.target else None
-            if other is not None and other != self.target and other not in out:
-                out.append(other)
-        return out
+        others = (dst if src == self.target else src for src, _, dst in self.data.edge_types
+                  if self.target in (src, dst))
+        return list(dict.fromkeys(t for t in others if t != self.target))  # in order, once each
 
     def neighbors(self, node_type: str) -> torch.Tensor:
         """One-hop neighbours of type ``node_type`` of every target node.
@@ -138,9 +133,8 @@ class HINDataset:
             Tensor: ``[2, E]`` int64 pairs (target node, neighbour), sorted by target node then
             neighbour, duplicates merged; relations stored in either direction are used.
         """
-        m = relation_matrix(self.data, self.target, node_type)  # [N, n_type] CSR
-        row = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
-        return torch.from_numpy(np.stack([row, m.indices.astype(np.int64)]))  # [2, E]
+        m = relation_matrix(self.data, self.target, node_type).tocoo()  # [N, n_type], CSR order
+        return torch.from_numpy(np.stack([m.row, m.col]).astype(np.int64))  # [2, E]
 
     def summary(self) -> str:
         """The statistics table of :func:`describe`."""
@@ -377,11 +371,8 @@ def _ensure_files(name: str, files: Sequence[str], folder: Path, download: bool,
     _check_folder(folder)
     remove_orphans(folder, older_than=DOWNLOAD_DEADLINE + DOWNLOAD_TIMEOUT)
     missing = [f for f in files if not (folder / f).is_file()]
-    corrupt = []
-    if verify:
-        for f in files:
-            if f not in missing and file_sha256(folder / f) != manifest[f"{name}/{f}"]:
-                corrupt.append(f)
+    corrupt = [f for f in files if verify and f not in missing
+               and file_sha256(folder / f) != manifest[f"{name}/{f}"]]
     if not missing and not corrupt:
         return
     hint = (f"Set HETCRF_DATA to the folder holding the HeCo datasets (one sub-folder per "
@@ -796,8 +787,8 @@ def _read_stored_pos(path: Path, n: int) -> Tensor:
         raise DataError(f"{path} has shape {m.shape}, expected ({n}, {n}).")
     m.eliminate_zeros()
     m.sort_indices()
-    row = np.repeat(np.arange(n, dtype=np.int64), np.diff(m.indptr))
-    return torch.from_numpy(np.stack([row, m.indices.astype(np.int64)]))  # [2, P]
+    c = m.tocoo()  # CSR order: sorted by anchor, then positive
+    return torch.from_numpy(np.stack([c.row, c.col]).astype(np.int64))  # [2, P]
 
 
 def from_heterodata(
@@ -1232,12 +1223,9 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     numeric = [all(isinstance(r[i], (int, float)) or _numberlike(str(r[i])) for r in rows)
                for i in range(len(header))]
-    lines = []
-    for r in cells:
-        parts = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric)]
-        lines.append("  ".join(parts).rstrip())
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return lines
+    lines = ["  ".join(c.rjust(w) if num else c.ljust(w)
+                       for c, w, num in zip(r, widths, numeric)).rstrip() for r in cells]
+    return lines[:1] + ["  ".join("-" * w for w in widths)] + lines[1:]
 
 
 def _numberlike(s: str) -> bool:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 import torch
+from scipy.stats import entropy
 from sklearn.neighbors import NearestNeighbors
 
 from .errors import DataError
@@ -87,11 +88,7 @@ def effective_rank(emb: torch.Tensor | np.ndarray) -> float:
     """
     x = _as_array(emb)
     s = np.linalg.svd(x - x.mean(0), compute_uv=False)
-    if s.sum() == 0:
-        return 1.0
-    p = s / s.sum()
-    p = p[p > 0]
-    return float(np.exp(-(p * np.log(p)).sum()))
+    return float(np.exp(entropy(s))) if s.sum() > 0 else 1.0  # entropy normalises s to p
 
 
 def mean_pairwise_cosine(emb: torch.Tensor | np.ndarray, max_nodes: int = 2000,
@@ -137,8 +134,7 @@ def propagated_features(dataset: "HINDataset", max_dense: int = 50_000_000,
     n = dataset.num_nodes
     if x.is_sparse:
         xc = x.coalesce()
-        idx = xc.indices().numpy()
-        xs = sp.csr_matrix((xc.values().numpy(), (idx[0], idx[1])), shape=tuple(x.shape))
+        xs = sp.csr_matrix((xc.values().numpy(), tuple(xc.indices().numpy())), shape=tuple(x.shape))
     else:
         xs = sp.csr_matrix(x.numpy())
     blocks = [xs]

@@ -611,10 +611,8 @@ class MetaPathGCNEncoder(nn.Module):
         h = _encode_input(self, x, edge_index_dict)  # [N, hidden]
         for layer, (lins, bias, act) in enumerate(zip(self.lins, self.biases, self.acts)):
             h = _feature_dropout(h, self.feat_drop, self.training and layer > 0)
-            z = {}
-            for k, m in enumerate(self.metapaths):
-                z[m] = act(gcn_propagate(edge_index_dict[m], lins[m](h), h.dtype, chunk_rows)
-                           + bias[k])  # [N, hidden]
+            z = {m: act(gcn_propagate(edge_index_dict[m], lins[m](h), h.dtype, chunk_rows)
+                        + bias[k]) for k, m in enumerate(self.metapaths)}  # [N, hidden] each
             h = torch.stack([z[m] for m in self.metapaths]).mean(0)
         return EncoderOutput(h, z, None, None)
 

@@ -123,8 +123,7 @@ class Results:
         title = f"Results ({self.meta['dataset']})" if "dataset" in self.meta else "Results"
         lines = [title]
         if self.classification:
-            lines.append(f"{'rate':>6} | {'Macro-F1':>13} | {'Micro-F1':>13} | {'AUC':>13}")
-            lines.append("-" * 55)
+            lines += [f"{'rate':>6} | {'Macro-F1':>13} | {'Micro-F1':>13} | {'AUC':>13}", "-" * 55]
             for rate in sorted(self.classification):
                 s = self.classification[rate].summary()
                 keys = ("macro_f1", "micro_f1", "auc")
@@ -139,16 +138,13 @@ class Results:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: summaries (mean/std) and per-run values."""
-        out: dict[str, Any] = {"meta": dict(self.meta), "classification": {}, "clustering": None}
-        for rate, res in self.classification.items():
-            summary = {k: {"mean": m, "std": s} for k, (m, s) in res.summary().items()}
-            out["classification"][str(rate)] = {
-                "summary": summary, "runs": {k: list(v) for k, v in vars(res).items()}}
-        if self.clustering is not None:
-            summary = {k: {"mean": m, "std": s} for k, (m, s) in self.clustering.summary().items()}
-            out["clustering"] = {
-                "summary": summary, "runs": {k: list(v) for k, v in vars(self.clustering).items()}}
-        return out
+        def record(res: ClassificationResult | ClusteringResult) -> dict[str, Any]:
+            return {"summary": {k: {"mean": m, "std": s} for k, (m, s) in res.summary().items()},
+                    "runs": {k: list(v) for k, v in vars(res).items()}}
+
+        return {"meta": dict(self.meta),
+                "classification": {str(r): record(c) for r, c in self.classification.items()},
+                "clustering": None if self.clustering is None else record(self.clustering)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Results":
@@ -313,10 +309,9 @@ def evaluate_classification_loop(
                 pred_va = probe(x_va).argmax(dim=1).numpy()
                 logits_te = probe(x_te)
             pred_te = logits_te.argmax(dim=1).numpy()
-            scores["va_macro"].append(f1_score(y_va_np, pred_va, average="macro"))
-            scores["va_micro"].append(f1_score(y_va_np, pred_va, average="micro"))
-            scores["te_macro"].append(f1_score(y_te_np, pred_te, average="macro"))
-            scores["te_micro"].append(f1_score(y_te_np, pred_te, average="micro"))
+            for part, y_np, pred in (("va", y_va_np, pred_va), ("te", y_te_np, pred_te)):
+                for avg in ("macro", "micro"):
+                    scores[f"{part}_{avg}"].append(f1_score(y_np, pred, average=avg))
             test_logits.append(logits_te)
         s = {k: torch.tensor(v, dtype=torch.float64) for k, v in scores.items()}
         i_mac, i_mic = int(_first_best(s["va_macro"])), int(_first_best(s["va_micro"]))

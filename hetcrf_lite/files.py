@@ -20,6 +20,7 @@ import os
 import re
 import tempfile
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import IO, Any, Callable
 
@@ -90,10 +91,8 @@ def temp_file(path: Path, suffix: str = ".tmp") -> tuple[int, str]:
     sep = "." if suffix == ".part" else "-"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{sep}{os.getpid()}{sep}",
                                suffix=suffix)
-    try:
+    with suppress(OSError):  # a file system without modes (some network mounts): keep mkstemp's
         os.fchmod(fd, file_mode())
-    except OSError:  # a file system without modes (some network mounts): keep mkstemp's
-        pass
     return fd, tmp
 
 
@@ -129,10 +128,8 @@ def save_json(obj: Any, path: str | os.PathLike) -> None:
 
 
 def _unlink(path: str) -> None:
-    try:
+    with suppress(OSError):
         os.unlink(path)
-    except OSError:
-        pass
 
 
 def _alive(pid: int) -> bool:
@@ -174,11 +171,9 @@ def remove_orphans(folder: str | os.PathLike, older_than: float | None = None) -
         except OSError:
             continue
         if old or not _alive(int(match["pid"])):
-            try:
+            with suppress(OSError):
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
-            except OSError:
-                pass
     return removed
 
 

@@ -463,10 +463,8 @@ class HANDecoder(nn.Module):
                 index: Tensor | None = None) -> Tensor:
         aggs = [self.convs[m].aggregate(h, edge_index_dict[m]) for m in self.metapaths]
         beta = self.weights(aggs)  # [M]
-        out = 0
-        for b, m, a in zip(beta, self.metapaths, aggs):
-            out = out + b * self.convs[m].project(a if index is None else a[index])  # [R, F]
-        return out
+        return sum(b * self.convs[m].project(a if index is None else a[index])  # [R, F]
+                   for b, m, a in zip(beta, self.metapaths, aggs))
 
 
 # ------------------------------------------------------------------------------------------
@@ -546,9 +544,7 @@ class FeatureReconstruction(nn.Module):
             raise ConfigError(f"gamma={gamma}: the SCE exponent must be >= 1")
         self.schedule = (mask_rate if isinstance(mask_rate, MaskSchedule)
                          else MaskSchedule(mask_rate))
-        if leave_unchanged < 0 or replace_rate < 0 or leave_unchanged + replace_rate > 1.0:
-            raise ConfigError(f"leave_unchanged={leave_unchanged} + replace_rate={replace_rate} "
-                              "must be non-negative and at most 1")
+        _check_mask_rates(self.schedule.start, leave_unchanged, replace_rate)
         if token_column and mask_channels is not None:
             raise ConfigError("token_column=True makes the token an input column of the encoder; "
                               "mask_channels (a token after an input projection) does not apply")
@@ -935,13 +931,10 @@ class EdgeReconstruction(nn.Module):
         most = max((e.shape[1] for e in edge_index_dict.values()), default=0)
         if self._ones is None or self._ones.numel() < most:  # one buffer for every meta-path
             self._ones = torch.ones(most, device=enc_out.h.device)
-        losses = []
-        for m in self.metapaths:
-            if all_rows:
-                losses.append(self._full_loss(m, dec[m], edge_index_dict[m]))
-            else:
-                losses.append(self._sampled_loss(m, dec[m], edge_index_dict[m], generator))
-        per_mp = torch.stack(losses)  # [M]
+        per_mp = torch.stack([  # [M]
+            self._full_loss(m, dec[m], edge_index_dict[m]) if all_rows
+            else self._sampled_loss(m, dec[m], edge_index_dict[m], generator)
+            for m in self.metapaths])
         loss = (beta * per_mp).sum()
         info = {"per_metapath": {m: float(v) for m, v in zip(self.metapaths, per_mp.detach())},
                 "weights": beta.detach(), "all_rows": all_rows}

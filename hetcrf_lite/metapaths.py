@@ -71,10 +71,7 @@ def parse_metapath(
     """
     node_types = list(node_types)
     shown = _show(spec)
-    if isinstance(spec, str):
-        parts = spec.split("-") if "-" in spec else list(spec)
-    else:
-        parts = list(spec)
+    parts = spec.split("-") if isinstance(spec, str) and "-" in spec else list(spec)
     letters = _letter_table(node_types)
     types: list[str] = []
     for part in parts:
@@ -164,9 +161,7 @@ def relation_matrix(data: HeteroData, src: str, dst: str) -> sp.csr_matrix:
         raise MetaPathError(
             f"no relation joins {src!r} and {dst!r}; edge types are {data.edge_types}."
         )
-    out = mats[0]
-    for m in mats[1:]:
-        out = out + m
+    out = sum(mats[1:], mats[0])
     out.data[:] = 1
     out.sort_indices()
     return out
@@ -200,16 +195,11 @@ def _metapath_product(data: HeteroData, types: Sequence[str]) -> tuple[sp.csr_ma
         and list(types) == list(types)[::-1]
         and all(_same_pattern(hops[n_hops - 1 - i], hops[i].T.tocsr()) for i in range(half))
     )
-    if mirrored:
-        m = hops[0]
-        for r in hops[1:half]:
-            m = m @ r
-        out = (m @ m.T).tocsr()
-    else:
-        out = hops[0]
-        for r in hops[1:]:
-            out = out @ r
-        out = out.tocsr()
+    factors = hops[:half] if mirrored else hops  # the first half M of M M^T, or every hop
+    out = factors[0]
+    for r in factors[1:]:
+        out = out @ r
+    out = (out @ out.T).tocsr() if mirrored else out.tocsr()
     out.sort_indices()
     return out, mirrored
 
@@ -259,8 +249,7 @@ def _transposed_csr(edge_index: Tensor, n: int) -> sp.csr_matrix:
         ordered = True
     if not ordered:
         return _binary_csr(edge_index.flip(0), (n, n)).astype(np.float64)
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(dst, minlength=n), out=indptr[1:])
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(dst, minlength=n))])
     return sp.csr_matrix((np.ones(src.size), src, indptr), shape=(n, n))
 
 

@@ -77,7 +77,7 @@ from torch_geometric.utils import subgraph
 from .config import HetCRFConfig
 from .data import HINDataset, identity_features
 from .errors import ConfigError, DataError
-from .model import HetCRF
+from .model import HetCRF, eval_mode
 from .sparse import RowIndex
 from .trainer import Trainer
 from .utils import seed_everything
@@ -303,9 +303,7 @@ def layerwise_embeddings(model: nn.Module, chunk_size: int = DEFAULT_CHUNK_SIZE
         ``(h [N, hidden], contrastive [N, hidden] or None)``; ``None`` without the contrastive
         channel.
     """
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         eid = model.edge_index_dict
         enc = model.encoder(model.x, eid, chunk_rows=chunk_size)
         stage = getattr(model, "second_stage", None)
@@ -316,8 +314,6 @@ def layerwise_embeddings(model: nn.Module, chunk_size: int = DEFAULT_CHUNK_SIZE
                               "cl_fusion: own is not supported here, use model.embed()")
         beta = enc.semantic_attention if model.config.second_stage_fusion == "beta" else None
         return enc.h, stage(enc.h, eid, beta, chunk_rows=chunk_size)
-    finally:
-        model.train(was)
 
 
 def embed_layerwise(model: nn.Module, mode: str | None = None,
@@ -400,16 +396,11 @@ class MiniBatchTrainer(Trainer):
         model.train()
         pos = RowIndex.build(hetcrf.positives().cpu(), self.sampler.num_nodes, by=0)
         batches = self.sampler.epoch_seeds(epoch)[: self.steps_per_epoch]
-        every = self.config.grad_balance_every
-        balance_due = bool(every) and epoch % every == 0 and hasattr(model,
-                                                                     "gradient_balance_summary")
-        total, parts_sum, sizes, balance = 0.0, {}, [], None
+        total, parts_sum, sizes = 0.0, {}, []
         for i, seeds in enumerate(batches):
             node_ids = self.sampler.sample_nodes(seeds, hetcrf.generator, pos)
             graph = hetcrf.subgraph(self.sampler.subgraph(node_ids), node_ids)
             loss, parts = self.optimizer_step(epoch, graph, step=i)
-            if balance_due and i == len(batches) - 1:  # on the last step's views
-                balance = model.gradient_balance_summary()
             total += float(loss.detach())
             for k, v in parts.items():
                 parts_sum[k] = parts_sum.get(k, 0.0) + v
@@ -422,8 +413,9 @@ class MiniBatchTrainer(Trainer):
             "parts": {k: v / steps for k, v in parts_sum.items()},
             "lr": self.optimizer.param_groups[0]["lr"], "steps": steps, "refresh_s": refresh_s,
             "subgraph_nodes_mean": float(np.mean(sizes)), "subgraph_nodes_max": int(max(sizes))}
-        if balance is not None:
-            record["gradient_balance"] = balance
+        every = self.config.grad_balance_every
+        if every and epoch % every == 0 and hasattr(model, "gradient_balance_summary"):
+            record["gradient_balance"] = model.gradient_balance_summary()  # the last step's views
         record["seconds"] = time.perf_counter() - start
         record["cpu_seconds"] = time.process_time() - cpu  # all threads; wall on a busy machine
         self.history["epochs"].append(record)

@@ -11,8 +11,9 @@ clean input (contrastive views). Every channel and strategy is a config switch
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -55,6 +56,17 @@ def balance_gradients(g_gen: Tensor, g_cl: Tensor, mode: str) -> Tensor:
     dot = torch.dot(g_gen, g_cl).clamp_max(0)
     return (g_gen - dot / g_cl.pow(2).sum().clamp_min(1e-30) * g_cl
             + g_cl - dot / g_gen.pow(2).sum().clamp_min(1e-30) * g_gen)
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Within the block ``module`` is in eval mode; its previous mode is restored afterwards."""
+    was = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was)
 
 
 def _flat_grad(loss: Tensor, params: list[Tensor]) -> Tensor:
@@ -307,8 +319,7 @@ class HetCRF(nn.Module):
             return x
         if x.is_sparse:
             x = x.coalesce()
-            keep = torch.rand(x.values().shape, generator=self.generator) >= rate
-            keep = keep.to(x.device)
+            keep = (torch.rand(x.values().shape, generator=self.generator) >= rate).to(x.device)
             return torch.sparse_coo_tensor(x.indices()[:, keep], x.values()[keep], x.shape)
         keep = torch.rand(x.shape[1], generator=self.generator).to(x.device) >= rate
         return x * keep  # column masking, as GRACE/HeCo-style feature masking
@@ -341,22 +352,20 @@ class HetCRF(nn.Module):
         h, beta = self._contrastive_input(enc)
         self._cl_beta = None if beta is None else beta.detach()
         weights = beta if cfg.second_stage_fusion == "beta" else None  # None: the mean
+        schema_in = h
         if cfg.views == "raw":
             raw = self._sparse_dropout(g.x, cfg.raw_feat_mask)
             base = (torch.sparse.mm(raw, self.raw_projection.weight.t()) + self.raw_projection.bias
                     if raw.is_sparse else self.raw_projection(raw))
-            fusion_in, schema_in = h, torch.nn.functional.elu(base)
-        else:
-            fusion_in, schema_in = h, h
+            schema_in = torch.nn.functional.elu(base)
+
         def schema_view(h: Tensor) -> Tensor:
             return self.schema_view(h, g.relations, generator=self.generator)
 
         if cfg.second_stage == "before_views":
-            fusion_in = self.second_stage(fusion_in, g.edge_index_dict, weights)
-            if cfg.views != "raw":
-                schema_in = fusion_in
-            return fusion_in, schema_view(schema_in)
-        fusion = self.second_stage(fusion_in, g.edge_index_dict, weights)
+            fusion = self.second_stage(h, g.edge_index_dict, weights)
+            return fusion, schema_view(schema_in if cfg.views == "raw" else fusion)
+        fusion = self.second_stage(h, g.edge_index_dict, weights)
         schema = self.second_stage(schema_view(schema_in), g.edge_index_dict, weights)
         return fusion, schema
 
@@ -374,10 +383,9 @@ class HetCRF(nn.Module):
         pos = self.positives(g)
         self._last_views = (z_f.detach(), z_s.detach(), pos)
         cluster = g.cluster_labels if cfg.negatives == "drop_same_cluster" else None
-        if cfg.negatives == "drop_same_cluster" and cluster is None:
-            cluster = None  # before the first refresh there are no clusters to drop
-        negatives = cfg.negatives if (cfg.negatives != "drop_same_cluster" or cluster is not None) \
-            else "all"
+        # before the first refresh there are no clusters to drop
+        unclustered = cfg.negatives == "drop_same_cluster" and cluster is None
+        negatives = "all" if unclustered else cfg.negatives
         if cfg.batch_size is not None and cfg.batch_size < g.num_nodes:
             anchors = torch.randperm(g.num_nodes, generator=self.generator)[: cfg.batch_size]
             return infonce_minibatch(z_f, z_s, pos, anchors.to(z_f.device), tau=cfg.tau,
@@ -422,7 +430,6 @@ class HetCRF(nn.Module):
         graph; :meth:`subgraph` for a mini-batch step)."""
         cfg = self.config
         g = graph if graph is not None else self.full_graph()
-        parts: dict[str, float] = {}
         self._set_beta_detached(not cfg.gen_beta_grad)
         try:
             gen = self._generative_losses(epoch, g)
@@ -430,9 +437,7 @@ class HetCRF(nn.Module):
             self._set_beta_detached(False)
         gen_total = sum((w * gen[n] for n, w in (("feat", cfg.w_feat), ("edge", cfg.w_edge))
                          if n in gen), torch.zeros((), device=self.device_))
-        for name in ("feat", "edge"):
-            if name in gen:
-                parts[name] = float(gen[name].detach())
+        parts = {name: float(loss.detach()) for name, loss in gen.items()}  # feat, then edge
         self.diagnostics = {}
         cl_total = None
         if cfg.use_contrastive and cfg.w_cl > 0:
@@ -474,21 +479,15 @@ class HetCRF(nn.Module):
     @torch.no_grad()
     def encode(self) -> EncoderOutput:
         """The encoder on the clean graph, in eval mode."""
-        was = self.training
-        self.eval()
-        out = self.encoder(self.x, self.edge_index_dict)
-        self.train(was)
-        return out
+        with eval_mode(self):
+            return self.encoder(self.x, self.edge_index_dict)
 
     @torch.no_grad()
     def contrastive_embedding(self, enc: EncoderOutput | None = None) -> Tensor:
         """The fusion view after the second stage (HeCo's downstream view), in eval mode."""
-        was = self.training
-        self.eval()
-        enc = enc if enc is not None else self.encoder(self.x, self.edge_index_dict)
-        fusion, _ = self.views(enc)
-        self.train(was)
-        return fusion
+        with eval_mode(self):
+            enc = enc if enc is not None else self.encoder(self.x, self.edge_index_dict)
+            return self.views(enc)[0]
 
     @torch.no_grad()
     def embed(self, mode: str | None = None) -> Tensor:
@@ -498,9 +497,7 @@ class HetCRF(nn.Module):
         if mode == "encoder" or not self.config.use_contrastive:
             return enc.h
         contrast = self.contrastive_embedding(enc)
-        if mode == "contrastive":
-            return contrast
-        return torch.cat([enc.h, contrast], dim=1)
+        return contrast if mode == "contrastive" else torch.cat([enc.h, contrast], dim=1)
 
     # --------------------------------------------------------------------------------------------
     def on_epoch_start(self, epoch: int,

@@ -78,8 +78,7 @@ def plot_loss_curves(history: dict[str, Any]) -> plt.Figure:
     # two curves coincide, and a solid total would hide under the part or hide it.
     ax.plot(epochs, _numpy([r["loss"] for r in history["epochs"]], float), color="black", lw=1.5,
             ls="--", zorder=3, label="total (weighted sum)")
-    names = sorted({k for r in history["epochs"] for k in r["parts"]})
-    for name in names:
+    for name in sorted({k for r in history["epochs"] for k in r["parts"]}):
         ax.plot(epochs, _numpy([r["parts"].get(name, np.nan) for r in history["epochs"]], float),
                 lw=3, alpha=0.75, label=name)
     ax.set_xlabel("epoch")
@@ -132,9 +131,7 @@ def gradient_balance_label(key: str) -> tuple[str, str]:
         if key.endswith(stat) and key[: -len(stat)] in GRADIENT_BALANCE_LABELS:
             title, unit = GRADIENT_BALANCE_LABELS[key[: -len(stat)]]
             return f"{title}\n({words})", unit
-    if key in GRADIENT_BALANCE_LABELS:
-        return GRADIENT_BALANCE_LABELS[key]
-    return key, ""
+    return GRADIENT_BALANCE_LABELS.get(key, (key, ""))
 
 
 class _PlainLogFormatter(mticker.LogFormatter):

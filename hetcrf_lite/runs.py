@@ -274,8 +274,7 @@ def run_mismatch(run_dir: str | os.PathLike, config: HetCRFConfig, dataset: Any,
 def _candidates(root: Path) -> list[Path]:
     """Folders under ``root`` (itself included) that look like run folders."""
     marks = {RUN_RECORD, "config.yaml", "embeddings.npy"}
-    found = {p.parent for p in root.rglob("*") if p.name in marks and p.is_file()}
-    return sorted(found)
+    return sorted({p.parent for p in root.rglob("*") if p.name in marks and p.is_file()})
 
 
 def find_run(config: HetCRFConfig, dataset: Any,

@@ -29,6 +29,7 @@ from typing import Any, Callable
 import numpy as np
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import ConfigError, DataError
@@ -267,8 +268,7 @@ def _build_plan(edge_index: Tensor, num_nodes: int, chunk_size: int) -> CSRPlan:
         # data.py sorts meta-path graphs by destination; other inputs are sorted here, once.
         order = torch.sort(dst, stable=True).indices
         src = src[order]
-    ptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=edge_index.device)
-    ptr[1:] = torch.bincount(dst, minlength=num_nodes).cumsum(0)
+    ptr = F.pad(torch.bincount(dst, minlength=num_nodes).cumsum(0), (1, 0))  # [N + 1]
     # a copy even for int32 input: a view would keep edge_index alive through its ``_base``
     col = src.to(idx, copy=True).contiguous()
     plan = CSRPlan(num_nodes, ptr, col, order, chunk_size)
@@ -305,8 +305,7 @@ class RowIndex:
         if key.numel() > 1 and bool((key[1:] < key[:-1]).any()):
             eid = torch.sort(key, stable=True).indices
             key, other = key[eid], other[eid]
-        ptr = torch.zeros(num_rows + 1, dtype=torch.long, device=index.device)
-        ptr[1:] = torch.bincount(key, minlength=num_rows).cumsum(0)
+        ptr = F.pad(torch.bincount(key, minlength=num_rows).cumsum(0), (1, 0))  # [R + 1]
         return cls(ptr, other.contiguous(), eid)
 
     def gather(self, rows: Tensor) -> tuple[Tensor, Tensor]:

@@ -671,18 +671,14 @@ class Trainer:
         comparable (a refresh can raise the loss with no change in the model). The first epoch
         after a refresh becomes the new best; the count of epochs without improvement carries on.
         """
-        if self._rebaseline:
+        improved = loss < self.best_loss and not self._rebaseline
+        if improved or self._rebaseline:
             self._rebaseline = False
             self.best_loss, self.best_epoch = loss, epoch
             self._best_state = copy.deepcopy(self.model.state_dict())
-            self.bad_epochs += 1
-            return epoch + 1 >= self.config.min_epochs and self.bad_epochs >= self.config.patience
-        if loss < self.best_loss:
-            self.best_loss, self.best_epoch, self.bad_epochs = loss, epoch, 0
-            self._best_state = copy.deepcopy(self.model.state_dict())
-            return False
-        self.bad_epochs += 1
-        return epoch + 1 >= self.config.min_epochs and self.bad_epochs >= self.config.patience
+        self.bad_epochs = 0 if improved else self.bad_epochs + 1
+        return (not improved and epoch + 1 >= self.config.min_epochs
+                and self.bad_epochs >= self.config.patience)
 
     def _save_history(self) -> None:
         if hasattr(self.model, "refresh_log"):

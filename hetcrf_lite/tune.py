@@ -102,8 +102,6 @@ def validation_only(dataset):
 
 def validation_scores(emb, val_dataset, eval_runs: int, lr: float | None = None) -> dict:
     """Validation Macro-F1 per label rate of one embedding (no clustering, no test labels)."""
-    if isinstance(emb, np.ndarray):
-        emb = torch.from_numpy(emb)
     res = evaluate_embeddings(emb, val_dataset, lr=lr, runs=eval_runs, clustering=False)
     return {rate: res.classification[rate].summary()["macro_f1"][0] for rate in res.classification}
 
