@@ -54,6 +54,9 @@ class HetCRFConfig:
     encoder: Literal["han", "gcn"] = "han"  # gcn: one GCN per meta-path, mean fusion
     hidden_channels: int = 64  # HeCo's width; the speed targets assume it
     heads: int = 1  # attention heads of the node-level GAT (HeCo uses 1)
+    # How the HAN encoder fuses its meta-path embeddings: attention (HAN's semantic attention,
+    # beta learned) | mean (beta = 1/M: cannot collapse; docs/method.md, notebook 09)
+    semantic_fusion: Literal["attention", "mean"] = "attention"
     feat_drop: float = 0.3  # dropout on the input features
     attn_drop: float = 0.5  # dropout on node-level attention weights
     # Input of a featureless target type (identity features: AMiner, Freebase), an ablation:

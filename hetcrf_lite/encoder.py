@@ -34,6 +34,7 @@ __all__ = [
     "gat_aggregate",
     "MetaPathGATConv",
     "SemanticAttention",
+    "MeanFusion",
     "accept_legacy_semantic_keys",
     "HANEncoder",
     "MetaPathGCNEncoder",
@@ -387,6 +388,27 @@ class SemanticAttention(nn.Module):
         return (beta.view(-1, 1, 1) * z).sum(0), beta
 
 
+class MeanFusion(nn.Module):
+    r"""Semantic fusion without attention: :math:`\mathbf{H} = \frac{1}{M} \sum_m \mathbf{Z}^m`.
+
+    Introduced in notebook 09, as the fix for the collapse of :class:`SemanticAttention`: in
+    self-supervised training its softmax over meta-paths is bistable (whichever meta-path gets
+    ahead in the first epochs takes all the weight, also the one with the lower homophily), and
+    a constant :math:`\beta_m = 1/M` cannot collapse. Same interface as
+    :class:`SemanticAttention`, so the losses that read :math:`\beta` see the constant.
+    """
+
+    def forward(self, zs: Tensor | list[Tensor],
+                chunk_rows: int | None = None) -> tuple[Tensor, Tensor]:
+        """``(H, beta)``; ``chunk_rows`` is accepted for interface parity (nothing to chunk)."""
+        z = torch.stack(list(zs)) if not isinstance(zs, Tensor) else zs  # [M, N, F]
+        return z.mean(0), self.weights(z)
+
+    def weights(self, zs: Tensor | list[Tensor]) -> Tensor:
+        """``beta`` ``[M]``, every entry ``1/M``."""
+        return torch.full((len(zs),), 1.0 / len(zs), device=zs[0].device, dtype=zs[0].dtype)
+
+
 def accept_legacy_semantic_keys(module: nn.Module) -> None:
     """Let ``module`` load state dicts saved before its semantic attention became a
     :class:`SemanticAttention` named ``semantic`` (keys ``sem_lin.*`` and a ``[F]`` ``sem_q``).
@@ -481,6 +503,8 @@ class HANEncoder(nn.Module):
         negative_slope (float, optional): LeakyReLU slope of the attention. (default: :obj:`0.2`)
         semantic_hidden (int, optional): Width of the semantic attention projection (HAN).
             (default: :obj:`128`)
+        semantic_fusion (str, optional): ``"attention"`` (HAN's :class:`SemanticAttention`) or
+            ``"mean"`` (:class:`MeanFusion`, :math:`\beta_m = 1/M`). (default: :obj:`"attention"`)
         activation (str, optional): ``"elu"``, ``"prelu"``, ``"relu"`` or ``"identity"``.
             (default: :obj:`"elu"`)
         backend (str, optional): aggregation backend of every :class:`MetaPathGATConv`:
@@ -496,9 +520,11 @@ class HANEncoder(nn.Module):
     def __init__(self, in_channels: int, hidden_channels: int, metapaths: list[str], heads: int = 1,
                  num_layers: int = 1, feat_drop: float = 0.0, attn_drop: float = 0.0,
                  negative_slope: float = 0.2, semantic_hidden: int = 128, activation: str = "elu",
-                 backend: str = "auto"):
+                 backend: str = "auto", semantic_fusion: str = "attention"):
         super().__init__()
         self.metapaths = _check_init(in_channels, hidden_channels, metapaths, num_layers, feat_drop)
+        if semantic_fusion not in ("attention", "mean"):
+            raise ConfigError(f"semantic_fusion={semantic_fusion!r}: use 'attention' or 'mean'")
         if hidden_channels % heads != 0:
             raise ConfigError(f"hidden_channels={hidden_channels} is not divisible by "
                               f"heads={heads}; pick heads that divide it (64 = 8 heads x 8).")
@@ -513,6 +539,7 @@ class HANEncoder(nn.Module):
             for _ in range(num_layers))
         self.acts = nn.ModuleList(_activation(activation) for _ in range(num_layers))
         self.semantic = nn.ModuleList(SemanticAttention(hidden_channels, semantic_hidden)
+                                      if semantic_fusion == "attention" else MeanFusion()
                                       for _ in range(num_layers))
         self.reset_parameters()
 
@@ -623,7 +650,8 @@ class MetaPathGCNEncoder(nn.Module):
 
 # Options that only the attention encoder has: the GCN encoder ignores them, so one config
 # (which always carries heads / attn_drop) builds either kind.
-_ATTENTION_ONLY = ("heads", "attn_drop", "negative_slope", "semantic_hidden", "backend")
+_ATTENTION_ONLY = ("heads", "attn_drop", "negative_slope", "semantic_hidden", "backend",
+                   "semantic_fusion")
 
 
 def build_encoder(kind: str, in_channels: int, hidden_channels: int, metapaths: list[str],

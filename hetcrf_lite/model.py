@@ -137,7 +137,8 @@ class HetCRF(nn.Module):
         self.encoder = build_encoder(config.encoder, in_channels=self.x.shape[1],
                                      hidden_channels=config.hidden_channels,
                                      metapaths=self.metapath_names, heads=config.heads,
-                                     feat_drop=config.feat_drop, attn_drop=config.attn_drop)
+                                     feat_drop=config.feat_drop, attn_drop=config.attn_drop,
+                                     semantic_fusion=config.semantic_fusion)
         if token_column:
             with torch.no_grad():  # the [MASK] input column starts at zero, as GraphMAE's token
                 self.encoder.proj.weight[:, -1] = 0.0

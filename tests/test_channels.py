@@ -103,6 +103,30 @@ def test_each_switch_changes_the_step(tiny, switch):
     assert set(base) != set(other) or any(not torch.allclose(base[n], other[n]) for n in common)
 
 
+def test_mean_fusion_is_the_plain_mean_and_takes_no_parameters():
+    from hetcrf_lite.encoder import HANEncoder, MeanFusion
+
+    zs = [torch.randn(5, 3), torch.randn(5, 3), torch.randn(5, 3)]
+    h, beta = MeanFusion()(zs)
+    assert torch.allclose(h, (zs[0] + zs[1] + zs[2]) / 3)
+    assert torch.equal(beta, torch.full((3,), 1 / 3))
+    mean = HANEncoder(4, 8, ["A", "B"], semantic_fusion="mean")
+    att = HANEncoder(4, 8, ["A", "B"])
+    assert sum(p.numel() for p in att.parameters()) > sum(p.numel() for p in mean.parameters())
+    edges = {m: torch.arange(6).repeat(2, 1) for m in ("A", "B")}
+    out = mean(torch.randn(6, 4), edges)
+    assert torch.allclose(out.h, (out.z["A"] + out.z["B"]) / 2)
+
+
+def test_mean_fusion_changes_the_step_and_keeps_beta_off_the_gradient(tiny):
+    _, base, _ = step_grads(tiny, cfg(cl_encoder_grad=True))
+    model, mean, _ = step_grads(tiny, cfg(cl_encoder_grad=True, semantic_fusion="mean"))
+    assert not any(n.startswith("encoder.semantic") for n in mean)  # nothing to train there
+    common = set(base) & set(mean)
+    assert any(not torch.allclose(base[n], mean[n]) for n in common if n.startswith("encoder."))
+    assert torch.equal(model.encode().semantic_attention, torch.full((2,), 0.5))
+
+
 def test_balance_gradients_by_hand():
     g_gen, g_cl = torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 1.0])  # conflicting
     # pcgrad: g_gen - (-1 / 2) g_cl = (0.5, 0.5); g_cl - (-1 / 1) g_gen = (0, 1); sum (0.5, 1.5)
