@@ -394,8 +394,8 @@ def _plan_dataset(plan: Plan, name: str, ab: Ablation, ds: str, eval_settings: d
             continue
         for seed in seeds:
             base = {"seed": seed, "epochs": epochs, "grad_balance_every": BALANCE_EVERY}
-            config = default_config(ds, **{**base, **changes}).to_dict()
-            key = run_key(ds, config, eval_settings)
+            resolved = default_config(ds, **{**base, **changes})
+            config, key = resolved.to_dict(), run_key(ds, resolved.identity(), eval_settings)
             plan.requested += 1
             if key not in plan.jobs:
                 plan.jobs[key] = Job(ds, config, dict(eval_settings), key, f"{name} / {label}",

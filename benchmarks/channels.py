@@ -64,7 +64,7 @@ def run_config(variant: str, seed: int, changes: dict):
 def run_key(graph: str, config) -> str:
     """Cache key: the graph's settings and the fully resolved config (so a changed default
     invalidates the cache)."""
-    blob = json.dumps([graph, GRAPHS[graph], config.to_dict()], sort_keys=True, default=str)
+    blob = json.dumps([graph, GRAPHS[graph], config.identity()], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

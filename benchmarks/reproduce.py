@@ -554,7 +554,7 @@ def main() -> None:
             cmd = common + ["--worker", ds, str(seed)]
             cmd += ["--epochs", str(args.epochs)] if args.epochs is not None else []
             config = hetcrf_config(ds, seed, args.epochs)
-            settings = {"config": config.to_dict(), "eval_runs": args.eval_runs}
+            settings = {"config": config.identity(), "eval_runs": args.eval_runs}
             planned[("hetcrf", ds, seed)] = (row_key("hetcrf", ds, seed, settings),
                                              expected_seconds(config) or 300,
                                              f"{ds} seed {seed}", cmd)

@@ -30,6 +30,12 @@ RESUME_SAFE_FIELDS = ("epochs", "lr", "weight_decay", "patience", "min_epochs",
 when to stop, what to log, where to run and how to evaluate. Everything else (the model, the
 data, the objective, the seed) defines the run, so a change needs a fresh run folder."""
 
+ADDED_FIELDS: dict[str, Any] = {"semantic_fusion": "attention"}
+"""Fields added after results were recorded, each with the value under which the code computes
+exactly what it did before the field existed. :meth:`HetCRFConfig.identity` leaves such a field
+out while it holds that value, so that adding a field keeps earlier run records, ``make
+reproduce`` rows and benchmark caches valid."""
+
 NONFINITE_FIELDS: frozenset[str] = frozenset()
 """Float fields where ``inf`` means something (none yet); every other float must be finite."""
 
@@ -228,6 +234,12 @@ class HetCRFConfig:
     # ------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the :data:`ADDED_FIELDS` that hold their neutral value: what
+        hashes of configs (run records, result rows, caches) are computed from."""
+        return {k: v for k, v in self.to_dict().items()
+                if k not in ADDED_FIELDS or v != ADDED_FIELDS[k]}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "HetCRFConfig":

@@ -77,7 +77,8 @@ its shipped config. ``tests/test_runs.py`` checks the table against ``docs/resul
 # ---------------------------------------------------------------------------------------------
 
 def config_hash(config: HetCRFConfig | Mapping[str, Any]) -> str:
-    """sha256 (hex) of the config as canonical JSON, without :data:`HASH_EXCLUDED`.
+    """sha256 (hex) of the config's :meth:`~HetCRFConfig.identity` as canonical JSON, without
+    :data:`HASH_EXCLUDED`.
 
     Args:
         config (HetCRFConfig or dict): a config, or its ``to_dict()`` (a dict is validated and
@@ -86,7 +87,7 @@ def config_hash(config: HetCRFConfig | Mapping[str, Any]) -> str:
     """
     if not isinstance(config, HetCRFConfig):
         config = HetCRFConfig.from_dict(dict(config))
-    plain = {k: v for k, v in config.to_dict().items() if k not in HASH_EXCLUDED}
+    plain = {k: v for k, v in config.identity().items() if k not in HASH_EXCLUDED}
     text = json.dumps(plain, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()
 

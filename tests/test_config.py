@@ -111,3 +111,18 @@ def test_shipped_configs_log_gradient_balance_every_10_epochs():
         assert default_config(name).grad_balance_every == 10, name
     # notebook 06 plots the synthetic config's per-epoch log
     assert default_config("synthetic").grad_balance_every == 1
+
+
+def test_identity_leaves_out_added_fields_at_their_neutral_value():
+    """A field added later (semantic_fusion) keeps earlier hashes valid while it is neutral,
+    and changes them when it changes the computation."""
+    from hetcrf_lite.config import ADDED_FIELDS
+    from hetcrf_lite.runs import config_hash
+
+    base = HetCRFConfig()
+    assert set(ADDED_FIELDS) <= set(base.to_dict())
+    before = {k: v for k, v in base.to_dict().items() if k not in ADDED_FIELDS}
+    assert base.identity() == before
+    mean = base.replace(semantic_fusion="mean")
+    assert mean.identity() == {**before, "semantic_fusion": "mean"}
+    assert config_hash(mean) != config_hash(base)
