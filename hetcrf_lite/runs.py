@@ -64,7 +64,7 @@ HASH_EXCLUDED: dict[str, str] = {
 trained model. Everything else, ``device`` and ``epochs`` included, must match."""
 
 SECONDS_PER_EPOCH: dict[str, float] = {
-    "synthetic": 0.30, "acm": 1.63, "dblp": 5.14, "aminer": 3.57, "freebase": 0.56,
+    "synthetic": 0.30, "acm": 1.63, "dblp": 5.14, "aminer": 3.06, "freebase": 0.52,
 }
 """Median seconds per epoch, one torch thread: the benchmarks' training CPU time per epoch in
 ``docs/results.json`` (``make reproduce``; median over seeds: what an idle core takes, as the
