@@ -391,11 +391,12 @@ class SemanticAttention(nn.Module):
 class MeanFusion(nn.Module):
     r"""Semantic fusion without attention: :math:`\mathbf{H} = \frac{1}{M} \sum_m \mathbf{Z}^m`.
 
-    Introduced in notebook 09, as the fix for the collapse of :class:`SemanticAttention`: in
-    self-supervised training its softmax over meta-paths is bistable (whichever meta-path gets
-    ahead in the first epochs takes all the weight, also the one with the lower homophily), and
-    a constant :math:`\beta_m = 1/M` cannot collapse. Same interface as
-    :class:`SemanticAttention`, so the losses that read :math:`\beta` see the constant.
+    Not taught in a notebook: the ablation of docs/method.md ("A beta that cannot collapse").
+    Notebook 09 shows that in self-supervised training the softmax of :class:`SemanticAttention`
+    over meta-paths is bistable (whichever meta-path gets ahead in the first epochs takes all the
+    weight, also the one with the lower homophily); a constant :math:`\beta_m = 1/M` cannot
+    collapse. Same interface as :class:`SemanticAttention`, so the losses that read
+    :math:`\beta` see the constant.
     """
 
     def forward(self, zs: Tensor | list[Tensor],
