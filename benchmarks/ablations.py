@@ -128,6 +128,7 @@ SWITCHES: dict[str, tuple[Any, ...]] = {
     "channel_balance": ("none", "norm", "pcgrad"),
     "cl_beta_grad": (True, False),
     "gen_beta_grad": (True, False),
+    "semantic_fusion": ("attention", "mean"),
 }
 
 _AUG = {
