@@ -67,3 +67,37 @@ def test_method_page_quotes_the_committed_run():
         cells = rows[name].get("mean", rows[name])
         line = next(ln for ln in page.splitlines() if ln.startswith("| ") and label in ln)
         assert line.endswith(" | ".join(f"{cells[r]:.2f}" for r in ("20", "40", "60")) + " |")
+
+
+def test_embedding_scale_measures_against_independent_references():
+    """benchmarks/embedding_scale.py: standardise matches scikit-learn's StandardScaler; the
+    common share is 1 for identical rows, 0 for centred ones, and grows with a shared offset."""
+    import numpy as np
+    from sklearn.preprocessing import StandardScaler
+
+    import embedding_scale as es
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(200, 8)) * np.arange(1, 9) + 5.0
+    assert np.allclose(es.standardise(emb), StandardScaler().fit_transform(emb), atol=1e-8)
+    assert es.common_share(np.tile(rng.normal(size=8), (50, 1))) == pytest.approx(1.0)
+    centred = emb - emb.mean(0)
+    assert es.common_share(centred) == pytest.approx(0.0, abs=1e-12)
+    assert es.common_share(centred + 1.0) < es.common_share(centred + 10.0) < 1.0
+
+
+def test_embedding_scale_json_is_a_run_of_the_script():
+    """The committed diagnostics (quoted in docs/method.md) hold every table the script writes,
+    with the movie graph's rows and the seeds it says."""
+    path = ROOT / "benchmarks" / "logs" / "method_search" / "embedding_scale.json"
+    result = json.loads(path.read_text())
+    assert result["command"].startswith("python benchmarks/embedding_scale.py")
+    import embedding_scale as es
+
+    assert set(result["objective_curves"]) == set(es.VARIANTS)
+    for rows_ in result["objective_curves"].values():
+        assert set(rows_["per_seed"]) == {str(s) for s in result["seeds"]}
+    page = (ROOT / "docs" / "method.md").read_text()
+    for key in ("movies / contrastive", "heldout_b / concat"):
+        mean = result["scale"][key]["mean"]
+        assert f"{mean['raw']:.1f} -> {mean['standardised']:.1f}" in page, key
