@@ -42,9 +42,11 @@ VARIANTS = {"full model": {}, "no feature reconstruction": {"use_feat_recon": Fa
 
 
 def standardise(emb: np.ndarray) -> np.ndarray:
-    """Each column centred and scaled to unit standard deviation over the nodes."""
-    centred = emb - emb.mean(0)
-    return centred / (centred.std(0) + 1e-12)
+    """Each column centred and scaled to unit standard deviation over the nodes (scikit-learn's
+    ``StandardScaler``; a constant column stays 0)."""
+    from sklearn.preprocessing import StandardScaler
+
+    return StandardScaler().fit_transform(emb)
 
 
 def common_share(emb: np.ndarray) -> float:
@@ -79,8 +81,7 @@ def objective_curves(seeds: list[int], eval_runs: int) -> dict:
             rows = []
 
             def probe(model, epoch: int) -> None:
-                with torch.no_grad():
-                    h, c = model.embed("encoder").cpu(), model.embed("contrastive").cpu()
+                h, c = model.embed("encoder").cpu(), model.embed("contrastive").cpu()  # no_grad
                 rows.append({"epoch": epoch, "H": val_score(h, val, eval_runs),
                              "contrastive": val_score(c, val, eval_runs)})
 
