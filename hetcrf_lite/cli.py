@@ -272,7 +272,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if args.out:
         atomic_write_bytes(Path(args.out), lambda fh: np.save(fh, emb))
         print(f"wrote {args.out}")
-    print(f"embeddings [{emb.shape[0]}, {emb.shape[1]}] ({config.embed}) of the model in "
+    what = config.embed + (", columns standardised" if config.embed_norm == "standardise" else "")
+    print(f"embeddings [{emb.shape[0]}, {emb.shape[1]}] ({what}) of the model in "
           f"{args.run_dir}{same}")
     return 0
 

@@ -30,7 +30,7 @@ RESUME_SAFE_FIELDS = ("epochs", "lr", "weight_decay", "patience", "min_epochs",
 when to stop, what to log, where to run and how to evaluate. Everything else (the model, the
 data, the objective, the seed) defines the run, so a change needs a fresh run folder."""
 
-ADDED_FIELDS: dict[str, Any] = {"semantic_fusion": "attention"}
+ADDED_FIELDS: dict[str, Any] = {"semantic_fusion": "attention", "embed_norm": "none"}
 """Fields added after results were recorded, each with the value under which the code computes
 exactly what it did before the field existed. :meth:`HetCRFConfig.identity` leaves such a field
 out while it holds that value, so that adding a field keeps earlier run records, ``make
@@ -133,6 +133,10 @@ class HetCRFConfig:
     cluster_ema: float = 0.0  # momentum on centroids between refreshes (0 = none)
     # --- embedding for downstream tasks -------------------------------------------------------
     embed: Literal["concat", "encoder", "contrastive"] = "concat"  # (choice)
+    # standardise: every column of that embedding z-scored over the nodes (no label read). Where
+    # an embedding is mostly one vector shared by all nodes, its scale hides the classes from a
+    # linear probe (docs/method.md, "Where the movie graph loses the classes"); tune tries both.
+    embed_norm: Literal["none", "standardise"] = "none"
     # --- training -----------------------------------------------------------------------------
     lr: float = 8e-4
     weight_decay: float = 0.0

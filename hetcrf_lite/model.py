@@ -39,6 +39,26 @@ def self_positives(num_nodes: int, device: torch.device | None = None) -> Tensor
     return torch.stack([idx, idx])  # [2, N]
 
 
+def standardise_columns(x: Tensor) -> Tensor:
+    r"""Each column of ``x`` ``[N, D]`` z-scored over the rows,
+    :math:`(x_{:,j} - \mu_j) / \sigma_j` with the population :math:`\sigma_j` (scikit-learn's
+    ``StandardScaler``); a column that is constant up to float rounding becomes 0. Written in
+    torch (two reductions) so that it runs on the model's device without a NumPy round trip."""
+    mean = x.mean(0)
+    std = x.std(0, unbiased=False)
+    constant = std <= 1e-6 * mean.abs().clamp_min(1e-12)
+    return (x - mean) / torch.where(constant, torch.ones_like(std), std)
+
+
+def normalise_embedding(emb: Tensor, norm: str) -> Tensor:
+    """``emb`` as it is (``norm="none"``) or :func:`standardise_columns` (``"standardise"``)."""
+    if norm == "none":
+        return emb
+    if norm != "standardise":
+        raise ConfigError(f"embed_norm={norm!r}: use none or standardise")
+    return standardise_columns(emb)
+
+
 def balance_gradients(g_gen: Tensor, g_cl: Tensor, mode: str) -> Tensor:
     r"""Combine the two channels' gradients on the shared encoder (flattened vectors).
 
@@ -491,14 +511,19 @@ class HetCRF(nn.Module):
             return self.views(enc)[0]
 
     @torch.no_grad()
-    def embed(self, mode: str | None = None) -> Tensor:
-        """Final embedding: ``concat`` [H, contrastive], ``encoder`` H or ``contrastive``."""
+    def embed(self, mode: str | None = None, norm: str | None = None) -> Tensor:
+        """Final embedding: ``concat`` [H, contrastive], ``encoder`` H or ``contrastive``
+        (``mode``, default ``config.embed``), as it is (``norm="none"``) or with its columns
+        standardised (``"standardise"``, :func:`standardise_columns`; default
+        ``config.embed_norm``)."""
         mode = mode or self.config.embed
         enc = self.encode()
         if mode == "encoder" or not self.config.use_contrastive:
-            return enc.h
-        contrast = self.contrastive_embedding(enc)
-        return contrast if mode == "contrastive" else torch.cat([enc.h, contrast], dim=1)
+            out = enc.h
+        else:
+            contrast = self.contrastive_embedding(enc)
+            out = contrast if mode == "contrastive" else torch.cat([enc.h, contrast], dim=1)
+        return normalise_embedding(out, norm or self.config.embed_norm)
 
     # --------------------------------------------------------------------------------------------
     def on_epoch_start(self, epoch: int,

@@ -21,8 +21,11 @@ for this method:
   counts with its final model at every later epoch (a longer run stops at the same epoch). With
   ``lr_schedule: cosine`` the schedule depends on the epoch count, so only the last epoch is
   scored;
-* the final embedding (``concat`` / ``encoder`` / ``contrastive``), scored from the same trained
-  model, no retraining.
+* the final embedding (``concat`` / ``encoder`` / ``contrastive``), each as it is and with its
+  columns standardised (``embed_norm``), scored from the same trained model, no retraining. On
+  graphs whose embeddings are mostly one vector shared by every node the standardised columns
+  score far higher; where they are not, it can cost a point or two (docs/method.md, "Where the
+  movie graph loses the classes"), so it is a choice made on validation, not a default.
 
 A candidate's score is its best (epochs, embedding) point. The candidates come from a short
 coordinate search, in this order, each step from the best candidate so far (``L``, ``T``: the
@@ -80,13 +83,15 @@ from .train import build_trainer
 from .utils import environment_info
 
 __all__ = ["tune", "check_tunable", "validation_only", "validation_scores", "baseline_scores",
-           "candidates", "format_table", "write_outputs", "EMBED_MODES"]
+           "candidates", "format_table", "write_outputs", "embed_label", "EMBED_MODES",
+           "EMBED_NORMS"]
 
 CURVE_POINTS = 8
 """Probes of the validation curve per training (plus the last epoch)."""
 TIMING_EPOCHS = 3
 """Epochs of the timing run that estimates one training before the search."""
 EMBED_MODES = ("concat", "encoder", "contrastive")
+EMBED_NORMS = ("none", "standardise")
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,17 +169,28 @@ def baseline_scores(dataset, eval_runs: int, lr: float | None = None) -> dict[st
 # One candidate: a training per seed, probed during training
 # --------------------------------------------------------------------------------------------
 
-def _modes(config: HetCRFConfig) -> list[str]:
-    if not config.use_contrastive:
-        return ["encoder"]  # every mode is H without the contrastive channel
-    return [config.embed] + [m for m in EMBED_MODES if m != config.embed]
+def embed_label(mode: str, norm: str) -> str:
+    """How tables and curves name an embedding choice: ``contrastive``, ``contrastive+std``."""
+    return mode if norm == "none" else f"{mode}+std"
+
+
+def _modes(config: HetCRFConfig) -> list[tuple[str, str]]:
+    """The ``(embed, embed_norm)`` choices scored, the starting config's first."""
+    modes = ["encoder"] if not config.use_contrastive else (  # H is all there is without it
+        [config.embed] + [m for m in EMBED_MODES if m != config.embed])
+    norms = [config.embed_norm] + [n for n in EMBED_NORMS if n != config.embed_norm]
+    return [(m, n) for n in norms for m in modes]
 
 
 def _probe_epochs(config: HetCRFConfig) -> set[int]:
+    """Every ``ceil(epochs / CURVE_POINTS)`` epochs and the last, plus two probes before the
+    first of those (at a quarter and a half of it): on a graph the defaults were not made for
+    the curve can peak early (issue 12's movie graph: at 15-25 of 200 epochs)."""
     if config.lr_schedule != "constant":
         return {config.epochs}
     every = max(1, math.ceil(config.epochs / CURVE_POINTS))
-    return set(range(every, config.epochs + 1, every)) | {config.epochs}
+    early = {max(1, every // 4), max(1, every // 2)}
+    return early | set(range(every, config.epochs + 1, every)) | {config.epochs}
 
 
 def _train_probed(dataset, config: HetCRFConfig, val_dataset, eval_runs: int,
@@ -185,8 +201,8 @@ def _train_probed(dataset, config: HetCRFConfig, val_dataset, eval_runs: int,
     curve: list[dict] = []
 
     def scores(model) -> dict[str, dict]:
-        return {m: validation_scores(model.embed(m), val_dataset, eval_runs, config.eval_lr)
-                for m in modes}
+        return {embed_label(m, n): validation_scores(model.embed(m, n), val_dataset, eval_runs,
+                                                     config.eval_lr) for m, n in modes}
 
     def probe(model, epoch: int, record: dict) -> None:
         if epoch + 1 not in probe_at:
@@ -212,7 +228,7 @@ def _train_probed(dataset, config: HetCRFConfig, val_dataset, eval_runs: int,
             "train_s": time.perf_counter() - t0, "curve": curve}
 
 
-def _points(runs: dict[int, dict], modes: list[str]) -> list[dict]:
+def _points(runs: dict[int, dict], modes: list[tuple[str, str]]) -> list[dict]:
     """Every (epochs, embedding) point that every seed can score, with its mean over rates and
     seeds; a seed that stopped before E counts with its final model."""
     epochs = sorted({c["epoch"] for run in runs.values() for c in run["curve"]})
@@ -227,11 +243,12 @@ def _points(runs: dict[int, dict], modes: list[str]) -> list[dict]:
                 per_seed[seed] = run["curve"][-1]["val_macro_f1"]
         if len(per_seed) < len(runs):
             continue
-        for mode in modes:
-            by_seed = {s: per_seed[s][mode] for s in runs}
+        for mode, norm in modes:
+            by_seed = {s: per_seed[s][embed_label(mode, norm)] for s in runs}
             rates = sorted(next(iter(by_seed.values())))
             per_rate = {r: float(np.mean([by_seed[s][r] for s in runs])) for r in rates}
-            points.append({"epochs": e, "embed": mode, "score": float(np.mean(
+            points.append({"epochs": e, "embed": mode, "embed_norm": norm,
+                           "label": embed_label(mode, norm), "score": float(np.mean(
                 [np.mean(list(v.values())) for v in by_seed.values()])),
                 "val_macro_f1": per_rate, "by_seed": by_seed})
     return points
@@ -305,8 +322,8 @@ def _estimate(dataset, base: HetCRFConfig, val_dataset, eval_runs: int,
     setup = stamps[0] - t0 - (stamps[1] - stamps[0] if len(stamps) > 1 else 0.0)
     per_epoch = (stamps[-1] - t0 - max(setup, 0.0)) / len(stamps)
     t1 = time.perf_counter()
-    for mode in _modes(base):
-        validation_scores(trainer.model.embed(mode), val_dataset, eval_runs, base.eval_lr)
+    for mode, norm in _modes(base):
+        validation_scores(trainer.model.embed(mode, norm), val_dataset, eval_runs, base.eval_lr)
     probe = time.perf_counter() - t1
     training = max(setup, 0.0) + per_epoch * base.epochs + probe * len(_probe_epochs(base))
     return {"setup_s": max(setup, 0.0), "epoch_s": per_epoch, "probe_s": probe,
@@ -425,7 +442,7 @@ def _log_candidate(row: dict[str, Any], log: Callable[[str], None]) -> None:
         return
     cells = " / ".join(f"{v:.2f}" for v in row["best"]["val_macro_f1"].values())
     log(f"{what}: val Macro-F1 {row['best']['score']:.2f} [{cells}] at "
-        f"{row['best']['epochs']} epochs, {row['best']['embed']} ({row['seconds']:.0f} s)")
+        f"{row['best']['epochs']} epochs, {row['best']['label']} ({row['seconds']:.0f} s)")
 
 
 def _outcome(rows: list[dict[str, Any]], base: HetCRFConfig) -> dict[str, Any]:
@@ -434,10 +451,11 @@ def _outcome(rows: list[dict[str, Any]], base: HetCRFConfig) -> dict[str, Any]:
     if best is None:
         raise TrainingError("every candidate failed to train (NaN/Inf): " + rows[0]["failed"])
     best_config = base.replace(lr=best["lr"], tau=best["tau"], epochs=best["best"]["epochs"],
-                               embed=best["best"]["embed"])
+                               embed=best["best"]["embed"], embed_norm=best["best"]["embed_norm"])
     starting = rows[0].get("points", [])
-    as_given = next((p for p in starting if p["epochs"] == base.epochs
-                     and p["embed"] == _modes(base)[0]), None)
+    first = embed_label(*_modes(base)[0])
+    as_given = next((p for p in starting if p["epochs"] == base.epochs and p["label"] == first),
+                    None)
     ordered = sorted(rows, key=lambda r: -r["best"]["score"] if r.get("best") else math.inf)
     return {"rows": ordered, "best": best, "best_config": best_config,
             "starting_config_score": as_given}
@@ -454,20 +472,20 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [f"validation Macro-F1 (mean over rates {head} and seeds "
              f"{' '.join(map(str, result['seeds']))}), best first",
              f"{'score':>7} | {'per rate ' + head:>24} | {'lr':>9} | {'tau':>6} | {'epochs':>6} "
-             f"| {'embed':>11} | {'s':>6} | candidate"]
+             f"| {'embed':>15} | {'s':>6} | candidate"]
     lines.append("-" * len(lines[-1]))
     for r in result["rows"]:
         if not r.get("best"):
             lines.append(f"{'failed':>7} | {'':>24} | {r['lr']:>9g} | {r['tau']:>6g} | "
-                         f"{'':>6} | {'':>11} | {r['seconds']:>6.0f} | {r['why']}")
+                         f"{'':>6} | {'':>15} | {r['seconds']:>6.0f} | {r['why']}")
             continue
         b = r["best"]
         cells = " / ".join(f"{b['val_macro_f1'][k]:.2f}" for k in rates)
         lines.append(f"{b['score']:>7.2f} | {cells:>24} | {r['lr']:>9g} | {r['tau']:>6g} | "
-                     f"{b['epochs']:>6} | {b['embed']:>11} | {r['seconds']:>6.0f} | {r['why']}")
+                     f"{b['epochs']:>6} | {b['label']:>15} | {r['seconds']:>6.0f} | {r['why']}")
     given = result.get("starting_config_score")
     if given:
-        lines.append(f"the starting config as it is ({given['epochs']} epochs, {given['embed']}): "
+        lines.append(f"the starting config as it is ({given['epochs']} epochs, {given['label']}): "
                      f"{given['score']:.2f}")
     lines.append("training-free baselines on the same validation splits:")
     for name, scores in result["baselines"].items():

@@ -268,6 +268,7 @@ def test_subgraph_refuses_node_ids_that_do_not_match(tiny):
     ("tiny_sparse", dict(heads=2, second_stage_depth=2)),
     ("tiny", dict(encoder="gcn", second_stage_depth=0)),
     ("tiny_none", dict(feature_init="embedding")),
+    ("tiny", dict(embed="contrastive", embed_norm="standardise")),
 ])
 def test_layerwise_inference_equals_the_full_graph_pass(data, changes, request):
     model = HetCRF(request.getfixturevalue(data), cfg(**changes))

@@ -61,8 +61,8 @@ def test_tune_on_the_builtin_graph_tries_the_shipped_config_first_and_keeps_the_
     assert [(r["why"], r["lr"], r["tau"]) for r in result["rows"]] == [
         ("starting config", shipped.lr, shipped.tau)]
     assert "budget" in result["skipped"] and result["budget_s"] == pytest.approx(0.3)
-    assert set(result["rows"][0]["runs"]["0"]["curve"][0]["val_macro_f1"]) == set(
-        tune.EMBED_MODES)
+    assert set(result["rows"][0]["runs"]["0"]["curve"][0]["val_macro_f1"]) == {
+        m + s for m in tune.EMBED_MODES for s in ("", "+std")}
     assert set(result["baselines"]) == {"raw features", "propagated features"}
     assert result["env"]["torch"] == torch.__version__ and result["seed"] == [0]
     assert re.search(r"about 1 of at most \d+ candidates fit", printed)
@@ -98,7 +98,8 @@ def test_tune_on_an_own_graph_file_writes_a_best_yaml_that_reproduces_its_score(
     best = HetCRFConfig.load(out / "best.yaml")
     assert best.graph == str(graph.absolute()) and best.metapaths == ["PAP", "PSP"]
     top = result["rows"][result["best_index"]]["best"]
-    assert (best.epochs, best.embed) == (top["epochs"], top["embed"])
+    assert (best.epochs, best.embed, best.embed_norm) == (top["epochs"], top["embed"],
+                                                          top["embed_norm"])
     dataset = load_graph_dataset(graph, "paper", ["PAP", "PSP"])
     model, _ = fit(dataset, best, progress=False)
     again = tune.validation_scores(model.embed(), tune.validation_only(dataset), 2)
