@@ -33,7 +33,8 @@ from hetcrf_lite.errors import ConfigError
 from hetcrf_lite.files import save_json
 from hetcrf_lite.plot import plt, write_png
 from hetcrf_lite.train import fit
-from hetcrf_lite.tune import EMBED_MODES, validation_only, validation_scores
+from hetcrf_lite.tune import (EMBED_MODES, EMBED_NORMS, embed_label, parse_embed_label,
+                              validation_only, validation_scores)
 from hetcrf_lite.utils import environment_info, load_named_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +63,7 @@ def score(dataset, changes: dict, seed: int, eval_runs: int,
     """
     base = base if base is not None else default_config(dataset.name)
     config = base.replace(**{"grad_balance_every": 0, **changes, "seed": seed})
-    modes = embed_modes or [config.embed]
+    modes = embed_modes or [embed_label(config.embed, config.embed_norm)]
     val_dataset = validation_only(dataset)
     curve: list[dict] = []
 
@@ -70,7 +71,8 @@ def score(dataset, changes: dict, seed: int, eval_runs: int,
         if not curve_every or (epoch + 1) % curve_every:
             return
         curve.append({"epoch": epoch + 1, "loss": record["loss"],
-                      **{mode: validation_scores(model.embed(mode), val_dataset, eval_runs)
+                      **{mode: validation_scores(model.embed(*parse_embed_label(mode)),
+                                                 val_dataset, eval_runs)
                          for mode in modes}})
         means = " ".join(f"{mode} {np.mean(list(curve[-1][mode].values())):.2f}" for mode in modes)
         print(f"    seed {seed} epoch {epoch + 1}: loss {record['loss']:.4f}, val {means}",
@@ -81,7 +83,8 @@ def score(dataset, changes: dict, seed: int, eval_runs: int,
     train_s = time.perf_counter() - t0
     rows = {}
     for mode in modes:
-        rows[mode] = {"val_macro_f1": validation_scores(model.embed(mode), val_dataset, eval_runs),
+        rows[mode] = {"val_macro_f1": validation_scores(model.embed(*parse_embed_label(mode)),
+                                                        val_dataset, eval_runs),
                       "epochs": len(history["epochs"]), "best_epoch": history["best_epoch"],
                       "stopped": history["stopped"], "train_s": train_s,
                       "curve": [{"epoch": c["epoch"], "loss": c["loss"], "val_macro_f1": c[mode]}
@@ -155,8 +158,10 @@ def _grid_parser(root: Path) -> argparse.ArgumentParser:
     parser.add_argument("--fixed", nargs="+", default=[], help="KEY=V changes for every point")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--eval-runs", type=int, default=10)
-    parser.add_argument("--embed-modes", nargs="+", default=None, choices=list(EMBED_MODES),
-                        help="score these final embeddings of each trained model (free)")
+    parser.add_argument("--embed-modes", nargs="+", default=None,
+                        choices=[embed_label(m, n) for n in EMBED_NORMS for m in EMBED_MODES],
+                        help="score these final embeddings of each trained model (free; "
+                             "+std: columns standardised)")
     parser.add_argument("--curve-every", type=int, default=0,
                         help="also score the embeddings every N epochs during training")
     parser.add_argument("--figure", default=None,
@@ -179,7 +184,9 @@ def _grid_rows(point: dict[str, Any], by_seed: list[dict[str, Any]],
         runs = [seed_rows[mode] for seed_rows in by_seed]
         rates = sorted(runs[0]["val_macro_f1"])
         per_rate = {r: float(np.mean([run["val_macro_f1"][r] for run in runs])) for r in rates}
-        full = {**point, "embed": mode} if embed_modes else point
+        embed, norm = parse_embed_label(mode)
+        full = ({**point, "embed": embed, **({"embed_norm": norm} if norm != "none" else {})}
+                if embed_modes else point)
         row = {"point": full, "val_macro_f1": per_rate,
                "score": float(np.mean(list(per_rate.values()))),
                "epochs": [run["epochs"] for run in runs],

@@ -83,7 +83,8 @@ from .train import build_trainer
 from .utils import environment_info
 
 __all__ = ["tune", "check_tunable", "validation_only", "validation_scores", "baseline_scores",
-           "candidates", "format_table", "write_outputs", "embed_label", "EMBED_MODES",
+           "candidates", "format_table", "write_outputs", "embed_label", "parse_embed_label",
+           "EMBED_MODES",
            "EMBED_NORMS"]
 
 CURVE_POINTS = 8
@@ -172,6 +173,15 @@ def baseline_scores(dataset, eval_runs: int, lr: float | None = None) -> dict[st
 def embed_label(mode: str, norm: str) -> str:
     """How tables and curves name an embedding choice: ``contrastive``, ``contrastive+std``."""
     return mode if norm == "none" else f"{mode}+std"
+
+
+def parse_embed_label(label: str) -> tuple[str, str]:
+    """The ``(embed, embed_norm)`` that :func:`embed_label` named ``label``."""
+    mode, std, rest = label.partition("+")
+    if mode not in EMBED_MODES or (std and rest != "std"):
+        raise ConfigError(f"embedding {label!r}: use one of "
+                          f"{[embed_label(m, n) for n in EMBED_NORMS for m in EMBED_MODES]}")
+    return mode, "standardise" if std else "none"
 
 
 def _modes(config: HetCRFConfig) -> list[tuple[str, str]]:

@@ -224,6 +224,35 @@ def test_score_records_a_curve_every_n_epochs(hin):
     assert rows["concat"]["curve"][-1]["val_macro_f1"] == rows["concat"]["val_macro_f1"]
 
 
+def test_embed_labels_round_trip_and_unknown_ones_are_refused():
+    for mode in tune.EMBED_MODES:
+        for norm in tune.EMBED_NORMS:
+            assert tune.parse_embed_label(tune.embed_label(mode, norm)) == (mode, norm)
+    assert tune.embed_label("concat", "none") == "concat"  # the names older logs used
+    for bad in ("concat+l2", "umap", "concat+"):
+        with pytest.raises(ConfigError, match="use one of"):
+            tune.parse_embed_label(bad)
+
+
+def test_the_grid_scores_standardised_embeddings_of_the_same_model(hin):
+    """``concat+std`` is the same trained model's concatenation with standardised columns:
+    it equals scoring ``standardise_columns`` of the raw one, and its row names the setting
+    that ``best.yaml`` needs (``embed_norm``)."""
+    from hetcrf_lite.model import standardise_columns
+
+    changes = {"epochs": 2, "hidden_channels": 16, "heads": 1}
+    rows = grid.score(hin, changes, seed=0, eval_runs=2, embed_modes=["concat", "concat+std"])
+    model, _ = fit(hin, default_config("synthetic").replace(grad_balance_every=0, seed=0,
+                                                           **changes), progress=False)
+    by_hand = tune.validation_scores(standardise_columns(model.embed("concat", "none")),
+                                     tune.validation_only(hin), 2)
+    assert rows["concat+std"]["val_macro_f1"] == pytest.approx(by_hand)
+    assert rows["concat+std"]["val_macro_f1"] != rows["concat"]["val_macro_f1"]
+    points = grid._grid_rows({}, [rows], ["concat", "concat+std"])
+    assert [p["point"] for p in points] == [{"embed": "concat"},
+                                            {"embed": "concat", "embed_norm": "standardise"}]
+
+
 def test_curve_summary_means_over_rates_then_seeds():
     seed0 = [{"epoch": 10, "val_macro_f1": {20: 60.0, 40: 70.0}},
              {"epoch": 20, "val_macro_f1": {20: 80.0, 40: 80.0}}]
