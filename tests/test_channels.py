@@ -258,3 +258,23 @@ def test_channels_benchmark_runs_end_to_end(tmp_path):
     data = json.loads(out.read_text())
     assert set(data["table"]["default"]) == {"full", "generative", "contrastive"}
     assert "margin_ok" in data["criteria"]["default"]
+
+
+def test_method_page_quotes_the_standardised_channels_run():
+    """docs/method.md's table "Is the scale why the synthetic bar fails?" shows, for every graph
+    and variant, docs/channels.json's means and then the standardised run's
+    (benchmarks/logs/method_search/channels_standardised.json), to one decimal."""
+    page = (ROOT / "docs" / "method.md").read_text()
+    table = page.split("**Is the scale why the synthetic bar fails?**")[1].split("No. ")[0]
+    shipped = json.loads((ROOT / "docs" / "channels.json").read_text())
+    std = json.loads((ROOT / "benchmarks" / "logs" / "method_search" /
+                      "channels_standardised.json").read_text())
+    assert std["meta"]["changes"] == {"embed_norm": "standardise"}
+    names = {"default": "| default |", "heldout_a": "| held-out A |", "heldout_b": "| held-out B |"}
+    for graph, name in names.items():
+        row = next(line for line in table.splitlines() if line.startswith(name))
+        cells = [c.strip() for c in row.strip("|").split("|")[1:]]
+        for cell, variant in zip(cells, ("full", "generative", "contrastive")):
+            means = [run["table"][graph][variant]["mean"] for run in (shipped, std)]
+            assert cell == " -> ".join(" / ".join(f"{m[r]:.1f}" for r in ("20", "40", "60"))
+                                       for m in means)
