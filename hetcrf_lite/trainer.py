@@ -347,8 +347,9 @@ class Trainer:
         on_epoch_end (callable, optional): called as ``on_epoch_end(model, epoch, record)`` after
             each epoch's step, e.g. to probe the embeddings during training
             (``hetcrf-lite tune``, ``benchmarks/tune.py --curve-every``). It runs inside
-            ``torch.random.fork_rng``, so a hook that draws random numbers leaves the training
-            unchanged. (default: ``None``)
+            ``torch.random.fork_rng`` and the model's extra state (its sampling generator) is
+            put back after it, so a hook that draws random numbers or embeds leaves the
+            training unchanged. (default: ``None``)
         deterministic (bool, optional): train with ``torch.use_deterministic_algorithms`` on
             the CPU (:func:`deterministic_algorithms`): same seed, same bits at a given thread
             count. Ignored on a GPU. (default: ``True``)
@@ -533,8 +534,7 @@ class Trainer:
                     record, stop = self._run_epoch(epoch, guard)
                     bar.set_postfix({k: f"{v:.3f}" for k, v in record["parts"].items()})
                     if self.on_epoch_end is not None:
-                        with torch.random.fork_rng():  # the hook must not shift training's draws
-                            self.on_epoch_end(self.model, epoch, record)
+                        self._call_hook(epoch, record)
                     if stop:
                         self.history["stopped"] = (f"early stop at epoch {epoch} "
                                                    f"(patience {cfg.patience})")
@@ -549,6 +549,18 @@ class Trainer:
             return True
         bar.close()
         return False
+
+    def _call_hook(self, epoch: int, record: dict[str, Any]) -> None:
+        """``on_epoch_end`` without shifting training's draws: inside ``fork_rng`` (the global
+        generators), and with the model's own extra state put back afterwards (its sampling
+        generator, which a schema view with ``schema_sample`` draws on whenever a probe asks
+        for the contrastive embedding, and the cluster positives)."""
+        extra = (copy.deepcopy(self.model.extra_state()) if hasattr(self.model, "extra_state")
+                 else None)
+        with torch.random.fork_rng():
+            self.on_epoch_end(self.model, epoch, record)
+        if extra is not None and hasattr(self.model, "load_extra_state"):
+            self.model.load_extra_state(extra)
 
     def _snapshot(self) -> dict[str, Any]:
         """What an epoch changes before its first optimiser step (rolled back on Ctrl-C)."""

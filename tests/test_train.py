@@ -157,17 +157,23 @@ def test_cosine_schedule_anneals_the_learning_rate(tiny):
     assert {r["lr"] for r in flat["epochs"]} == {0.01}
 
 
-def test_on_epoch_end_probes_without_changing_training(tiny):
+@pytest.mark.parametrize("changes", [
+    {},
+    # the benchmark configs sample the schema view's neighbours (HeCo's per-type counts) from
+    # the model's own generator, which the contrastive embedding a probe asks for also draws on
+    {"schema_sample": {"author": 2, "subject": 1}},
+])
+def test_on_epoch_end_probes_without_changing_training(tiny, changes):
     # The hook sees the model and every epoch's record; probing the embeddings there (as
     # tune.py's --curve-every does), even with random draws, leaves the training unchanged.
-    _, plain = fit(tiny, cfg(epochs=5), progress=False)
+    _, plain = fit(tiny, cfg(epochs=5, **changes), progress=False)
     seen = []
 
     def probe(model, epoch, record):
         torch.rand(1000)  # a hook that draws random numbers: the trainer forks the RNG
         seen.append((epoch, record["loss"], model.embed().shape[0]))
 
-    _, probed = fit(tiny, cfg(epochs=5), progress=False, on_epoch_end=probe)
+    _, probed = fit(tiny, cfg(epochs=5, **changes), progress=False, on_epoch_end=probe)
     assert [e for e, _, _ in seen] == [0, 1, 2, 3, 4]
     assert all(n == tiny.num_nodes for _, _, n in seen)
     assert [l for _, l, _ in seen] == [r["loss"] for r in probed["epochs"]]
