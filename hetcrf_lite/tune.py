@@ -84,8 +84,7 @@ from .utils import environment_info
 
 __all__ = ["tune", "check_tunable", "validation_only", "validation_scores", "baseline_scores",
            "candidates", "format_table", "write_outputs", "embed_label", "parse_embed_label",
-           "EMBED_MODES",
-           "EMBED_NORMS"]
+           "EMBED_MODES", "EMBED_NORMS"]
 
 CURVE_POINTS = 8
 """Probes of the validation curve per training (plus the last epoch)."""
