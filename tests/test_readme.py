@@ -7,6 +7,7 @@ repeats bit for bit (docs/reliability.md, section 4), so the lines must match ex
 """
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
@@ -80,3 +81,21 @@ def test_raw_feature_baseline_matches_the_readme():
     x = ds.x.to_dense() if ds.x.is_sparse else ds.x
     res = evaluate_embeddings(x.to(torch.float32), ds, runs=10, clustering=False)  # notebook 07
     assert f"{res.classification[20].summary()['macro_f1'][0]:.1f}" == match.group(1)
+
+
+def test_held_out_graph_numbers_match_their_runs():
+    """The README's paragraph on graphs nobody tuned on quotes docs/own_graph.json (movies) and
+    docs/own_graph_shops.json: defaults, tuned and the neighbour-mean baseline, per rate."""
+    readme = (ROOT / "README.md").read_text()
+    text = " ".join(readme.split("**On graphs nobody tuned on**")[1].split("**The paper's")[0]
+                    .split())
+
+    def cells(row: dict) -> str:
+        row = row.get("mean", row)
+        return " / ".join(f"{row[r]:.2f}" for r in ("20", "40", "60"))
+
+    movies = json.loads((ROOT / "docs" / "own_graph.json").read_text())["rows"]
+    shops = json.loads((ROOT / "docs" / "own_graph_shops.json").read_text())["rows"]
+    for row in (movies["defaults"], movies["tuned"], movies["propagated features"],
+                shops["tuned"], shops["propagated features"]):
+        assert cells(row) in text
