@@ -77,7 +77,7 @@ from torch_geometric.utils import subgraph
 from .config import HetCRFConfig
 from .data import HINDataset, identity_features
 from .errors import ConfigError, DataError
-from .model import HetCRF, eval_mode, normalise_embedding
+from .model import HetCRF, compose_embedding, eval_mode
 from .sparse import RowIndex
 from .trainer import Trainer
 from .utils import seed_everything
@@ -322,13 +322,9 @@ def embed_layerwise(model: nn.Module, mode: str | None = None,
     :func:`layerwise_embeddings`: ``concat`` [H, contrastive], ``encoder`` H or ``contrastive``
     (``mode=None`` takes the config's), normalised as ``norm`` says (``None``: the config's
     ``embed_norm``)."""
-    mode = mode or model.config.embed
     h, contrast = layerwise_embeddings(model, chunk_size)
-    if mode == "encoder" or contrast is None:
-        out = h
-    else:
-        out = contrast if mode == "contrastive" else torch.cat([h, contrast], dim=1)
-    return normalise_embedding(out, norm or model.config.embed_norm)
+    return compose_embedding(h, contrast, mode or model.config.embed,
+                             norm or model.config.embed_norm)
 
 
 def refresh_clusters(model: nn.Module, epoch: int, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Any:

@@ -59,6 +59,17 @@ def normalise_embedding(emb: Tensor, norm: str) -> Tensor:
     return standardise_columns(emb)
 
 
+def compose_embedding(h: Tensor, contrast: Tensor | None, mode: str, norm: str) -> Tensor:
+    """The final embedding from the encoder output ``h`` and the contrastive embedding
+    (``None`` without the contrastive channel): ``concat`` [H, contrastive], ``encoder`` H or
+    ``contrastive``, normalised as ``norm`` says (:func:`normalise_embedding`)."""
+    if mode == "encoder" or contrast is None:
+        out = h
+    else:
+        out = contrast if mode == "contrastive" else torch.cat([h, contrast], dim=1)
+    return normalise_embedding(out, norm)
+
+
 def balance_gradients(g_gen: Tensor, g_cl: Tensor, mode: str) -> Tensor:
     r"""Combine the two channels' gradients on the shared encoder (flattened vectors).
 
@@ -518,12 +529,9 @@ class HetCRF(nn.Module):
         ``config.embed_norm``)."""
         mode = mode or self.config.embed
         enc = self.encode()
-        if mode == "encoder" or not self.config.use_contrastive:
-            out = enc.h
-        else:
-            contrast = self.contrastive_embedding(enc)
-            out = contrast if mode == "contrastive" else torch.cat([enc.h, contrast], dim=1)
-        return normalise_embedding(out, norm or self.config.embed_norm)
+        contrast = (self.contrastive_embedding(enc)
+                    if mode != "encoder" and self.config.use_contrastive else None)
+        return compose_embedding(enc.h, contrast, mode, norm or self.config.embed_norm)
 
     # --------------------------------------------------------------------------------------------
     def on_epoch_start(self, epoch: int,
