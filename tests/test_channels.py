@@ -278,3 +278,23 @@ def test_method_page_quotes_the_standardised_channels_run():
             means = [run["table"][graph][variant]["mean"] for run in (shipped, std)]
             assert cell == " -> ".join(" / ".join(f"{m[r]:.1f}" for r in ("20", "40", "60"))
                                        for m in means)
+
+
+def test_method_page_quotes_the_infonce_into_the_encoder_run():
+    """docs/method.md's paragraph on ``cl_encoder_grad: true`` quotes its JSON: each graph's
+    full-model mean and std at 20 labels, the means at 40 and 60, and B's margins over the
+    better single channel of docs/channels.json."""
+    page = " ".join((ROOT / "docs" / "method.md").read_text().split())
+    text = page.split("**InfoNCE into the encoder again, the rest of 0.2 kept**")[1][:1200]
+    run = json.loads((ROOT / "benchmarks" / "logs" / "method_search" /
+                      "channels_cl_encoder_grad.json").read_text())
+    shipped = json.loads((ROOT / "docs" / "channels.json").read_text())["table"]
+    assert run["meta"]["changes"] == {"cl_encoder_grad": True}
+    for graph in ("default", "heldout_a", "heldout_b"):
+        full = run["table"][graph]["full"]
+        m, sd = full["mean"], full["std"]
+        assert (f"{m['20']:.1f} ± {sd['20']:.1f} / {m['40']:.1f} / {m['60']:.1f}") in text
+    b = run["table"]["heldout_b"]["full"]["mean"]
+    margins = [b[r] - max(shipped["heldout_b"][v]["mean"][r] for v in ("generative", "contrastive"))
+               for r in ("20", "40", "60")]
+    assert " / ".join(f"{x:.1f}" for x in margins) in text
