@@ -346,10 +346,10 @@ class Trainer:
         checkpoint_every (int, optional): epochs between checkpoints. (default: ``10``)
         on_epoch_end (callable, optional): called as ``on_epoch_end(model, epoch, record)`` after
             each epoch's step, e.g. to probe the embeddings during training
-            (``hetcrf-lite tune``, ``benchmarks/tune.py --curve-every``). It runs inside
-            ``torch.random.fork_rng`` and the model's extra state (its sampling generator) is
-            put back after it, so a hook that draws random numbers or embeds leaves the
-            training unchanged. (default: ``None``)
+            (``hetcrf-lite tune``, ``benchmarks/tune.py --curve-every``). The random
+            generators and the model's extra state (its sampling generator) are put back after
+            it, so a hook that draws random numbers or embeds leaves the training unchanged.
+            (default: ``None``)
         deterministic (bool, optional): train with ``torch.use_deterministic_algorithms`` on
             the CPU (:func:`deterministic_algorithms`): same seed, same bits at a given thread
             count. Ignored on a GPU. (default: ``True``)
@@ -551,16 +551,16 @@ class Trainer:
         return False
 
     def _call_hook(self, epoch: int, record: dict[str, Any]) -> None:
-        """``on_epoch_end`` without shifting training's draws: inside ``fork_rng`` (the global
-        generators), and with the model's own extra state put back afterwards (its sampling
-        generator, which a schema view with ``schema_sample`` draws on whenever a probe asks
-        for the contrastive embedding, and the cluster positives)."""
-        extra = (copy.deepcopy(self.model.extra_state()) if hasattr(self.model, "extra_state")
-                 else None)
-        with torch.random.fork_rng():
+        """``on_epoch_end`` without shifting training's draws: what :meth:`_snapshot` records
+        (the global generators and the model's extra state: its sampling generator, which a
+        schema view with ``schema_sample`` draws on whenever a probe asks for the contrastive
+        embedding, and the cluster positives) is put back after the hook, also when it
+        raises."""
+        boundary = self._snapshot()
+        try:
             self.on_epoch_end(self.model, epoch, record)
-        if extra is not None and hasattr(self.model, "load_extra_state"):
-            self.model.load_extra_state(extra)
+        finally:
+            self._restore(boundary)
 
     def _snapshot(self) -> dict[str, Any]:
         """What an epoch changes before its first optimiser step (rolled back on Ctrl-C)."""
