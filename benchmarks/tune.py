@@ -33,8 +33,8 @@ from hetcrf_lite.errors import ConfigError
 from hetcrf_lite.files import save_json
 from hetcrf_lite.plot import plt, write_png
 from hetcrf_lite.train import fit
-from hetcrf_lite.tune import (EMBED_MODES, EMBED_NORMS, embed_label, parse_embed_label,
-                              validation_only, validation_scores)
+from hetcrf_lite.tune import (EMBED_LABELS, embed_label, parse_embed_label, validation_only,
+                              validation_scores)
 from hetcrf_lite.utils import environment_info, load_named_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,7 +159,7 @@ def _grid_parser(root: Path) -> argparse.ArgumentParser:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--eval-runs", type=int, default=10)
     parser.add_argument("--embed-modes", nargs="+", default=None,
-                        choices=[embed_label(m, n) for n in EMBED_NORMS for m in EMBED_MODES],
+                        choices=EMBED_LABELS,
                         help="score these final embeddings of each trained model (free; "
                              "+std: columns standardised)")
     parser.add_argument("--curve-every", type=int, default=0,

@@ -84,7 +84,7 @@ from .utils import environment_info
 
 __all__ = ["tune", "check_tunable", "validation_only", "validation_scores", "baseline_scores",
            "candidates", "format_table", "write_outputs", "embed_label", "parse_embed_label",
-           "EMBED_MODES", "EMBED_NORMS"]
+           "EMBED_MODES", "EMBED_NORMS", "EMBED_LABELS"]
 
 CURVE_POINTS = 8
 """Probes of the validation curve per training (plus the last epoch)."""
@@ -174,12 +174,15 @@ def embed_label(mode: str, norm: str) -> str:
     return mode if norm == "none" else f"{mode}+std"
 
 
+EMBED_LABELS = tuple(embed_label(m, n) for n in EMBED_NORMS for m in EMBED_MODES)
+"""Every embedding choice by its label: ``concat``, ..., ``contrastive+std``."""
+
+
 def parse_embed_label(label: str) -> tuple[str, str]:
     """The ``(embed, embed_norm)`` that :func:`embed_label` named ``label``."""
-    mode, std, rest = label.partition("+")
-    if mode not in EMBED_MODES or (std and rest != "std"):
-        raise ConfigError(f"embedding {label!r}: use one of "
-                          f"{[embed_label(m, n) for n in EMBED_NORMS for m in EMBED_MODES]}")
+    if label not in EMBED_LABELS:
+        raise ConfigError(f"embedding {label!r}: use one of {list(EMBED_LABELS)}")
+    mode, std, _ = label.partition("+")
     return mode, "standardise" if std else "none"
 
 
