@@ -42,11 +42,12 @@ VARIANTS = {"full model": {}, "no feature reconstruction": {"use_feat_recon": Fa
 
 
 def standardise(emb: np.ndarray) -> np.ndarray:
-    """Each column centred and scaled to unit standard deviation over the nodes (scikit-learn's
-    ``StandardScaler``; a constant column stays 0)."""
-    from sklearn.preprocessing import StandardScaler
+    """Each column centred and scaled to unit standard deviation over the nodes, as
+    ``embed_norm: standardise`` does (:func:`hetcrf_lite.model.standardise_columns`, in float64;
+    a constant column stays 0)."""
+    from hetcrf_lite.model import standardise_columns
 
-    return StandardScaler().fit_transform(emb)
+    return standardise_columns(torch.as_tensor(np.asarray(emb), dtype=torch.float64)).numpy()
 
 
 def common_share(emb: np.ndarray) -> float:
