@@ -423,24 +423,6 @@ def load(name: str, pos_num: int | None = None, pos_score: str = "count") -> "HI
     return load_named_dataset(name, pos_num=pos_num, pos_score=pos_score)
 
 
-def mean_pairwise_cosine(emb: np.ndarray) -> float:
-    r"""Mean cosine similarity over all pairs :math:`i \neq j`, exact, in :math:`O(ND)`.
-
-    .. math::
-        \frac{1}{N(N-1)} \sum_{i \neq j} \mathbf{u}_i^\top \mathbf{u}_j
-        = \frac{\lVert \sum_i \mathbf{u}_i \rVert^2 - \sum_i \lVert \mathbf{u}_i \rVert^2}{N(N-1)}
-
-    with :math:`\mathbf{u}_i` the L2-normalised rows (all-zero rows stay zero), so no
-    :math:`N \times N` similarity matrix is built. 1 means every embedding points the same way.
-    """
-    x = np.asarray(emb, dtype=np.float64)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    u = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)  # [N, D]
-    n = len(u)
-    total = u.sum(0)
-    return float((total @ total - (u * u).sum()) / (n * (n - 1)))
-
-
 def train_and_evaluate(dataset_name: str, config: dict[str, Any],
                        eval_settings: dict[str, Any]) -> dict[str, Any]:
     """Train one config and evaluate its embeddings; a JSON-ready row (one cache line).
@@ -458,6 +440,7 @@ def train_and_evaluate(dataset_name: str, config: dict[str, Any],
         reason, timings and the environment.
     """
     from hetcrf_lite.config import HetCRFConfig
+    from hetcrf_lite.diagnostics import mean_pairwise_cosine
     from hetcrf_lite.eval import evaluate_embeddings
     from hetcrf_lite.train import fit
     from hetcrf_lite.utils import environment_info

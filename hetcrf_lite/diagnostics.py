@@ -91,17 +91,21 @@ def effective_rank(emb: torch.Tensor | np.ndarray) -> float:
     return float(np.exp(entropy(s))) if s.sum() > 0 else 1.0  # entropy normalises s to p
 
 
-def mean_pairwise_cosine(emb: torch.Tensor | np.ndarray, max_nodes: int = 2000,
-                         seed: int = 0) -> float:
-    """Mean cosine similarity over distinct pairs of rows (a seeded sample of ``max_nodes``
-    rows on larger graphs): near 1 when every node looks the same (collapse)."""
-    x = _as_array(emb)
-    if len(x) > max_nodes:
-        x = x[np.random.default_rng(seed).choice(len(x), max_nodes, replace=False)]
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    n = len(x)
-    total = np.square(x.sum(0)).sum() - n  # sum over i != j of cos(i, j)
-    return float(total / (n * (n - 1)))
+def mean_pairwise_cosine(emb: torch.Tensor | np.ndarray) -> float:
+    r"""Mean cosine similarity over all pairs :math:`i \neq j`, exact, in :math:`O(ND)`:
+    near 1 when every node looks the same (collapse).
+
+    .. math::
+        \frac{1}{N(N-1)} \sum_{i \neq j} \mathbf{u}_i^\top \mathbf{u}_j
+        = \frac{\lVert \sum_i \mathbf{u}_i \rVert^2 - \sum_i \lVert \mathbf{u}_i \rVert^2}{N(N-1)}
+
+    with :math:`\mathbf{u}_i` the L2-normalised rows (an all-zero row stays zero), so no
+    :math:`N \times N` similarity matrix is built (notebook 03 derives it)."""
+    x = np.asarray(_as_array(emb), dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    u = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)  # [N, D]
+    n, total = len(u), u.sum(0)
+    return float((total @ total - (u * u).sum()) / (n * (n - 1)))
 
 
 def metapath_probe_scores(z: dict[str, torch.Tensor], dataset: "HINDataset", rate: int = 20,

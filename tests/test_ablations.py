@@ -176,16 +176,6 @@ def test_optional_field_is_skipped_and_a_typo_raises(monkeypatch):
         tiny_plan(["x"], registry)
 
 
-def test_mean_pairwise_cosine_matches_the_dense_formula():
-    x = np.random.default_rng(0).normal(size=(30, 5))
-    x[3] = 0.0  # a zero row counts as similarity 0 with everything
-    u = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-300)
-    sim = u @ u.T
-    dense = (sim.sum() - np.trace(sim)) / (30 * 29)
-    assert A.mean_pairwise_cosine(x) == pytest.approx(dense, abs=1e-12)
-    assert A.mean_pairwise_cosine(np.ones((4, 3))) == pytest.approx(1.0)
-
-
 # ------------------------------------------------------------------------------ --plan
 def test_estimate_is_epochs_times_the_packages_seconds_per_epoch():
     from hetcrf_lite.runs import SECONDS_PER_EPOCH

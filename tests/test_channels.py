@@ -208,6 +208,15 @@ def test_collapse_measures():
     cos = xn @ xn.T
     expected = (cos.sum() - np.trace(cos)) / (50 * 49)
     assert mean_pairwise_cosine(x) == pytest.approx(expected, abs=1e-12)
+    assert mean_pairwise_cosine(np.ones((4, 3))) == pytest.approx(1.0)
+    # beyond 2000 rows: still exact (the measure once sampled 2000), and a zero row counts
+    # as similarity 0 with everything
+    big = rng.normal(size=(2500, 6)) + 1.0
+    big[7] = 0.0
+    u = big / np.maximum(np.linalg.norm(big, axis=1, keepdims=True), 1e-300)
+    sim = u @ u.T
+    dense = (sim.sum() - np.trace(sim)) / (2500 * 2499)
+    assert mean_pairwise_cosine(torch.as_tensor(big)) == pytest.approx(dense, abs=1e-12)
 
 
 def test_propagated_features_are_neighbour_means(tiny):
