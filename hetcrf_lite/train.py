@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from .minibatch import embed_layerwise, fit_minibatch
 from .model import HetCRF
 from .plot import plot_embedding_2d, plot_loss_curves, umap_projection, write_png
 from .runs import forget_run, record_run
-from .trainer import Trainer, checkpoint_config, from_plain, read_checkpoint, resume_config
+from .trainer import EpochHook, Trainer, checkpoint_config, from_plain, read_checkpoint, resume_config
 from .utils import environment_info, load_named_dataset, seed_everything
 
 __all__ = ["fit", "build_trainer", "check_trainable", "train_run", "config_dataset",
@@ -55,7 +55,7 @@ def check_trainable(dataset: Any, config: HetCRFConfig) -> None:
 
 def fit(dataset, config: HetCRFConfig, out_dir: str | os.PathLike | None = None,
         progress: bool = True, resume: bool = False,
-        on_epoch_end: Callable[[torch.nn.Module, int, dict[str, Any]], None] | None = None,
+        on_epoch_end: EpochHook | None = None,
         overrides: Mapping[str, Any] | None = None):
     """Seed, build a :class:`~hetcrf_lite.model.HetCRF` on ``dataset`` and train it.
 
@@ -87,8 +87,7 @@ def fit(dataset, config: HetCRFConfig, out_dir: str | os.PathLike | None = None,
 
 
 def build_trainer(dataset, config: HetCRFConfig, progress: bool = True,
-                  on_epoch_end: Callable[[torch.nn.Module, int, dict[str, Any]], None] | None
-                  = None) -> Trainer:
+                  on_epoch_end: EpochHook | None = None) -> Trainer:
     """The seeded full-batch model and :class:`Trainer` that :func:`fit` builds, not yet
     trained (no run folder): ``build_trainer(...).fit()`` gives :func:`fit`'s history and
     ``trainer.model`` its model, bit for bit. For a hook that needs the trainer itself, e.g.

@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
@@ -330,6 +330,10 @@ class _InterruptGuard:
 # Trainer
 # ---------------------------------------------------------------------------------------------
 
+EpochHook = Callable[[torch.nn.Module, int, dict[str, Any]], Optional[bool]]
+"""``on_epoch_end(model, epoch, record)``; returning ``True`` ends training after that epoch."""
+
+
 class Trainer:
     r"""Fit a :class:`~hetcrf_lite.model.HetCRF` (or any model with the same three methods).
 
@@ -349,7 +353,8 @@ class Trainer:
             (``hetcrf-lite tune``, ``benchmarks/tune.py --curve-every``). The random
             generators and the model's extra state (its sampling generator) are put back after
             it, so a hook that draws random numbers or embeds leaves the training unchanged.
-            (default: ``None``)
+            A hook that returns ``True`` ends training after that epoch, as an early stop does
+            (the model keeps its lowest-loss parameters). (default: ``None``)
         deterministic (bool, optional): train with ``torch.use_deterministic_algorithms`` on
             the CPU (:func:`deterministic_algorithms`): same seed, same bits at a given thread
             count. Ignored on a GPU. (default: ``True``)
@@ -358,7 +363,7 @@ class Trainer:
     def __init__(self, model: torch.nn.Module, config: HetCRFConfig,
                  out_dir: str | os.PathLike | None = None, progress: bool = True,
                  checkpoint_every: int = 10,
-                 on_epoch_end: Callable[[torch.nn.Module, int, dict[str, Any]], None] | None = None,
+                 on_epoch_end: EpochHook | None = None,
                  deterministic: bool = True) -> None:
         self.model = model
         self.on_epoch_end = on_epoch_end
@@ -533,11 +538,13 @@ class Trainer:
                     boundary = self._snapshot()
                     record, stop = self._run_epoch(epoch, guard)
                     bar.set_postfix({k: f"{v:.3f}" for k, v in record["parts"].items()})
-                    if self.on_epoch_end is not None:
-                        self._call_hook(epoch, record)
+                    halt = self.on_epoch_end is not None and self._call_hook(epoch, record)
                     if stop:
                         self.history["stopped"] = (f"early stop at epoch {epoch} "
                                                    f"(patience {cfg.patience})")
+                        break
+                    if halt:
+                        self.history["stopped"] = f"stopped by on_epoch_end at epoch {epoch}"
                         break
                     if (epoch + 1) % self.checkpoint_every == 0:
                         self.save_checkpoint(epoch)
@@ -550,15 +557,15 @@ class Trainer:
         bar.close()
         return False
 
-    def _call_hook(self, epoch: int, record: dict[str, Any]) -> None:
+    def _call_hook(self, epoch: int, record: dict[str, Any]) -> bool:
         """``on_epoch_end`` without shifting training's draws: what :meth:`_snapshot` records
         (the global generators and the model's extra state: its sampling generator, which a
         schema view with ``schema_sample`` draws on whenever a probe asks for the contrastive
         embedding, and the cluster positives) is put back after the hook, also when it
-        raises."""
+        raises. Returns whether the hook asked to stop (returned ``True``)."""
         boundary = self._snapshot()
         try:
-            self.on_epoch_end(self.model, epoch, record)
+            return self.on_epoch_end(self.model, epoch, record) is True
         finally:
             self._restore(boundary)
 

@@ -20,7 +20,11 @@ for this method:
   gives the model that was scored, and epochs cost no extra trainings. A seed that stopped early
   counts with its final model at every later epoch (a longer run stops at the same epoch). With
   ``lr_schedule: cosine`` the schedule depends on the epoch count, so only the last epoch is
-  scored;
+  scored. A training past its peak is cut: once its last :data:`CUT_PROBES` probes all score
+  :data:`CUT_DROP` points or more below its best so far, it ends there, nothing later is
+  scored, and the candidate's next seeds train only that far. Where training moves the
+  embedding away from the classes after a few epochs (the movie graph of docs/method.md: a
+  peak at 6 of 200 epochs) that leaves the budget to the other candidates;
 * the final embedding (``concat`` / ``encoder`` / ``contrastive``), each as it is and with its
   columns standardised (``embed_norm``), scored from the same trained model, no retraining. On
   graphs whose embeddings are mostly one vector shared by every node the standardised columns
@@ -89,6 +93,11 @@ __all__ = ["tune", "check_tunable", "validation_only", "validation_scores", "bas
 CURVE_POINTS = 8
 """Probes of the validation curve per training (plus the last epoch)."""
 TIMING_EPOCHS = 3
+CUT_PROBES = 2
+CUT_DROP = 2.0
+"""A training of the search ends once its last ``CUT_PROBES`` probes all score at least
+``CUT_DROP`` points of validation Macro-F1 (its best embedding, mean over the rates) below its
+best probe so far: past its peak, the rest of the curve cannot be picked."""
 """Epochs of the timing run that estimates one training before the search."""
 EMBED_MODES = ("concat", "encoder", "contrastive")
 EMBED_NORMS = ("none", "standardise")
@@ -205,30 +214,46 @@ def _probe_epochs(config: HetCRFConfig) -> set[int]:
     return early | set(range(every, config.epochs + 1, every)) | {config.epochs}
 
 
+def _past_peak(curve: list[dict]) -> bool:
+    """Whether the last :data:`CUT_PROBES` points of ``curve`` all lie :data:`CUT_DROP` or more
+    below the best point before them (each point: its best embedding, mean over rates)."""
+    if len(curve) <= CUT_PROBES:
+        return False
+    score = [max(float(np.mean(list(v.values()))) for v in c["val_macro_f1"].values())
+             for c in curve]
+    return max(score[-CUT_PROBES:]) <= max(score[:-CUT_PROBES]) - CUT_DROP
+
+
 def _train_probed(dataset, config: HetCRFConfig, val_dataset, eval_runs: int,
-                  probe_at: set[int]) -> dict[str, Any]:
+                  probe_at: set[int], cut: bool = False) -> dict[str, Any]:
     """One training; at each epoch count in ``probe_at`` (and at an early stop) the validation
-    scores of every mode of the model a run of that many epochs returns."""
+    scores of every mode of the model a run of that many epochs returns. With ``cut`` the
+    training ends once the curve is past its peak (:func:`_past_peak`): ``cut`` in the result
+    is then that epoch, and no later epoch of this run is scored."""
     modes = _modes(config)
     curve: list[dict] = []
+    halted: list[int] = []
 
     def scores(model) -> dict[str, dict]:
         return {embed_label(m, n): validation_scores(model.embed(m, n), val_dataset, eval_runs,
                                                      config.eval_lr) for m, n in modes}
 
-    def probe(model, epoch: int, record: dict) -> None:
+    def probe(model, epoch: int, record: dict) -> bool:
         if epoch + 1 not in probe_at:
-            return
+            return False
         best = trainer.lowest_loss_state
         if trainer.best_epoch == epoch or best is None:  # the current parameters are the best
             curve.append({"epoch": epoch + 1, "val_macro_f1": scores(model)})
-            return
-        current = {k: v.clone() for k, v in model.state_dict().items()}
-        model.load_state_dict(best)
-        try:
-            curve.append({"epoch": epoch + 1, "val_macro_f1": scores(model)})
-        finally:
-            model.load_state_dict(current)
+        else:
+            current = {k: v.clone() for k, v in model.state_dict().items()}
+            model.load_state_dict(best)
+            try:
+                curve.append({"epoch": epoch + 1, "val_macro_f1": scores(model)})
+            finally:
+                model.load_state_dict(current)
+        if cut and _past_peak(curve):
+            halted.append(epoch + 1)
+        return bool(halted)
 
     t0 = time.perf_counter()
     trainer = build_trainer(dataset, config, progress=False, on_epoch_end=probe)
@@ -236,8 +261,11 @@ def _train_probed(dataset, config: HetCRFConfig, val_dataset, eval_runs: int,
     trained = len(history["epochs"])
     if not curve or curve[-1]["epoch"] != trained:  # stopped early between probes
         curve.append({"epoch": trained, "val_macro_f1": scores(trainer.model)})
-    return {"epochs_trained": trained, "stopped": history["stopped"],
-            "train_s": time.perf_counter() - t0, "curve": curve}
+    out = {"epochs_trained": trained, "stopped": history["stopped"],
+           "train_s": time.perf_counter() - t0, "curve": curve}
+    if halted:
+        out["cut"] = halted[0]
+    return out
 
 
 def _points(runs: dict[int, dict], modes: list[tuple[str, str]]) -> list[dict]:
@@ -251,7 +279,7 @@ def _points(runs: dict[int, dict], modes: list[tuple[str, str]]) -> list[dict]:
             at = {c["epoch"]: c for c in run["curve"]}
             if e in at:
                 per_seed[seed] = at[e]["val_macro_f1"]
-            elif e >= run["epochs_trained"]:
+            elif e >= run["epochs_trained"] and "cut" not in run and e <= run.get("limit", e):
                 per_seed[seed] = run["curve"][-1]["val_macro_f1"]
         if len(per_seed) < len(runs):
             continue
@@ -431,11 +459,17 @@ def _run_candidate(dataset, val_dataset, config: HetCRFConfig, why: str, seeds: 
     its row, with ``points`` and ``best``, or ``failed`` when a training diverged."""
     row: dict[str, Any] = {"lr": config.lr, "tau": config.tau, "why": why, "runs": {}}
     t0 = time.perf_counter()
+    limit = config.epochs  # a seed cut at epoch c: later seeds need not train past c
     try:
         for seed in seeds:
             bar.set_postfix_str(f"{why}: lr {config.lr:g} tau {config.tau:g} seed {seed}")
-            row["runs"][seed] = _train_probed(dataset, config.replace(seed=seed), val_dataset,
-                                              eval_runs, _probe_epochs(config))
+            run = _train_probed(dataset, config.replace(seed=seed, epochs=limit), val_dataset,
+                                eval_runs, {e for e in _probe_epochs(config) if e <= limit},
+                                cut=True)
+            if limit < config.epochs:
+                run["limit"] = limit
+            limit = min(limit, run.get("cut", limit))
+            row["runs"][seed] = run
             bar.update(1)
     except TrainingError as err:
         row["failed"] = str(err).splitlines()[0][:300]
@@ -453,8 +487,10 @@ def _log_candidate(row: dict[str, Any], log: Callable[[str], None]) -> None:
         log(f"{what}: failed ({row['failed']})")
         return
     cells = " / ".join(f"{v:.2f}" for v in row["best"]["val_macro_f1"].values())
+    cuts = sorted({run["cut"] for run in row["runs"].values() if "cut" in run})
+    cut = f", past its peak: cut at {cuts[0]} epochs" if cuts else ""
     log(f"{what}: val Macro-F1 {row['best']['score']:.2f} [{cells}] at "
-        f"{row['best']['epochs']} epochs, {row['best']['label']} ({row['seconds']:.0f} s)")
+        f"{row['best']['epochs']} epochs, {row['best']['label']} ({row['seconds']:.0f} s{cut})")
 
 
 def _outcome(rows: list[dict[str, Any]], base: HetCRFConfig) -> dict[str, Any]:

@@ -178,3 +178,18 @@ def test_on_epoch_end_probes_without_changing_training(tiny, changes):
     assert all(n == tiny.num_nodes for _, _, n in seen)
     assert [l for _, l, _ in seen] == [r["loss"] for r in probed["epochs"]]
     assert [r["loss"] for r in probed["epochs"]] == [r["loss"] for r in plain["epochs"]]
+
+
+def test_a_hook_that_returns_true_ends_training_after_that_epoch(tiny):
+    # hetcrf-lite tune cuts a training past its validation peak this way; the epochs run are
+    # those of the full run, and the model ends with its lowest-loss parameters, as at an
+    # early stop (so a run of that many epochs returns the same model)
+    _, full = fit(tiny, cfg(epochs=6), progress=False)
+    model, cut = fit(tiny, cfg(epochs=6), progress=False,
+                     on_epoch_end=lambda m, epoch, r: epoch == 2)
+    assert [r["loss"] for r in cut["epochs"]] == [r["loss"] for r in full["epochs"][:3]]
+    assert "on_epoch_end" in cut["stopped"] and "epoch 2" in cut["stopped"]
+    short, _ = fit(tiny, cfg(epochs=3), progress=False)
+    assert torch.equal(model.embed(), short.embed())
+    _, none = fit(tiny, cfg(epochs=4), progress=False, on_epoch_end=lambda *_: None)
+    assert len(none["epochs"]) == 4  # None (a hook without a return) never stops

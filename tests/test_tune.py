@@ -191,6 +191,64 @@ def test_search_order_starts_at_the_config_and_follows_what_won():
     assert next(down)[2] == "lr /4"  # x4 untried or lost: down
 
 
+def _curve(*scores):
+    return [{"epoch": i + 1, "val_macro_f1": {"concat": {20: s - 1, 40: s + 1},
+                                             "encoder": {20: s - 5, 40: s - 5}}}
+            for i, s in enumerate(scores)]
+
+
+def test_past_peak_needs_the_last_probes_all_far_below_the_best():
+    assert tune.CUT_PROBES == 2 and tune.CUT_DROP == 2.0
+    assert not tune._past_peak(_curve(80, 70))  # too short to judge
+    assert not tune._past_peak(_curve(80, 79, 70))  # one probe within 2 points of the peak
+    assert tune._past_peak(_curve(80, 78, 77.5))
+    assert not tune._past_peak(_curve(70, 75, 74))  # still near its best: rising or flat
+    assert tune._past_peak(_curve(60, 80, 75, 70, 71))
+
+
+def test_a_training_past_its_peak_is_cut_and_later_seeds_train_only_that_far(hin, monkeypatch):
+    """Validation scores that fall from the first probe on: seed 0 stops at its third probe
+    (epoch 5 of 40), seed 1 trains 5 epochs, and no point past epoch 5 is scored."""
+    calls = []
+    modes = len(tune._modes(HetCRFConfig(**SMALL)))
+
+    def falling(emb, val_dataset, eval_runs, lr=None):
+        calls.append(1)
+        return {20: 80.0 - 3.0 * ((len(calls) - 1) // modes)}
+
+    monkeypatch.setattr(tune, "validation_scores", falling)
+    config = HetCRFConfig(**{**SMALL, "epochs": 40, "patience": 100})
+    assert sorted(tune._probe_epochs(config))[:3] == [1, 2, 5]
+    bar = type("Bar", (), {"set_postfix_str": lambda *a: None, "update": lambda *a: None})()
+    row = tune._run_candidate(hin, tune.validation_only(hin), config, "test", [0, 1], 1, bar)
+    assert row["runs"][0]["cut"] == 5 and row["runs"][0]["epochs_trained"] == 5
+    assert "on_epoch_end" in row["runs"][0]["stopped"]
+    assert row["runs"][1]["epochs_trained"] <= 5 and row["runs"][1]["limit"] == 5
+    assert {p["epochs"] for p in row["points"]} == {1, 2, 5}
+    assert row["best"]["epochs"] == 1
+    lines = []
+    tune._log_candidate(row, lines.append)
+    assert "cut at 5 epochs" in lines[0]
+
+
+def test_a_flat_validation_curve_is_not_cut(hin, monkeypatch):
+    # per probe: noise, but never CUT_DROP below the best so far (71.5)
+    per_probe = [70.0, 71.5, 69.6, 70.4, 69.8, 71.0, 69.7]
+    modes = len(tune._modes(HetCRFConfig(**SMALL)))
+    calls = []
+
+    def flat(*args, **kwargs):
+        calls.append(1)
+        return {20: per_probe[(len(calls) - 1) // modes]}
+
+    monkeypatch.setattr(tune, "validation_scores", flat)
+    config = HetCRFConfig(**{**SMALL, "epochs": 12, "patience": 100})
+    assert len(tune._probe_epochs(config)) == len(per_probe)
+    run = tune._train_probed(hin, config, tune.validation_only(hin), 1,
+                             tune._probe_epochs(config), cut=True)
+    assert run["epochs_trained"] == 12 and "cut" not in run
+
+
 def test_nothing_below_the_top_layer_imports_tune():
     for path in (ROOT / "hetcrf_lite").glob("*.py"):
         if path.stem not in ("tune", "cli"):
