@@ -46,7 +46,10 @@ starting config's lr and tau):
 
 At most 7 candidates; the search ends when they are spent or the budget is. Before the search a
 short timing run (the first :data:`TIMING_EPOCHS` epochs and one probe) estimates one training
-and one candidate (all seeds); the estimate follows the measured candidates afterwards. A new
+and one candidate (all seeds); the estimate follows the measured candidates afterwards. When
+fewer than :data:`MIN_FIT` candidates of the config's epochs would fit, every candidate trains
+fewer epochs, as many as let :data:`MIN_FIT` fit (:func:`epochs_that_fit`, never below
+:data:`EPOCHS_FLOOR`): a search of one long candidate would not search. A new
 candidate starts only while the time spent plus one candidate's estimate stays within the
 budget, so a budget too small for two candidates runs only the first. A candidate whose
 training fails (NaN at a high lr) is recorded as failed and the search goes on.
@@ -346,6 +349,32 @@ def candidates(base: HetCRFConfig, rows: list[dict]) -> Iterator[tuple[float, fl
 
 
 MAX_CANDIDATES = 7
+MIN_FIT = 4
+"""Candidates the budget should hold: when fewer fit at the config's epochs, every candidate
+trains fewer epochs (:func:`epochs_that_fit`)."""
+EPOCHS_FLOOR = 20
+"""No candidate is shortened below this many epochs (or the config's, if fewer)."""
+
+
+def candidate_seconds(est: dict[str, float], config: HetCRFConfig, n_seeds: int) -> float:
+    """Seconds of one candidate (``n_seeds`` trainings of ``config.epochs``, probed) by the
+    timing run's ``est`` (:func:`_estimate`)."""
+    probes = len(_probe_epochs(config))
+    return n_seeds * (est["setup_s"] + est["epoch_s"] * config.epochs + est["probe_s"] * probes)
+
+
+def epochs_that_fit(est: dict[str, float], config: HetCRFConfig, n_seeds: int,
+                    budget_s: float) -> int:
+    """The most epochs, up to ``config.epochs`` and not below :data:`EPOCHS_FLOOR`, at which
+    :data:`MIN_FIT` candidates fit in ``budget_s``. On a slow machine or a large graph a
+    search of one full-length candidate would not search at all; the curves this module reads
+    peak earlier for the larger learning rates it tries (docs/method.md: the movie graph at 6
+    of 200 epochs), so shorter candidates lose least where the search helps most."""
+    floor = min(config.epochs, EPOCHS_FLOOR)
+    for epochs in range(config.epochs, floor, -1):
+        if MIN_FIT * candidate_seconds(est, config.replace(epochs=epochs), n_seeds) <= budget_s:
+            return epochs
+    return floor
 
 
 def _estimate(dataset, base: HetCRFConfig, val_dataset, eval_runs: int,
@@ -365,10 +394,11 @@ def _estimate(dataset, base: HetCRFConfig, val_dataset, eval_runs: int,
     for mode, norm in _modes(base):
         validation_scores(trainer.model.embed(mode, norm), val_dataset, eval_runs, base.eval_lr)
     probe = time.perf_counter() - t1
-    training = max(setup, 0.0) + per_epoch * base.epochs + probe * len(_probe_epochs(base))
-    return {"setup_s": max(setup, 0.0), "epoch_s": per_epoch, "probe_s": probe,
-            "probes": len(_probe_epochs(base)), "training_s": training,
-            "candidate_s": training * len(seeds), "timing_run_s": time.perf_counter() - t0}
+    est = {"setup_s": max(setup, 0.0), "epoch_s": per_epoch, "probe_s": probe,
+           "probes": len(_probe_epochs(base))}
+    return {**est, "training_s": candidate_seconds(est, base, 1),
+            "candidate_s": candidate_seconds(est, base, len(seeds)),
+            "timing_run_s": time.perf_counter() - t0}
 
 
 def tune(dataset, base: HetCRFConfig, seeds: list[int] | tuple[int, ...] = (0, 1, 2),
@@ -402,16 +432,24 @@ def tune(dataset, base: HetCRFConfig, seeds: list[int] | tuple[int, ...] = (0, 1
 
     baselines = baseline_scores(dataset, eval_runs, base.eval_lr)
     est = _estimate(dataset, base_run, val_dataset, eval_runs, seeds)
-    fit_n = max(1, int((budget_s - (time.perf_counter() - start)) // est["candidate_s"]))
+    left = budget_s - (time.perf_counter() - start)
     log(f"one training ~{est['training_s']:.1f} s ({est['setup_s']:.1f} s set-up, "
         f"{est['epoch_s']:.3f} s/epoch x {base.epochs} epochs, {est['probes']} validation "
         f"probes x {est['probe_s']:.2f} s); one candidate ({len(seeds)} seeds) "
-        f"~{est['candidate_s']:.0f} s: about {min(fit_n, MAX_CANDIDATES)} of at most "
-        f"{MAX_CANDIDATES} candidates fit in {budget_s / 60:g} min")
+        f"~{est['candidate_s']:.0f} s")
+    epochs = epochs_that_fit(est, base_run, len(seeds), left)
+    if epochs < base.epochs:
+        log(f"fewer than {MIN_FIT} candidates of {base.epochs} epochs fit in "
+            f"{budget_s / 60:g} min: each candidate trains at most {epochs} epochs (a larger "
+            f"--budget keeps more)")
+        base_run = base_run.replace(epochs=epochs)
+    per_candidate = candidate_seconds(est, base_run, len(seeds))
+    fit_n = max(1, int(left // per_candidate))
+    log(f"about {min(fit_n, MAX_CANDIDATES)} of at most {MAX_CANDIDATES} candidates fit in "
+        f"{budget_s / 60:g} min")
 
     rows: list[dict] = []
     skipped = None
-    per_candidate = est["candidate_s"]
     bar = tqdm(total=min(fit_n, MAX_CANDIDATES) * len(seeds), desc="tune", unit="training",
                disable=not progress, file=sys.stderr)
     for lr, tau, why in candidates(base, rows):
@@ -432,6 +470,7 @@ def tune(dataset, base: HetCRFConfig, seeds: list[int] | tuple[int, ...] = (0, 1
         bar.refresh()
     bar.close()
     return {**_outcome(rows, base), "baselines": baselines, "estimate": est,
+            "epochs_cap": base_run.epochs if base_run.epochs < base.epochs else None,
             "budget_s": budget_s, "seconds": time.perf_counter() - start, "seeds": seeds,
             "eval_runs": eval_runs, "skipped": skipped, "base_config": base}
 
@@ -542,6 +581,9 @@ def format_table(result: dict[str, Any]) -> str:
         else:
             cells = " / ".join(f"{scores[k]:.2f}" for k in rates if k in scores)
             lines.append(f"  {name}: {np.mean(list(scores.values())):.2f} [{cells}]")
+    if result.get("epochs_cap"):
+        lines.append(f"each candidate trained at most {result['epochs_cap']} epochs (the "
+                     f"budget held fewer than {MIN_FIT} candidates of the config's)")
     if result.get("skipped"):
         lines.append(f"stopped: {result['skipped']}")
     return "\n".join(lines)

@@ -249,6 +249,36 @@ def test_a_flat_validation_curve_is_not_cut(hin, monkeypatch):
     assert run["epochs_trained"] == 12 and "cut" not in run
 
 
+def test_when_few_candidates_fit_each_trains_fewer_epochs():
+    """One second per epoch, no set-up or probe cost, 3 seeds: a 600 s budget holds MIN_FIT
+    (4) candidates of 50 epochs; a large budget keeps the config's 200; a tiny one stops at the
+    floor (20, or the config's epochs when fewer)."""
+    est = {"setup_s": 0.0, "epoch_s": 1.0, "probe_s": 0.0}
+    base = HetCRFConfig(epochs=200)
+    assert tune.MIN_FIT == 4 and tune.EPOCHS_FLOOR == 20
+    assert tune.candidate_seconds(est, base, 3) == 600.0
+    assert tune.epochs_that_fit(est, base, 3, 600.0) == 50
+    assert tune.epochs_that_fit(est, base, 3, 4 * 600.0) == 200
+    assert tune.epochs_that_fit(est, base, 3, 10.0) == 20
+    assert tune.epochs_that_fit(est, HetCRFConfig(epochs=8), 3, 10.0) == 8
+    probed = {**est, "probe_s": 2.0}  # probes cost too: fewer epochs fit
+    assert tune.epochs_that_fit(probed, base, 3, 600.0) < 50
+
+
+def test_a_small_budget_shortens_every_candidate_and_says_so(hin):
+    lines: list[str] = []
+    base = HetCRFConfig(**{**SMALL, "epochs": 60, "patience": 100})
+    result = tune.tune(hin, base, seeds=[0], budget_s=2.0, eval_runs=1, progress=False,
+                       log=lines.append)
+    cap = result["epochs_cap"]
+    assert cap is not None and tune.EPOCHS_FLOOR <= cap < 60
+    assert all(run["epochs_trained"] <= cap for r in result["rows"]
+               for run in r.get("runs", {}).values())
+    assert any(f"at most {cap} epochs" in line for line in lines)
+    assert f"at most {cap} epochs" in tune.format_table(result)
+    assert result["best_config"].epochs <= cap
+
+
 def test_nothing_below_the_top_layer_imports_tune():
     for path in (ROOT / "hetcrf_lite").glob("*.py"):
         if path.stem not in ("tune", "cli"):
