@@ -116,3 +116,38 @@ def test_embedding_scale_json_is_a_run_of_the_script():
     for key in ("movies / contrastive", "heldout_b / concat"):
         mean = result["scale"][key]["mean"]
         assert f"{mean['raw']:.1f} -> {mean['standardised']:.1f}" in page, key
+
+
+def test_method_page_quotes_the_wide_encoder_probe():
+    """docs/method.md's "Wider encoders" numbers are means over seeds 0-2 of the committed
+    session 10 probe JSONs (validation only), and the rule it applies holds: no width reaches
+    the baseline + 1 at 60 labels."""
+    import numpy as np
+
+    logs = ROOT / "benchmarks" / "logs" / "method_search" / "session10"
+    page = " ".join((ROOT / "docs" / "method.md").read_text().split())
+
+    def mean_at(runs, epoch, mode):
+        rows = [next(r for r in runs[s] if r["epoch"] == epoch) for s in ("0", "1", "2")]
+        return [float(np.mean([r[mode][rate] for r in rows])) for rate in ("20", "40", "60")]
+
+    def quoted(cells):
+        return " / ".join(f"{c:.1f}" for c in cells)
+
+    wide = json.loads((logs / "wide_probe_512.json").read_text())
+    baseline = [wide["baselines"]["propagated features"][r] for r in ("20", "40", "60")]
+    peak = mean_at(wide["lr3.2e-3 hidden512"], 5, "encoder")
+    untrained = mean_at(json.loads((logs / "early_probe_movies_512.json").read_text()), 0,
+                        "encoder")
+    assert (f"H at {quoted(peak)} against the baseline's {quoted(baseline)} "
+            f"(untrained: {quoted(untrained)})") in page
+    best_60 = 0.0
+    for name in ("wide_probe_512.json", "wide_probe_1024.json", "variant_w512_lr1.6e-3_movies.json",
+                 "variant_w512_lr8e-4_movies.json"):
+        result = json.loads((logs / name).read_text())
+        runs = result.get("runs") or next(v for k, v in result.items() if k != "baselines")
+        for epoch in {r["epoch"] for r in runs["0"]}:
+            for mode in runs["0"][0]:
+                if mode != "epoch":
+                    best_60 = max(best_60, mean_at(runs, epoch, mode)[2])
+    assert best_60 == pytest.approx(peak[2]) and best_60 < baseline[2] + 1
