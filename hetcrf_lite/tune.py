@@ -432,21 +432,10 @@ def tune(dataset, base: HetCRFConfig, seeds: list[int] | tuple[int, ...] = (0, 1
 
     baselines = baseline_scores(dataset, eval_runs, base.eval_lr)
     est = _estimate(dataset, base_run, val_dataset, eval_runs, seeds)
-    left = budget_s - (time.perf_counter() - start)
-    log(f"one training ~{est['training_s']:.1f} s ({est['setup_s']:.1f} s set-up, "
-        f"{est['epoch_s']:.3f} s/epoch x {base.epochs} epochs, {est['probes']} validation "
-        f"probes x {est['probe_s']:.2f} s); one candidate ({len(seeds)} seeds) "
-        f"~{est['candidate_s']:.0f} s")
-    epochs = epochs_that_fit(est, base_run, len(seeds), left)
-    if epochs < base.epochs:
-        log(f"fewer than {MIN_FIT} candidates of {base.epochs} epochs fit in "
-            f"{budget_s / 60:g} min: each candidate trains at most {epochs} epochs (a larger "
-            f"--budget keeps more)")
-        base_run = base_run.replace(epochs=epochs)
+    base_run = _fit_to_budget(est, base_run, len(seeds), budget_s,
+                              budget_s - (time.perf_counter() - start), log)
     per_candidate = candidate_seconds(est, base_run, len(seeds))
-    fit_n = max(1, int(left // per_candidate))
-    log(f"about {min(fit_n, MAX_CANDIDATES)} of at most {MAX_CANDIDATES} candidates fit in "
-        f"{budget_s / 60:g} min")
+    fit_n = max(1, int((budget_s - (time.perf_counter() - start)) // per_candidate))
 
     rows: list[dict] = []
     skipped = None
@@ -473,6 +462,26 @@ def tune(dataset, base: HetCRFConfig, seeds: list[int] | tuple[int, ...] = (0, 1
             "epochs_cap": base_run.epochs if base_run.epochs < base.epochs else None,
             "budget_s": budget_s, "seconds": time.perf_counter() - start, "seeds": seeds,
             "eval_runs": eval_runs, "skipped": skipped, "base_config": base}
+
+
+def _fit_to_budget(est: dict[str, float], config: HetCRFConfig, n_seeds: int, budget_s: float,
+                   left_s: float, log: Callable[[str], None]) -> HetCRFConfig:
+    """Log the timing run's estimate; ``config`` shortened by :func:`epochs_that_fit` when
+    fewer than :data:`MIN_FIT` candidates of its epochs fit in the ``left_s`` seconds."""
+    log(f"one training ~{est['training_s']:.1f} s ({est['setup_s']:.1f} s set-up, "
+        f"{est['epoch_s']:.3f} s/epoch x {config.epochs} epochs, {est['probes']} validation "
+        f"probes x {est['probe_s']:.2f} s); one candidate ({n_seeds} seeds) "
+        f"~{est['candidate_s']:.0f} s")
+    epochs = epochs_that_fit(est, config, n_seeds, left_s)
+    if epochs < config.epochs:
+        log(f"fewer than {MIN_FIT} candidates of {config.epochs} epochs fit in "
+            f"{budget_s / 60:g} min: each candidate trains at most {epochs} epochs (a larger "
+            f"--budget keeps more)")
+        config = config.replace(epochs=epochs)
+    fit_n = max(1, int(left_s // candidate_seconds(est, config, n_seeds)))
+    log(f"about {min(fit_n, MAX_CANDIDATES)} of at most {MAX_CANDIDATES} candidates fit in "
+        f"{budget_s / 60:g} min")
+    return config
 
 
 def _check_tune_settings(base: HetCRFConfig, seeds: list[int], budget_s: float,
