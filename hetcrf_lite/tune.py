@@ -96,12 +96,12 @@ __all__ = ["tune", "check_tunable", "validation_only", "validation_scores", "bas
 CURVE_POINTS = 8
 """Probes of the validation curve per training (plus the last epoch)."""
 TIMING_EPOCHS = 3
+"""Epochs of the timing run that estimates one training before the search."""
 CUT_PROBES = 2
 CUT_DROP = 2.0
 """A training of the search ends once its last ``CUT_PROBES`` probes all score at least
 ``CUT_DROP`` points of validation Macro-F1 (its best embedding, mean over the rates) below its
 best probe so far: past its peak, the rest of the curve cannot be picked."""
-"""Epochs of the timing run that estimates one training before the search."""
 EMBED_MODES = ("concat", "encoder", "contrastive")
 EMBED_NORMS = ("none", "standardise")
 
