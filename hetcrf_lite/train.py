@@ -29,7 +29,8 @@ from .minibatch import embed_layerwise, fit_minibatch
 from .model import HetCRF
 from .plot import plot_embedding_2d, plot_loss_curves, umap_projection, write_png
 from .runs import forget_run, record_run
-from .trainer import EpochHook, Trainer, checkpoint_config, from_plain, read_checkpoint, resume_config
+from .trainer import (EpochHook, Trainer, checkpoint_config, from_plain, read_checkpoint,
+                      resume_config)
 from .utils import environment_info, load_named_dataset, seed_everything
 
 __all__ = ["fit", "build_trainer", "check_trainable", "train_run", "config_dataset",

@@ -282,7 +282,9 @@ def _points(runs: dict[int, dict], modes: list[tuple[str, str]]) -> list[dict]:
             at = {c["epoch"]: c for c in run["curve"]}
             if e in at:
                 per_seed[seed] = at[e]["val_macro_f1"]
-            elif e >= run["epochs_trained"] and "cut" not in run and e <= run.get("limit", e):
+            # a cut run is never extended, so no epoch past a cut gets every seed (a seed
+            # trained only to that cut, its "limit", cannot reach a point beyond it)
+            elif e >= run["epochs_trained"] and "cut" not in run:
                 per_seed[seed] = run["curve"][-1]["val_macro_f1"]
         if len(per_seed) < len(runs):
             continue
@@ -432,10 +434,12 @@ def tune(dataset, base: HetCRFConfig, seeds: list[int] | tuple[int, ...] = (0, 1
 
     baselines = baseline_scores(dataset, eval_runs, base.eval_lr)
     est = _estimate(dataset, base_run, val_dataset, eval_runs, seeds)
-    base_run = _fit_to_budget(est, base_run, len(seeds), budget_s,
-                              budget_s - (time.perf_counter() - start), log)
+    left = budget_s - (time.perf_counter() - start)
+    base_run = _fit_to_budget(est, base_run, len(seeds), budget_s, left, log)
     per_candidate = candidate_seconds(est, base_run, len(seeds))
-    fit_n = max(1, int((budget_s - (time.perf_counter() - start)) // per_candidate))
+    fit_n = max(1, int(left // per_candidate))
+    log(f"about {min(fit_n, MAX_CANDIDATES)} of at most {MAX_CANDIDATES} candidates fit in "
+        f"{budget_s / 60:g} min")
 
     rows: list[dict] = []
     skipped = None
@@ -478,9 +482,6 @@ def _fit_to_budget(est: dict[str, float], config: HetCRFConfig, n_seeds: int, bu
             f"{budget_s / 60:g} min: each candidate trains at most {epochs} epochs (a larger "
             f"--budget keeps more)")
         config = config.replace(epochs=epochs)
-    fit_n = max(1, int(left_s // candidate_seconds(est, config, n_seeds)))
-    log(f"about {min(fit_n, MAX_CANDIDATES)} of at most {MAX_CANDIDATES} candidates fit in "
-        f"{budget_s / 60:g} min")
     return config
 
 
