@@ -38,10 +38,10 @@ import torch
 from torch_geometric.data import HeteroData
 
 from .data import HINDataset, identity_features, make_splits
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .metapaths import metapath_adjacency, metapath_name, metapath_positives
 
-__all__ = ["NeighbourType", "make_synthetic_hin", "FEATURE_MODES"]
+__all__ = ["NeighbourType", "make_synthetic_hin", "bayes_oracle", "FEATURE_MODES"]
 
 FEATURE_MODES = ("sparse", "dense", "none")
 
@@ -196,9 +196,10 @@ def make_synthetic_hin(
     data[target].num_nodes = n
     data[target].y = torch.from_numpy(labels.astype(np.int64))
 
+    loglik = np.zeros((n, num_classes))  # [N, C] log P(node's draws | class), see bayes_oracle
     for t in types:
         n_t = max(num_classes, int(round(n * t.links / t.targets_per_node)))
-        affinity, inc = _draw_links(labels, num_classes, n_t, t.links, t.homophily, rng)
+        affinity, inc = _draw_links(labels, num_classes, n_t, t.links, t.homophily, rng, loglik)
         coo = inc.tocoo()  # inc: [N, n_t] binary
         pairs = torch.from_numpy(np.stack([coo.row, coo.col]).astype(np.int64))  # [2, E_t]
         data[t.name].num_nodes = n_t
@@ -208,7 +209,8 @@ def make_synthetic_hin(
         data[t.name, "rev_to", target].edge_index = pairs.flip(0)
 
     data[target].x = _features(labels, num_classes, feature_mode, num_features, feature_signal,
-                               sparse_storage, rng)
+                               sparse_storage, rng, loglik)
+    data[target].planted_loglik = torch.from_numpy(loglik)  # [N, C] float64
 
     metapaths = _metapath_names(target, [t.name for t in types])
     adj, counts = {}, {}
@@ -222,6 +224,37 @@ def make_synthetic_hin(
         num_classes=num_classes, splits=splits, metapaths=metapaths, metapath_adj=adj,
         metapath_counts=counts, pos=pos,
     )
+
+
+def bayes_oracle(ds: HINDataset) -> torch.Tensor:
+    r"""Posterior class probabilities of every target node under the planted model: ``[N, C]``.
+
+    The generator knows what no method sees: every neighbour's class affinity, the homophilies,
+    the feature model, and each node's raw draws (links and words before repeats are merged).
+    From them the posterior of node :math:`i` is exact (uniform prior, as the classes are
+    balanced):
+
+    .. math::
+        P(y_i = c \mid 	ext{draws}_i) \propto \prod_{	ext{link draws}} P(j \mid c)
+        \prod_{	ext{feature draws}} P(w \mid c),
+
+    with :math:`P(j \mid c)` the link rule of :func:`make_synthetic_hin` and :math:`P(w \mid c)`
+    the word mixture (sparse), or :math:`\mathcal{N}(x_i; s\mu_c, I)` (dense). Given the planted
+    parameters, the rest of the graph says nothing more about :math:`y_i` (up to the exact class
+    balance), so the accuracy of ``bayes_oracle(ds).argmax(1)`` is the most any classifier of
+    the graph and its features can reach in expectation: the graph's ceiling. A benchmark bar
+    above it cannot be met by any method.
+
+    Raises:
+        DataError: ``ds`` was not made by :func:`make_synthetic_hin` (no planted likelihood).
+
+    Introduced in notebook 09.
+    """
+    store = ds.data[ds.target]
+    if "planted_loglik" not in store:
+        raise DataError(f"dataset {ds.name!r} has no planted model: only graphs made by "
+                        "make_synthetic_hin know their Bayes oracle")
+    return torch.softmax(store.planted_loglik, dim=1)
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -284,8 +317,9 @@ def _check_args(n, num_classes, mode, num_features, signal, rates, pos_num) -> N
 
 # --------------------------------------------------------------------------- structure
 def _draw_links(labels: np.ndarray, num_classes: int, n_t: int, links: float, h: float,
-                rng: np.random.Generator) -> tuple[np.ndarray, sp.csr_matrix]:
-    """Planted links to one neighbour type; returns affinities [n_t] and the [N, n_t] incidence."""
+                rng: np.random.Generator, loglik: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix]:
+    """Planted links to one neighbour type; returns affinities [n_t] and the [N, n_t] incidence,
+    and adds each node's log-likelihood of its draws under every class to ``loglik`` [N, C]."""
     n = labels.shape[0]
     affinity = rng.permutation(np.arange(n_t) % num_classes)  # [n_t], balanced affinities
     deg = 1 + rng.poisson(links - 1.0, size=n)  # [N], at least one link each
@@ -298,6 +332,11 @@ def _draw_links(labels: np.ndarray, num_classes: int, n_t: int, links: float, h:
     same = members[start[cls] + (rng.random(src.shape[0]) * size[cls]).astype(np.int64)]
     anyone = rng.integers(0, n_t, size=src.shape[0])
     dst = np.where(rng.random(src.shape[0]) < h, same, anyone)  # [L]
+    # P(draw = j | class c) = h 1[a_j = c] / size_c + (1 - h) / n_t, for every j and c: [n_t, C]
+    p_link = h * (affinity[:, None] == np.arange(num_classes)) / size + (1.0 - h) / n_t
+    with np.errstate(divide="ignore"):  # h = 1: a link to another class has probability 0
+        log_link = np.log(p_link)
+    loglik += np.add.reduceat(log_link[dst], np.cumsum(deg) - deg, axis=0)  # src is sorted
     inc = sp.csr_matrix((np.ones(src.shape[0], dtype=np.float32), (src, dst)), shape=(n, n_t))
     inc.sum_duplicates()
     inc.data[:] = 1.0  # a repeated draw is one link
@@ -314,7 +353,9 @@ def _metapath_names(target: str, neighbours: list[str]) -> dict[str, list[str]]:
 
 
 # --------------------------------------------------------------------------- features
-def _features(labels, num_classes, mode, num_features, signal, sparse_storage, rng) -> torch.Tensor:
+def _features(labels, num_classes, mode, num_features, signal, sparse_storage, rng,
+              loglik: np.ndarray) -> torch.Tensor:
+    """Target features; adds their log-likelihood under every class to ``loglik`` [N, C]."""
     n = labels.shape[0]
     if mode == "none":
         return identity_features(n)
@@ -325,6 +366,7 @@ def _features(labels, num_classes, mode, num_features, signal, sparse_storage, r
         means = rng.standard_normal((num_classes, f))
         means *= s / np.linalg.norm(means, axis=1, keepdims=True)  # [C, F], norm s each
         x = means[labels] + rng.standard_normal((n, f))  # [N, F]
+        loglik += x @ means.T - 0.5 * (means**2).sum(1)  # log N(x; mu_c, I) up to a constant
         return torch.from_numpy(x.astype(np.float32))
     if f < 2 * num_classes:
         raise ConfigError(f"num_features={f} is too small for {num_classes} topic blocks; use "
@@ -339,6 +381,14 @@ def _features(labels, num_classes, mode, num_features, signal, sparse_storage, r
     background = word_of_rank[rng.choice(f, size=size, p=zipf / zipf.sum())]  # [N, W]
     topic = topic_base[labels[:, None], rng.integers(0, block, size=size)]  # [N, W]
     word = np.where(rng.random(size) < s, topic, background)  # [N, W]
+    # P(draw = w | class c) = s 1[w in topics_c] / block + (1 - s) zipf(rank of w): [F, C]
+    p_word = np.zeros((f, num_classes))
+    p_word[word_of_rank] = ((1.0 - s) * zipf / zipf.sum())[:, None]
+    p_word[topic_base.T, np.arange(num_classes)] += s / block
+    with np.errstate(divide="ignore"):  # s = 1: a word outside a class's topics is impossible
+        log_word = np.log(p_word)
+    for k in range(_WORDS_PER_NODE):  # one column at a time: [N, C], not [N, W, C]
+        loglik += log_word[word[:, k]]
     # Binary bag of words: sort each node's draws so repeats sit side by side, keep the first.
     # Row-wise work on [N, W] is several times faster than deduplicating a scipy matrix.
     word.sort(axis=1)

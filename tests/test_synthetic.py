@@ -7,9 +7,9 @@ from sklearn.metrics import f1_score
 from sklearn.preprocessing import StandardScaler
 
 from hetcrf_lite.data import HINDataset
-from hetcrf_lite.errors import ConfigError
+from hetcrf_lite.errors import ConfigError, DataError
 from hetcrf_lite.metapaths import is_valid_topk, metapath_scores
-from hetcrf_lite.synthetic import NeighbourType, make_synthetic_hin
+from hetcrf_lite.synthetic import NeighbourType, bayes_oracle, make_synthetic_hin
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +198,66 @@ def test_docstring_example_holds():
 
     result = doctest.testmod(module)
     assert result.attempted >= 2 and result.failed == 0
+
+
+# --------------------------------------------------------------------------- the Bayes oracle
+# Weak homophily and features, so the posteriors are far from 0 and 1 and the checks have teeth.
+_UNCERTAIN = {"sparse": dict(feature_mode="sparse", feature_signal=0.1),
+              "dense": dict(feature_mode="dense", feature_signal=0.6),
+              "none": dict(feature_mode="none")}
+
+
+@pytest.mark.parametrize("mode", list(_UNCERTAIN))
+def test_bayes_oracle_is_calibrated(mode):
+    """An exact posterior is calibrated: among nodes given confidence p, a share p is right. A
+    wrong term (a link rule or word mixture other than the generator's) breaks that."""
+    ds = make_synthetic_hin(num_nodes=3000, homophily=(0.25, 0.15), seed=5, **_UNCERTAIN[mode])
+    post = bayes_oracle(ds)
+    assert post.shape == (3000, 3)
+    assert torch.allclose(post.sum(1), torch.ones(3000, dtype=post.dtype))
+    conf, pred = post.max(1)
+    right = (pred == ds.labels).double()
+    assert 0.45 < right.mean() < 0.97  # uncertain enough for the checks below to mean something
+    assert abs(conf.mean() - right.mean()) < 0.02
+    for lo, hi in [(0.4, 0.7), (0.7, 0.9)]:  # calibration within confidence bins
+        inside = (conf >= lo) & (conf < hi)
+        assert inside.sum() >= 200
+        assert abs(right[inside].mean() - conf[inside].mean()) < 0.05, (lo, hi)
+
+
+# One source of class information at a time: the features only (homophily 0), or one meta-path.
+@pytest.mark.parametrize("mode, homophily", [("sparse", (0.0, 0.0)), ("dense", (0.0, 0.0)),
+                                             ("none", (0.6, 0.0)), ("none", (0.0, 0.6))])
+def test_bayes_oracle_beats_a_probe_trained_on_every_other_label(mode, homophily):
+    """The oracle is a ceiling: a logistic regression on the features and their meta-path
+    neighbour means, trained on every non-test node, does not beat it (within test noise). With
+    the class signal in one source only, an oracle that missed that source would sit at chance
+    (1/3) while the probe is well above it."""
+    ds = make_synthetic_hin(num_nodes=3000, homophily=homophily, seed=6, **_UNCERTAIN[mode])
+    n, y = ds.num_nodes, ds.labels.numpy()
+    x = sp.identity(n, format="csr") if mode == "none" else sp.csr_matrix(ds.x.numpy())
+    agg = sp.hstack([x] + [_mean_adj(ei, n) @ x for ei in ds.metapath_adj.values()]).tocsr()
+    test = ds.splits[20]["test"].numpy()
+    train = np.setdiff1d(np.arange(n), test)
+    probe = LogisticRegression(max_iter=3000).fit(agg[train], y[train]).predict(agg[test])
+    oracle = bayes_oracle(ds).argmax(1).numpy()[test]
+    probe_acc, oracle_acc = (probe == y[test]).mean(), (oracle == y[test]).mean()
+    assert probe_acc > 0.45, probe_acc
+    assert oracle_acc >= probe_acc - 0.01, (oracle_acc, probe_acc)
+
+
+def test_bayes_oracle_sharpens_with_homophily():
+    accs = [(bayes_oracle(d).argmax(1) == d.labels).double().mean().item()
+            for d in (make_synthetic_hin(feature_mode="none", homophily=(h, h / 2), seed=1)
+                      for h in (0.2, 0.5, 0.9))]
+    assert accs[0] < accs[1] < accs[2], accs
+
+
+def test_bayes_oracle_needs_a_planted_graph(ds):
+    data = ds.data.clone()
+    del data[ds.target].planted_loglik
+    other = HINDataset(name="mine", data=data, target=ds.target, labels=ds.labels,
+                       num_classes=ds.num_classes, splits=ds.splits, metapaths=ds.metapaths,
+                       metapath_adj=ds.metapath_adj)
+    with pytest.raises(DataError, match="no planted model"):
+        bayes_oracle(other)
