@@ -30,7 +30,8 @@ RESUME_SAFE_FIELDS = ("epochs", "lr", "weight_decay", "patience", "min_epochs",
 when to stop, what to log, where to run and how to evaluate. Everything else (the model, the
 data, the objective, the seed) defines the run, so a change needs a fresh run folder."""
 
-ADDED_FIELDS: dict[str, Any] = {"semantic_fusion": "attention", "embed_norm": "none"}
+ADDED_FIELDS: dict[str, Any] = {"semantic_fusion": "attention", "embed_norm": "none",
+                                 "node_attention": "gat"}
 """Fields added after results were recorded, each with the value under which the code computes
 exactly what it did before the field existed. :meth:`HetCRFConfig.identity` leaves such a field
 out while it holds that value, so that adding a field keeps earlier run records, ``make
@@ -63,6 +64,10 @@ class HetCRFConfig:
     # How the HAN encoder fuses its meta-path embeddings: attention (HAN's semantic attention,
     # beta learned) | mean (beta = 1/M: cannot collapse; docs/method.md, notebook 09)
     semantic_fusion: Literal["attention", "mean"] = "attention"
+    # How every GAT layer (encoder and feature decoder) weighs a node's meta-path neighbours: gat
+    # (HAN's node-level attention) | mean (uniform: the neighbour mean). On dense noisy features
+    # the attention collapses onto one neighbour per node (docs/method.md, "Node-level attention")
+    node_attention: Literal["gat", "mean"] = "gat"
     feat_drop: float = 0.3  # dropout on the input features
     attn_drop: float = 0.5  # dropout on node-level attention weights
     # Input of a featureless target type (identity features: AMiner, Freebase), an ablation:

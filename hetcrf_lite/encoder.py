@@ -203,6 +203,10 @@ class MetaPathGATConv(nn.Module):
             (default: :obj:`None`)
         backend (str, optional): ``"reference"``, ``"fused"`` or ``"auto"`` (per device, see
             :func:`resolve_backend`). (default: :obj:`"auto"`)
+        attention (bool, optional): Learn the attention. With :obj:`False` every logit is 0, so
+            :math:`\alpha_{ij} = 1 / |\mathcal{N}(i)|`: the layer is :math:`\mathbf{W}` times
+            the in-neighbour mean (HAN without node-level attention); no attention vectors.
+            (default: :obj:`True`)
 
     Shapes:
         - **input:** node features :math:`(N, F_{in})` dense or sparse,
@@ -214,17 +218,18 @@ class MetaPathGATConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, heads: int = 1, concat: bool = True,
                  negative_slope: float = 0.2, dropout: float = 0.0, bias: bool = True,
-                 chunk_size: int | None = None, backend: str = "auto"):
+                 chunk_size: int | None = None, backend: str = "auto", attention: bool = True):
         super().__init__()
         _check_conv_args(in_channels, out_channels, heads, concat, dropout, chunk_size)
         resolve_backend(backend, torch.device("cpu"))  # rejects an unknown name now
         self.in_channels, self.out_channels, self.heads = in_channels, out_channels, heads
         self.concat, self.negative_slope, self.dropout = concat, negative_slope, dropout
-        self.chunk_size, self.backend = chunk_size, backend
+        self.chunk_size, self.backend, self.attention = chunk_size, backend, attention
         self.head_dim = out_channels // heads if concat else out_channels
         self.lin = nn.Linear(in_channels, heads * self.head_dim, bias=False)
-        self.att_src = nn.Parameter(torch.empty(1, heads, self.head_dim))
-        self.att_dst = nn.Parameter(torch.empty(1, heads, self.head_dim))
+        shape = (1, heads, self.head_dim)
+        self.att_src = nn.Parameter(torch.empty(shape)) if attention else None
+        self.att_dst = nn.Parameter(torch.empty(shape)) if attention else None
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.reset_parameters()
 
@@ -242,8 +247,11 @@ class MetaPathGATConv(nn.Module):
         layer-wise inference of :mod:`hetcrf_lite.minibatch`)."""
         H, C = self.heads, self.head_dim
         wx = _linear(x, self.lin.weight).view(-1, H, C)  # [N, H, C]
-        s_src = (wx * self.att_src).sum(-1)  # [N, H]
-        s_dst = (wx * self.att_dst).sum(-1)  # [N, H]
+        if self.attention:
+            s_src = (wx * self.att_src).sum(-1)  # [N, H]
+            s_dst = (wx * self.att_dst).sum(-1)  # [N, H]
+        else:  # all logits 0: the softmax over a node's in-edges is 1 / in-degree
+            s_src = s_dst = wx.new_zeros(wx.shape[:2])
         drop = self.dropout if self.training else 0.0
         if chunk_rows is not None:
             plan, alpha = csr_plan(edge_index, wx.size(0)), None
@@ -506,6 +514,9 @@ class HANEncoder(nn.Module):
             (default: :obj:`128`)
         semantic_fusion (str, optional): ``"attention"`` (HAN's :class:`SemanticAttention`) or
             ``"mean"`` (:class:`MeanFusion`, :math:`\beta_m = 1/M`). (default: :obj:`"attention"`)
+        node_attention (str, optional): ``"gat"`` (HAN's node-level attention) or ``"mean"``
+            (:class:`MetaPathGATConv` with ``attention=False``: :math:`\alpha_{ij}` = 1 / degree,
+            HAN without node-level attention). (default: :obj:`"gat"`)
         activation (str, optional): ``"elu"``, ``"prelu"``, ``"relu"`` or ``"identity"``.
             (default: :obj:`"elu"`)
         backend (str, optional): aggregation backend of every :class:`MetaPathGATConv`:
@@ -521,11 +532,14 @@ class HANEncoder(nn.Module):
     def __init__(self, in_channels: int, hidden_channels: int, metapaths: list[str], heads: int = 1,
                  num_layers: int = 1, feat_drop: float = 0.0, attn_drop: float = 0.0,
                  negative_slope: float = 0.2, semantic_hidden: int = 128, activation: str = "elu",
-                 backend: str = "auto", semantic_fusion: str = "attention"):
+                 backend: str = "auto", semantic_fusion: str = "attention",
+                 node_attention: str = "gat"):
         super().__init__()
         self.metapaths = _check_init(in_channels, hidden_channels, metapaths, num_layers, feat_drop)
         if semantic_fusion not in ("attention", "mean"):
             raise ConfigError(f"semantic_fusion={semantic_fusion!r}: use 'attention' or 'mean'")
+        if node_attention not in ("gat", "mean"):
+            raise ConfigError(f"node_attention={node_attention!r}: use 'gat' or 'mean'")
         if hidden_channels % heads != 0:
             raise ConfigError(f"hidden_channels={hidden_channels} is not divisible by "
                               f"heads={heads}; pick heads that divide it (64 = 8 heads x 8).")
@@ -535,7 +549,8 @@ class HANEncoder(nn.Module):
         self.convs = nn.ModuleList(
             nn.ModuleDict({m: MetaPathGATConv(hidden_channels, hidden_channels, heads,
                                               negative_slope=negative_slope, dropout=attn_drop,
-                                              backend=backend)
+                                              backend=backend,
+                                              attention=node_attention == "gat")
                            for m in self.metapaths})
             for _ in range(num_layers))
         self.acts = nn.ModuleList(_activation(activation) for _ in range(num_layers))
@@ -652,7 +667,7 @@ class MetaPathGCNEncoder(nn.Module):
 # Options that only the attention encoder has: the GCN encoder ignores them, so one config
 # (which always carries heads / attn_drop) builds either kind.
 _ATTENTION_ONLY = ("heads", "attn_drop", "negative_slope", "semantic_hidden", "backend",
-                   "semantic_fusion")
+                   "semantic_fusion", "node_attention")
 
 
 def build_encoder(kind: str, in_channels: int, hidden_channels: int, metapaths: list[str],

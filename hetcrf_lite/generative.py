@@ -376,6 +376,8 @@ class DecoderGATConv(nn.Module):
         heads (int, optional): attention heads, averaged. (default: ``1``)
         negative_slope (float, optional): LeakyReLU slope. (default: ``0.2``)
         attn_drop (float, optional): dropout on the attention weights. (default: ``0.0``)
+        attention (bool, optional): ``False`` weighs neighbours uniformly (the neighbour mean,
+            ``MetaPathGATConv(attention=False)``). (default: ``True``)
 
     Shapes:
         input ``h [N, in_channels]``, ``edge_index [2, E]``; output ``[R, out_channels]`` for
@@ -385,11 +387,13 @@ class DecoderGATConv(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, heads: int = 1,
-                 negative_slope: float = 0.2, attn_drop: float = 0.0) -> None:
+                 negative_slope: float = 0.2, attn_drop: float = 0.0,
+                 attention: bool = True) -> None:
         super().__init__()
         self.in_channels, self.out_channels, self.heads = in_channels, out_channels, heads
         self.gat = MetaPathGATConv(in_channels, heads * in_channels, heads, concat=True,
-                                   negative_slope=negative_slope, dropout=attn_drop, bias=False)
+                                   negative_slope=negative_slope, dropout=attn_drop, bias=False,
+                                   attention=attention)
         self.lin = nn.Linear(heads * in_channels, out_channels)
 
     def reset_parameters(self) -> None:
@@ -435,12 +439,15 @@ class HANDecoder(nn.Module):
         heads (int, optional): attention heads per meta-path. (default: ``1``)
         fusion (str, optional): ``"semantic"`` or ``"mean"``. (default: ``"semantic"``)
         attn_drop (float, optional): attention dropout. (default: ``0.0``)
+        attention (bool, optional): node-level attention; ``False``: the neighbour mean.
+            (default: ``True``)
 
     Introduced in notebook 03.
     """
 
     def __init__(self, in_channels: int, out_channels: int, metapaths: list[str], heads: int = 1,
-                 fusion: str = "semantic", attn_drop: float = 0.0) -> None:
+                 fusion: str = "semantic", attn_drop: float = 0.0,
+                 attention: bool = True) -> None:
         super().__init__()
         if fusion not in ("semantic", "mean"):
             raise ConfigError(f"decoder fusion={fusion!r}: use 'semantic' or 'mean'")
@@ -448,7 +455,8 @@ class HANDecoder(nn.Module):
             raise ConfigError("HANDecoder needs at least one meta-path")
         self.metapaths, self.fusion = list(metapaths), fusion
         self.convs = nn.ModuleDict({m: DecoderGATConv(in_channels, out_channels, heads,
-                                                      attn_drop=attn_drop) for m in metapaths})
+                                                      attn_drop=attn_drop, attention=attention)
+                                    for m in metapaths})
         self.semantic = SemanticAttention(heads * in_channels, in_channels, init="normal")
         self.semantic.reset_query()  # W keeps nn.Linear's own initialisation
         accept_legacy_semantic_keys(self)
@@ -524,6 +532,8 @@ class FeatureReconstruction(nn.Module):
         fusion (str, optional): decoder fusion, ``"semantic"`` or ``"mean"``.
             (default: ``"semantic"``)
         attn_drop (float, optional): decoder attention dropout. (default: ``0.0``)
+        attention (bool, optional): the decoder's node-level attention; ``False``: the
+            neighbour mean. (default: ``True``)
         densify_limit (int, optional): largest ``N * F`` densified for masking sparse ``x``
             (without ``token_column``). (default: ``2**26``)
         token_column (bool, optional): mask sparse ``x`` with a [MASK] column
@@ -538,7 +548,8 @@ class FeatureReconstruction(nn.Module):
                  mask_rate: float | MaskSchedule = 0.5, leave_unchanged: float = 0.0,
                  replace_rate: float = 0.1, gamma: float = 2.0, mask_channels: int | None = None,
                  heads: int = 1, fusion: str = "semantic", attn_drop: float = 0.0,
-                 densify_limit: int = 2**26, token_column: bool = False) -> None:
+                 densify_limit: int = 2**26, token_column: bool = False,
+                 attention: bool = True) -> None:
         super().__init__()
         if gamma < 1.0:
             raise ConfigError(f"gamma={gamma}: the SCE exponent must be >= 1")
@@ -558,7 +569,8 @@ class FeatureReconstruction(nn.Module):
             # GraphMAE initialises the token at zero and learns it
             self.mask_token = nn.Parameter(torch.zeros(1, mask_channels or in_channels))
         self.enc_to_dec = nn.Linear(hidden_channels, hidden_channels, bias=False)
-        self.decoder = HANDecoder(hidden_channels, in_channels, metapaths, heads, fusion, attn_drop)
+        self.decoder = HANDecoder(hidden_channels, in_channels, metapaths, heads, fusion, attn_drop,
+                                  attention)
 
     def mask_rate(self, epoch: int | None = None) -> float:
         """The scheduled mask rate at ``epoch`` (epoch 0 when ``None``)."""
@@ -842,6 +854,10 @@ class EdgeReconstruction(nn.Module):
             (default: ``1.0``)
         center (bool, optional): subtract the node mean of the decoded embeddings before the
             inner products. (default: ``True``)
+        uniform_weights (bool, optional): weigh the meta-paths' losses by ``1/M`` instead of
+            the encoder's beta. (default: ``False``)
+        attention (bool, optional): the ``"gat"`` decoder's node-level attention; ``False``:
+            the neighbour mean. (default: ``True``)
 
     Introduced in notebook 03.
     """
@@ -850,7 +866,7 @@ class EdgeReconstruction(nn.Module):
                  gamma: float = 1.0, decoder: str = "gat", source: str = "h", heads: int = 1,
                  detach_beta: bool = True, dense_threshold: int = 10000, num_rows: int = 1024,
                  neg_ratio: float = 1.0, center: bool = True,
-                 uniform_weights: bool = False) -> None:
+                 uniform_weights: bool = False, attention: bool = True) -> None:
         super().__init__()
         if decoder not in ("gat", "linear"):
             raise ConfigError(f"edge decoder={decoder!r}: use 'gat' or 'linear'")
@@ -868,7 +884,8 @@ class EdgeReconstruction(nn.Module):
         self.uniform_weights = uniform_weights  # 1/M per meta-path instead of beta
         self.dense_threshold, self.num_rows, self.neg_ratio = dense_threshold, num_rows, neg_ratio
         self.enc_to_dec = nn.Linear(hidden_channels, hidden_channels, bias=False)
-        make = ((lambda: DecoderGATConv(hidden_channels, hidden_channels, heads))
+        make = ((lambda: DecoderGATConv(hidden_channels, hidden_channels, heads,
+                                        attention=attention))
                 if decoder == "gat" else (lambda: nn.Linear(hidden_channels, hidden_channels)))
         self.decoders = nn.ModuleDict({m: make() for m in self.metapaths})
         self._target_cache = TensorCache()  # per meta-path name

@@ -169,7 +169,8 @@ class HetCRF(nn.Module):
                                      hidden_channels=config.hidden_channels,
                                      metapaths=self.metapath_names, heads=config.heads,
                                      feat_drop=config.feat_drop, attn_drop=config.attn_drop,
-                                     semantic_fusion=config.semantic_fusion)
+                                     semantic_fusion=config.semantic_fusion,
+                                     node_attention=config.node_attention)
         if token_column:
             with torch.no_grad():  # the [MASK] input column starts at zero, as GraphMAE's token
                 self.encoder.proj.weight[:, -1] = 0.0
@@ -200,14 +201,16 @@ class HetCRF(nn.Module):
                                                  replace_rate=config.replace_rate,
                                                  mask_channels=(hidden if config.feature_init ==
                                                                 "embedding" else None),
-                                                 token_column=token_column)
+                                                 token_column=token_column,
+                                                 attention=config.node_attention == "gat")
                            if config.use_feat_recon else None)
         self.mask_schedule = MaskSchedule(config.mask_rate, config.mask_rate_step,
                                           config.mask_rate_end)
         self.edge_recon = (EdgeReconstruction(hidden, self.metapath_names,
                                               drop_rate=config.edge_drop, gamma=config.gamma_edge,
                                               dense_threshold=config.edge_dense_threshold,
-                                              uniform_weights=config.edge_loss_weights == "uniform")
+                                              uniform_weights=config.edge_loss_weights == "uniform",
+                                              attention=config.node_attention == "gat")
                            if config.use_edge_recon else None)
 
     def _build_contrastive(self, dataset: HINDataset, config: HetCRFConfig) -> None:

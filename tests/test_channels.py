@@ -95,7 +95,7 @@ def test_second_stage_weights_select_meta_paths():
 
 @pytest.mark.parametrize("switch", [dict(second_stage_fusion="mean"), dict(cl_fusion="own"),
                                     dict(cl_beta_grad=False, cl_encoder_grad=True),
-                                    dict(gen_beta_grad=False)])
+                                    dict(gen_beta_grad=False), dict(node_attention="mean")])
 def test_each_switch_changes_the_step(tiny, switch):
     _, base, _ = step_grads(tiny, cfg(cl_encoder_grad=True))
     _, other, _ = step_grads(tiny, cfg(**{"cl_encoder_grad": True, **switch}))
@@ -307,3 +307,13 @@ def test_method_page_quotes_the_infonce_into_the_encoder_run():
     margins = [b[r] - max(shipped["heldout_b"][v]["mean"][r] for v in ("generative", "contrastive"))
                for r in ("20", "40", "60")]
     assert " / ".join(f"{x:.1f}" for x in margins) in text
+
+
+def test_node_attention_mean_reaches_the_feature_decoder(tiny):
+    """The switch makes every GAT of the model uniform: the encoder's and both decoders' (the
+    measurement of docs/method.md patched all of them)."""
+    model, grads, _ = step_grads(tiny, cfg(node_attention="mean"))
+    gats = [m for m in model.modules() if type(m).__name__ == "MetaPathGATConv"]
+    assert len(gats) == 3 * len(model.metapath_names)  # encoder, feature and edge decoders
+    assert all(not g.attention and g.att_src is None for g in gats)
+    assert not any("att_" in n for n in grads)

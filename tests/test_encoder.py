@@ -360,3 +360,36 @@ def test_semantic_attention_orders_agree():
     expected = torch.softmax(w, 0)
     for beta in (han.weights(zs), heco.weights(zs), heco.weights(torch.stack(zs))):
         torch.testing.assert_close(beta, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["reference", "fused"])
+def test_no_attention_is_the_neighbour_mean(x, graphs, backend):
+    """``attention=False``: W times the in-neighbour mean plus the bias, as PyG's
+    ``SimpleConv(aggr="mean")`` on the projected features computes it; no attention vectors."""
+    from torch_geometric.nn import SimpleConv
+
+    torch.manual_seed(0)
+    conv = MetaPathGATConv(F_IN, 8, heads=2, backend=backend, attention=False)
+    conv.bias.data.normal_()
+    assert conv.att_src is None and conv.att_dst is None
+    assert {n for n, _ in conv.named_parameters()} == {"lin.weight", "bias"}
+    ei = graphs["pap"]
+    expected = SimpleConv(aggr="mean")(x @ conv.lin.weight.T, ei) + conv.bias
+    out, alpha = conv(x, ei, return_attention_weights=True)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
+    deg = torch.bincount(ei[1], minlength=N).float()
+    torch.testing.assert_close(alpha, (1.0 / deg[ei[1]]).unsqueeze(1).expand(-1, 2))
+
+
+def test_node_attention_mean_changes_the_encoder_and_only_its_gats(x, graphs):
+    torch.manual_seed(0)
+    gat = HANEncoder(F_IN, 8, list(graphs))
+    torch.manual_seed(0)
+    mean = HANEncoder(F_IN, 8, list(graphs), node_attention="mean")
+    assert not any("att_" in n for n, _ in mean.named_parameters())
+    assert any("att_" in n for n, _ in gat.named_parameters())
+    gat.eval(), mean.eval()
+    assert not torch.allclose(gat(x, graphs).h, mean(x, graphs).h)
+    with pytest.raises(ConfigError, match="node_attention='sum'"):
+        HANEncoder(F_IN, 8, list(graphs), node_attention="sum")
+    assert build_encoder("gcn", F_IN, 8, list(graphs), node_attention="mean")  # ignored there
