@@ -129,6 +129,7 @@ SWITCHES: dict[str, tuple[Any, ...]] = {
     "cl_beta_grad": (True, False),
     "gen_beta_grad": (True, False),
     "semantic_fusion": ("attention", "mean"),
+    "node_attention": ("gat", "mean"),
 }
 
 _AUG = {
@@ -351,7 +352,8 @@ def table_scope(ab: Ablation, datasets: Sequence[str] | None = None,
 
 def make_plan(names: Sequence[str], eval_settings: dict[str, Any],
               registry: dict[str, Ablation] | None = None, datasets: Sequence[str] | None = None,
-              seeds: Sequence[int] | None = None, epochs: int | None = None) -> Plan:
+              seeds: Sequence[int] | None = None, epochs: int | None = None,
+              variants: Sequence[str] | None = None) -> Plan:
     """Resolve every (ablation, dataset, variant, seed) to a config and deduplicate the runs.
 
     Args:
@@ -360,6 +362,8 @@ def make_plan(names: Sequence[str], eval_settings: dict[str, Any],
         registry (dict, optional): the ablations; :obj:`None` is :data:`ABLATIONS`.
         datasets, seeds (sequences, optional): override every ablation's own scope.
         epochs (int, optional): overrides every ablation's budget (shipped or reduced).
+        variants (sequence of str, optional): plan only the variants with these labels (e.g.
+            ``"node_attention: mean"``, to add one new row to a cache); :obj:`None`: all.
 
     Returns:
         Plan: distinct jobs keyed by :func:`run_key`, the tables that point at them, each
@@ -372,16 +376,18 @@ def make_plan(names: Sequence[str], eval_settings: dict[str, Any],
         plan.tables[name] = {}
         plan.scope[name] = table_scope(registry[name], datasets, seeds, epochs)
         for ds in plan.scope[name]:
-            _plan_dataset(plan, name, registry[name], ds, eval_settings, known)
+            _plan_dataset(plan, name, registry[name], ds, eval_settings, known, variants)
     return plan
 
 
 def _plan_dataset(plan: Plan, name: str, ab: Ablation, ds: str, eval_settings: dict[str, Any],
-                  known: set[str]) -> None:
-    """Add one ablation's variants on one dataset to ``plan``."""
+                  known: set[str], only: Sequence[str] | None = None) -> None:
+    """Add one ablation's variants on one dataset (those labelled in ``only``) to ``plan``."""
     from hetcrf_lite.config import default_config
 
     variants = ab.variants(dataset_info(ds))
+    if only is not None:
+        variants = {label: c for label, c in variants.items() if label in only}
     if not variants:
         plan.skipped.append(f"{name} on {ds}: not applicable (the ablation is for "
                             "featureless datasets: aminer, freebase)")
@@ -1048,6 +1054,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="override every table's datasets (default: each table's own)")
     parser.add_argument("--seeds", nargs="+", type=int, default=None,
                         help="override every table's seeds (default: 0 1 2; aminer 0)")
+    parser.add_argument("--variants", nargs="+", default=None, metavar="LABEL",
+                        help="only the variants with these labels, e.g. 'node_attention: mean' "
+                             "(default: every variant)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs for every table and dataset (default: the YAML's for the "
                              f"shipped-epoch tables, {DEFAULT_EPOCHS} for the others)")
@@ -1114,7 +1123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "clustering_runs": args.clustering_runs}
     names = [n for n in ABLATIONS if n in args.only]  # shipped-epoch tables first
     plan = make_plan(names, eval_settings, datasets=args.datasets, seeds=args.seeds,
-                     epochs=args.epochs)
+                     epochs=args.epochs, variants=args.variants)
     if args.plan:
         from hetcrf_lite.runs import SECONDS_PER_EPOCH
 

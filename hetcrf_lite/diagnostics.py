@@ -14,7 +14,9 @@ beta, the channels' gradient cosine and norms on the shared encoder) are logged 
 * :func:`metapath_probe_scores` -- the linear probe on each meta-path's ``Z^m`` alone, so a
   collapsed beta can be compared with what it threw away;
 * :func:`propagated_features` -- the training-free baseline: raw features next to their mean
-  over each meta-path's neighbours.
+  over each meta-path's neighbours;
+* :func:`effective_neighbours` -- how many neighbours node-level attention really averages
+  (notebook 02: on dense noisy features it collapses onto one).
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ if TYPE_CHECKING:
     from .data import HINDataset
 
 __all__ = ["knn_class_agreement", "effective_rank", "mean_pairwise_cosine",
-           "metapath_probe_scores", "propagated_features", "embedding_report"]
+           "metapath_probe_scores", "propagated_features", "embedding_report",
+           "effective_neighbours"]
 
 
 def _as_array(emb: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -162,3 +165,32 @@ def embedding_report(emb: torch.Tensor | np.ndarray, dataset: "HINDataset",
     return {"knn_agreement": knn_class_agreement(emb, dataset.labels, k=k),
             "effective_rank": effective_rank(emb),
             "mean_cosine": mean_pairwise_cosine(emb)}
+
+
+def effective_neighbours(alpha: torch.Tensor, edge_index: torch.Tensor,
+                         num_nodes: int) -> torch.Tensor:
+    r"""How many neighbours each node's attention really averages: ``[num_nodes]``.
+
+    .. math::
+        n_{\mathrm{eff}}(i) = \exp\Big(-\sum_{j \in \mathcal{N}(i)} \alpha_{ij}
+        \log \alpha_{ij}\Big)
+
+    the exponential of the entropy of node :math:`i`'s attention over its incoming edges: its
+    in-degree when the weights are uniform (the neighbour mean), 1 when all weight sits on one
+    neighbour. ``alpha`` is ``[E]`` or ``[E, heads]`` (averaged over heads), aligned with
+    ``edge_index`` (row 1 the destination), as :class:`~hetcrf_lite.encoder.MetaPathGATConv`
+    returns it; a node without incoming edges gets 0.
+
+    Introduced in notebook 02.
+    """
+    from torch_geometric.utils import scatter
+
+    a = alpha.detach().float()
+    a = a.unsqueeze(1) if a.dim() == 1 else a  # [E, heads]
+    if a.shape[0] != edge_index.shape[1]:
+        raise DataError(f"alpha has {a.shape[0]} rows for {edge_index.shape[1]} edges; pass the "
+                        "attention weights returned with this edge_index")
+    plogp = torch.where(a > 0, a * a.clamp_min(1e-30).log(), torch.zeros_like(a))  # [E, heads]
+    ent = scatter(-plogp, edge_index[1], dim=0, dim_size=num_nodes, reduce="sum")  # [N, heads]
+    has_edges = torch.bincount(edge_index[1], minlength=num_nodes) > 0  # [N]
+    return torch.where(has_edges, ent.exp().mean(1), torch.zeros(num_nodes))

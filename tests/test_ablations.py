@@ -344,3 +344,19 @@ def test_smoke_run_writes_tables_figures_and_json(tmp_path, capsys):
     aug = result["ablations"]["gradient_balance"]["synthetic"]["meta-path + clustering"]
     assert aug["balance"]["num_pos_mean"][0] > 1.0
     capsys.readouterr()
+
+
+def test_variants_option_plans_only_the_named_rows():
+    """``--variants``: add one new switch's row to a cache without retraining the table."""
+    full = A.make_plan(["switches"], EVAL, datasets=["acm", "freebase"])
+    one = A.make_plan(["switches"], EVAL, datasets=["acm", "freebase"],
+                      variants=["node_attention: mean"])
+    for ds in ("acm", "freebase"):
+        assert list(one.tables["switches"][ds]) == ["node_attention: mean"]
+        assert one.tables["switches"][ds]["node_attention: mean"] == \
+            full.tables["switches"][ds]["node_attention: mean"]  # the same runs, same keys
+        assert len(full.tables["switches"][ds]) > 2
+    assert len(one.jobs) == 6 and all(j.config["node_attention"] == "mean"
+                                      for j in one.jobs.values())
+    args = A._parser().parse_args(["--only", "switches", "--variants", "node_attention: mean"])
+    assert args.variants == ["node_attention: mean"]

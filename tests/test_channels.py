@@ -10,6 +10,7 @@ import torch
 
 from hetcrf_lite.config import HetCRFConfig
 from hetcrf_lite.contrastive import SecondStageGCN
+from hetcrf_lite.errors import DataError
 from hetcrf_lite.diagnostics import (effective_rank, knn_class_agreement, mean_pairwise_cosine,
                                      metapath_probe_scores, propagated_features)
 from hetcrf_lite.model import HetCRF, balance_gradients
@@ -317,3 +318,53 @@ def test_node_attention_mean_reaches_the_feature_decoder(tiny):
     assert len(gats) == 3 * len(model.metapath_names)  # encoder, feature and edge decoders
     assert all(not g.attention and g.att_src is None for g in gats)
     assert not any("att_" in n for n in grads)
+
+
+def test_effective_neighbours_is_the_degree_when_uniform_and_one_when_peaked():
+    from hetcrf_lite.diagnostics import effective_neighbours
+    from hetcrf_lite.encoder import MetaPathGATConv
+
+    n = 6  # node 0 has 3 in-edges, node 1 has 2, nodes 2-4 one each, node 5 none
+    ei = torch.tensor([[1, 2, 3, 0, 2, 0, 1, 2], [0, 0, 0, 1, 1, 2, 3, 4]])
+    deg = torch.bincount(ei[1], minlength=n).float()
+    uniform = 1.0 / deg[ei[1]]
+    assert torch.allclose(effective_neighbours(uniform, ei, n), deg)  # node 5: 0
+    peaked = torch.tensor([1.0, 0.0, 0.0, 0.5, 0.5, 1.0, 1.0, 1.0])
+    assert torch.allclose(effective_neighbours(peaked, ei, n),
+                          torch.tensor([1.0, 2.0, 1.0, 1.0, 1.0, 0.0]))
+    two_heads = torch.stack([uniform, peaked], 1)  # averaged over heads
+    assert torch.allclose(effective_neighbours(two_heads, ei, n),
+                          (deg + torch.tensor([1.0, 2.0, 1.0, 1.0, 1.0, 0.0])) / 2)
+    conv = MetaPathGATConv(4, 4, attention=False)  # the neighbour mean: the degree exactly
+    _, alpha = conv(torch.randn(n, 4), ei, return_attention_weights=True)
+    assert torch.allclose(effective_neighbours(alpha, ei, n), deg)
+    with pytest.raises(DataError, match="8 edges"):
+        effective_neighbours(uniform[:5], ei, n)
+
+
+def test_method_page_quotes_the_node_attention_run():
+    """docs/method.md's table "Node-level attention on dense features": for every graph and
+    variant, docs/channels.json's mean ± std and then the ``node_attention: mean`` run's."""
+    page = (ROOT / "docs" / "method.md").read_text()
+    table = page.split("### Node-level attention on dense features")[1].split("What it does")[0]
+    shipped = json.loads((ROOT / "docs" / "channels.json").read_text())["table"]
+    run = json.loads((ROOT / "benchmarks" / "logs" / "method_search" /
+                      "channels_node_attention_mean.json").read_text())
+    assert run["meta"]["changes"] == {"node_attention": "mean"}
+    graphs = {"default": "default", "heldout_a": "held-out A", "heldout_b": "held-out B"}
+    variants = {"full": "full model", "generative": "generative only",
+                "contrastive": "contrastive only"}
+    for graph, gname in graphs.items():
+        for variant, vname in variants.items():
+            row = next(line for line in table.splitlines()
+                       if line.startswith(f"| {gname} | {vname} |"))
+            cells = [c.strip().strip("*") for c in row.strip("|").split("|")[2:]]
+            for cell, res in zip(cells, (shipped, run["table"])):
+                m, sd = res[graph][variant]["mean"], res[graph][variant]["std"]
+                assert cell == " / ".join(f"{m[r]:.1f} ± {sd[r]:.1f}" for r in ("20", "40", "60"))
+    margins = run["criteria"]["heldout_b"]["margin"]
+    assert " / ".join(f"{-margins[r]:.2f}" for r in ("20", "40", "60")) in page
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    b = [res["heldout_b"]["full"]["mean"] for res in (shipped, run["table"])]
+    assert "from {} to {}".format(*(" / ".join(f"{m[r]:.1f}" for r in ("20", "40", "60"))
+                                    for m in b)) in readme
