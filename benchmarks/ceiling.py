@@ -37,6 +37,7 @@ DESIGNS = {
     "shipped 0.2 (HAN, attention)": "docs/channels.json",
     "GCN encoder": "benchmarks/logs/method_search/channels_gcn_encoder.json",
     "HAN, mean fusion": "benchmarks/logs/method_search/channels_han_mean_fusion.json",
+    "HAN, node_attention: mean": "benchmarks/logs/method_search/channels_node_attention_mean.json",
 }
 OWN = {"movies": "docs/own_graph.json", "shops": "docs/own_graph_shops.json"}
 
