@@ -235,8 +235,8 @@ def bayes_oracle(ds: HINDataset) -> torch.Tensor:
     balanced):
 
     .. math::
-        P(y_i = c \mid 	ext{draws}_i) \propto \prod_{	ext{link draws}} P(j \mid c)
-        \prod_{	ext{feature draws}} P(w \mid c),
+        P(y_i = c \mid \text{draws}_i) \propto \prod_{\text{link draws}} P(j \mid c)
+        \prod_{\text{feature draws}} P(w \mid c),
 
     with :math:`P(j \mid c)` the link rule of :func:`make_synthetic_hin` and :math:`P(w \mid c)`
     the word mixture (sparse), or :math:`\mathcal{N}(x_i; s\mu_c, I)` (dense). Given the planted
