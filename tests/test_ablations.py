@@ -360,3 +360,21 @@ def test_variants_option_plans_only_the_named_rows():
                                       for j in one.jobs.values())
     args = A._parser().parse_args(["--only", "switches", "--variants", "node_attention: mean"])
     assert args.variants == ["node_attention: mean"]
+
+
+def test_notes_quote_the_node_attention_rows():
+    """The hand-added ``node_attention: mean`` rows (session 11) in the notes and their copy in
+    docs/ablations.md quote the run's JSON, and the shipped rows they compare with."""
+    root = Path(__file__).resolve().parents[1]
+    run = json.loads((root / "benchmarks" / "logs" / "method_search" / "session11" /
+                      "ablations_node_attention.json").read_text())["ablations"]["switches"]
+    shipped = json.loads((root / "docs" / "ablations.json").read_text())["ablations"]["switches"]
+    for page in ("ablations_notes.md", "ablations.md"):
+        text = " ".join((root / "docs" / page).read_text().split())
+        for ds in ("acm", "freebase"):
+            m = run[ds]["node_attention: mean"]["metrics"]
+            quote = " / ".join(f"{m[k][0]:.2f} ± {m[k][1]:.2f}"
+                               for k in ("macro_f1_20", "macro_f1_40"))
+            assert quote in text, (page, ds)
+            s = shipped[ds]["shipped"]["metrics"]
+            assert f"shipped {s['macro_f1_20'][0]:.2f} / {s['macro_f1_40'][0]:.2f}" in text
