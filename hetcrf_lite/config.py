@@ -64,9 +64,9 @@ class HetCRFConfig:
     # How the HAN encoder fuses its meta-path embeddings: attention (HAN's semantic attention,
     # beta learned) | mean (beta = 1/M: cannot collapse; docs/method.md, notebook 09)
     semantic_fusion: Literal["attention", "mean"] = "attention"
-    # How every GAT layer (encoder and feature decoder) weighs a node's meta-path neighbours: gat
-    # (HAN's node-level attention) | mean (uniform: the neighbour mean). On dense noisy features
-    # the attention collapses onto one neighbour per node (docs/method.md, "Node-level attention")
+    # How every GAT layer (the encoder's, both decoders') weighs a node's meta-path neighbours:
+    # gat (HAN's node-level attention) | mean (uniform: the neighbour mean). On dense noisy
+    # features the attention collapses onto one neighbour per node (docs/method.md, notebook 09)
     node_attention: Literal["gat", "mean"] = "gat"
     feat_drop: float = 0.3  # dropout on the input features
     attn_drop: float = 0.5  # dropout on node-level attention weights
