@@ -386,12 +386,15 @@ def _plan_dataset(plan: Plan, name: str, ab: Ablation, ds: str, eval_settings: d
     from hetcrf_lite.config import default_config
 
     variants = ab.variants(dataset_info(ds))
-    if only is not None:
-        variants = {label: c for label, c in variants.items() if label in only}
     if not variants:
         plan.skipped.append(f"{name} on {ds}: not applicable (the ablation is for "
                             "featureless datasets: aminer, freebase)")
         return
+    if only is not None:
+        variants = {label: c for label, c in variants.items() if label in only}
+        if not variants:
+            plan.skipped.append(f"{name} on {ds}: no variant labelled {list(only)}")
+            return
     seeds, epochs = plan.scope[name][ds]
     for label, changes in variants.items():
         missing = sorted(set(changes) - known)

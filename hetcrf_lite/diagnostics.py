@@ -16,7 +16,7 @@ beta, the channels' gradient cosine and norms on the shared encoder) are logged 
 * :func:`propagated_features` -- the training-free baseline: raw features next to their mean
   over each meta-path's neighbours;
 * :func:`effective_neighbours` -- how many neighbours node-level attention really averages
-  (notebook 02: on dense noisy features it collapses onto one).
+  (on dense noisy features it collapses onto one).
 """
 from __future__ import annotations
 
@@ -181,7 +181,7 @@ def effective_neighbours(alpha: torch.Tensor, edge_index: torch.Tensor,
     ``edge_index`` (row 1 the destination), as :class:`~hetcrf_lite.encoder.MetaPathGATConv`
     returns it; a node without incoming edges gets 0.
 
-    Introduced in notebook 02.
+    Introduced in notebook 09.
     """
     from torch_geometric.utils import scatter
 
@@ -190,7 +190,7 @@ def effective_neighbours(alpha: torch.Tensor, edge_index: torch.Tensor,
     if a.shape[0] != edge_index.shape[1]:
         raise DataError(f"alpha has {a.shape[0]} rows for {edge_index.shape[1]} edges; pass the "
                         "attention weights returned with this edge_index")
-    plogp = torch.where(a > 0, a * a.clamp_min(1e-30).log(), torch.zeros_like(a))  # [E, heads]
+    plogp = torch.special.xlogy(a, a)  # [E, heads], 0 log 0 = 0
     ent = scatter(-plogp, edge_index[1], dim=0, dim_size=num_nodes, reduce="sum")  # [N, heads]
     has_edges = torch.bincount(edge_index[1], minlength=num_nodes) > 0  # [N]
-    return torch.where(has_edges, ent.exp().mean(1), torch.zeros(num_nodes))
+    return torch.where(has_edges, ent.exp().mean(1), ent.new_zeros(num_nodes))

@@ -358,6 +358,9 @@ def test_variants_option_plans_only_the_named_rows():
         assert len(full.tables["switches"][ds]) > 2
     assert len(one.jobs) == 6 and all(j.config["node_attention"] == "mean"
                                       for j in one.jobs.values())
+    none = A.make_plan(["depth"], EVAL, datasets=["acm"], variants=["node_attention: mean"])
+    assert not none.jobs
+    assert none.skipped == ["depth on acm: no variant labelled ['node_attention: mean']"]
     args = A._parser().parse_args(["--only", "switches", "--variants", "node_attention: mean"])
     assert args.variants == ["node_attention: mean"]
 
