@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
-import subprocess
-import sys
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "<!-- make-demo-output"
@@ -29,19 +24,6 @@ def readme_demo_block() -> list[str]:
     return match.group(1).rstrip("\n").splitlines()
 
 
-def makefile_demo_command(out: Path) -> list[str]:
-    """The ``demo`` recipe of the Makefile, with ``$(BIN)`` this interpreter's folder and the
-    run folder moved to ``out``."""
-    lines = (ROOT / "Makefile").read_text().splitlines()
-    start = next(i for i, ln in enumerate(lines) if ln.startswith("demo:"))
-    recipe = lines[start + 1].strip()
-    assert lines[start + 1].startswith("\t") and "hetcrf-lite train" in recipe, recipe
-    argv = shlex.split(recipe.replace("$(BIN)", str(Path(sys.executable).parent)))
-    i = argv.index("--out")
-    argv[i + 1] = str(out)
-    return argv
-
-
 def test_readme_block_is_a_demo_table():
     block = readme_demo_block()
     assert block[0].split() == ["rate", "|", "Macro-F1", "|", "Micro-F1", "|", "AUC"]
@@ -49,14 +31,9 @@ def test_readme_block_is_a_demo_table():
     assert block[-1].startswith("clustering")
 
 
-def test_make_demo_prints_the_readme_table(tmp_path):
-    argv = makefile_demo_command(tmp_path / "demo")
+def test_make_demo_prints_the_readme_table(demo_run):
+    argv, done, _ = demo_run
     assert "--threads" in argv and argv[argv.index("--threads") + 1] == "1"
-    if not Path(argv[0]).exists():
-        pytest.skip(f"{argv[0]} is not installed (pip install -e . creates it)")
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=600,
-                          cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-2000:]
     printed = done.stdout.splitlines()
     block = readme_demo_block()
     start = next((i for i, ln in enumerate(printed) if ln == block[0]), None)
