@@ -368,3 +368,28 @@ def test_method_page_quotes_the_node_attention_run():
     b = [res["heldout_b"]["full"]["mean"] for res in (shipped, run["table"])]
     assert "from {} to {}".format(*(" / ".join(f"{m[r]:.1f}" for r in ("20", "40", "60"))
                                     for m in b)) in readme
+
+
+def test_method_page_quotes_the_halves_of_the_full_embedding():
+    """docs/method.md's table "Which half of the full model's embedding loses?": each cell is
+    the committed run's mean (session 12's two channels.py runs and session 11's concat run), and
+    the runs are what the page says they are (``embed`` set, node_attention mean)."""
+    logs = ROOT / "benchmarks" / "logs" / "method_search"
+    halves = {e: json.loads((logs / "session12" / f"channels_mean_embed_{e}.json").read_text())
+              for e in ("encoder", "contrastive")}
+    concat = json.loads((logs / "channels_node_attention_mean.json").read_text())["table"]
+    for embed, run in halves.items():
+        assert run["meta"]["changes"] == {"node_attention": "mean", "embed": embed}
+    page = (ROOT / "docs" / "method.md").read_text()
+    after = page.split("**Which half of the full model's embedding loses?**")[1].split("\n\n")
+    table = next(block for block in after if block.startswith("| graph |"))
+    columns = [halves["encoder"]["table"], halves["contrastive"]["table"], concat,
+               halves["contrastive"]["table"]]
+    variants = ["full", "full", "full", "contrastive"]
+    for graph, name in {"default": "default", "heldout_a": "held-out A",
+                        "heldout_b": "held-out B"}.items():
+        row = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")[1:]]
+        for cell, res, variant in zip(cells, columns, variants, strict=True):
+            m = res[graph][variant]["mean"]
+            assert cell == " / ".join(f"{m[r]:.1f}" for r in ("20", "40", "60")), (graph, variant)
