@@ -4,8 +4,9 @@
                                                   # refactor, or after a deliberate change)
 
 Two runs, one torch thread, on the CPU: the built-in synthetic config (its full 80 epochs) and
-ACM for 5 epochs (skipped when ``HETCRF_DATA`` is unset). tests/test_golden.py trains the same
-runs and compares to 1e-6.
+ACM for 5 epochs (skipped when ``HETCRF_DATA`` is unset). tests/test_golden.py compares to 1e-6:
+the synthetic run against ``make demo``'s embeddings.npy (the same config at one thread, through
+the CLI), the ACM run by training it again.
 """
 from __future__ import annotations
 
