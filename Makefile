@@ -76,7 +76,7 @@ reproduce: venv
 	$(BIN)/python benchmarks/reproduce.py --jobs 2
 
 # Channels, augmentation, second-stage depth 0/1 and the design switches at the shipped epochs
-# (acm, freebase: 3 seeds; aminer channels: 1), the other tables at reduced epochs; about 10
+# (acm, freebase: 3 seeds; aminer channels: 1), the other tables at reduced epochs; about 14
 # core-hours (--plan). Resumable: finished runs are cached in benchmarks/out/ (git-ignored, kept
 # in this working copy), so a rerun trains only what is missing.
 ablations: venv
