@@ -127,6 +127,10 @@ class HetCRFConfig:
     negatives: Literal["all", "debiased", "drop_same_cluster"] = "all"  # all: the paper
     tau_plus: float = 0.1  # class prior of debiased InfoNCE
     schema_sample: dict[str, int] | None = None  # neighbours sampled per type; None = all
+    # Leave node i out of its schema neighbours' means (SchemaView.exclude_self): a neighbour
+    # with one target node (59% of AMiner's paper-author edges) otherwise hands i its own
+    # embedding, a shortcut between the two views. Off: the plain mean of the method page.
+    schema_exclude_self: bool = False
     # --- positive augmentation ----------------------------------------------------------------
     metapath_positives: bool = True  # False: the anchor is its only positive
     cluster_aug: bool = True  # K-means key-deviated-node positives

@@ -219,7 +219,8 @@ class HetCRF(nn.Module):
         the config asks for them."""
         hidden = config.hidden_channels
         relations = {t: dataset.neighbors(t).to(self.device_) for t in dataset.neighbor_types}
-        self.schema_view = SchemaView(hidden, relations, sample=config.schema_sample)
+        self.schema_view = SchemaView(hidden, relations, sample=config.schema_sample,
+                                      exclude_self=config.schema_exclude_self)
         self.second_stage = SecondStageGCN(hidden, config.second_stage_depth)
         self.projection = ProjectionHead(hidden, hidden)
         if config.cl_fusion == "own":

@@ -96,7 +96,8 @@ def test_second_stage_weights_select_meta_paths():
 
 @pytest.mark.parametrize("switch", [dict(second_stage_fusion="mean"), dict(cl_fusion="own"),
                                     dict(cl_beta_grad=False, cl_encoder_grad=True),
-                                    dict(gen_beta_grad=False), dict(node_attention="mean")])
+                                    dict(gen_beta_grad=False), dict(node_attention="mean"),
+                                    dict(schema_exclude_self=True)])
 def test_each_switch_changes_the_step(tiny, switch):
     _, base, _ = step_grads(tiny, cfg(cl_encoder_grad=True))
     _, other, _ = step_grads(tiny, cfg(**{"cl_encoder_grad": True, **switch}))
