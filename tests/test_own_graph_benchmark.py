@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from graph_helpers import edge_homophily
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import own_graph  # noqa: E402
@@ -17,14 +19,6 @@ def rows(defaults: float, tuned: float, raw: float = 60.0, prop: float = 70.0) -
             "propagated features": dict.fromkeys(rates, prop),
             "defaults": {"mean": dict.fromkeys(rates, defaults)},
             "tuned": {"mean": dict.fromkeys(rates, tuned)}}
-
-
-def edge_homophily(ds) -> dict[str, float]:
-    """Share of each meta-path graph's edges that join two nodes of one class (PyG's edge
-    homophily)."""
-    from torch_geometric.utils import homophily
-
-    return {k: float(homophily(e, ds.labels, method="edge")) for k, e in ds.metapath_adj.items()}
 
 
 def test_verdict_needs_one_point_over_the_better_baseline_at_every_rate():

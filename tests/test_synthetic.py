@@ -11,6 +11,8 @@ from hetcrf_lite.errors import ConfigError, DataError
 from hetcrf_lite.metapaths import is_valid_topk, metapath_scores
 from hetcrf_lite.synthetic import NeighbourType, bayes_oracle, make_synthetic_hin
 
+from graph_helpers import edge_homophily
+
 
 @pytest.fixture(scope="module")
 def ds() -> HINDataset:
@@ -106,15 +108,14 @@ def test_planted_homophily_per_type():
         same = (ds.data[t].affinity[dst] == y[src]).float().mean().item()
         assert same == pytest.approx(h + (1 - h) / 3, abs=0.03)
     # Class purity of the meta-path graphs follows the types' homophily.
-    purity = {k: (y[e[0]] == y[e[1]]).float().mean().item() for k, e in ds.metapath_adj.items()}
+    purity = edge_homophily(ds)
     assert purity["PAP"] > 0.8 and purity["PSP"] == pytest.approx(1 / 3, abs=0.05)
 
 
 def test_default_homophily_halves_per_type():
     ds = make_synthetic_hin(neighbour_types=("author", "subject", "venue"), seed=0)
     assert list(ds.metapaths) == ["PAP", "PSP", "PVP"]
-    purity = [(ds.labels[e[0]] == ds.labels[e[1]]).float().mean().item()
-              for e in ds.metapath_adj.values()]
+    purity = list(edge_homophily(ds).values())
     assert purity[0] > purity[1] > purity[2] > 1 / 3
 
 
