@@ -498,9 +498,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["acm", "dblp", "aminer", "freebase"])
     parser.add_argument("--seeds", nargs="+", type=int, default=None,
-                        help="HetCRF training seeds for every dataset (default: 0 1 2 on ACM "
-                             "and Freebase, 0 on DBLP and AMiner; the baselines run once per "
-                             "dataset)")
+                        help="HetCRF training seeds for every dataset (default: 0 1 2 on every "
+                             "dataset, SEEDS_BY_DATASET; the baselines run once per dataset)")
     parser.add_argument("--epochs", type=int, default=None, help="override the shipped configs")
     parser.add_argument("--eval-runs", type=int, default=50)
     parser.add_argument("--no-baselines", action="store_true")
