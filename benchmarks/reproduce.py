@@ -343,6 +343,19 @@ def row_key(job_kind: str, dataset_name: str, seed: int, settings: dict) -> str:
     return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def planned_key(job_kind: str, dataset_name: str, seed: int, eval_runs: int = 50,
+                m2v_epochs: int = M2V_EPOCHS, epochs: int | None = None) -> str:
+    """The key a run of this script gives the row ``(job_kind, dataset_name, seed)`` with these
+    settings (the defaults: a plain ``make reproduce``): :func:`row_key` of the baselines'
+    settings, or of the resolved config (:func:`hetcrf_config`) for HetCRF."""
+    if job_kind == "baselines":
+        settings = {"m2v_epochs": m2v_epochs, "eval_runs": eval_runs}
+    else:
+        settings = {"config": hetcrf_config(dataset_name, seed, epochs).identity(),
+                    "eval_runs": eval_runs}
+    return row_key(job_kind, dataset_name, seed, settings)
+
+
 def hetcrf_config(dataset_name: str, seed: int, epochs: int | None):
     """The config one HetCRF job trains: the shipped one, the seed, no gradient-balance log."""
     from hetcrf_lite.config import default_config
@@ -544,18 +557,17 @@ def main() -> None:
     planned = {}  # (kind, dataset, seed) -> (key, expected seconds, what, worker command)
     for ds in args.datasets:
         if not args.no_baselines:
-            settings = {"m2v_epochs": args.m2v_epochs, "eval_runs": args.eval_runs}
             planned[("baselines", ds, M2V_SEED)] = (
-                row_key("baselines", ds, M2V_SEED, settings), EXPECTED_BASELINES_S,
+                planned_key("baselines", ds, M2V_SEED, args.eval_runs, args.m2v_epochs),
+                EXPECTED_BASELINES_S,
                 f"{ds} baselines", common + ["--baselines-worker", ds, "--m2v-epochs",
                                              str(args.m2v_epochs)])
         for seed in seeds_for[ds]:
             cmd = common + ["--worker", ds, str(seed)]
             cmd += ["--epochs", str(args.epochs)] if args.epochs is not None else []
             config = hetcrf_config(ds, seed, args.epochs)
-            settings = {"config": config.identity(), "eval_runs": args.eval_runs}
-            planned[("hetcrf", ds, seed)] = (row_key("hetcrf", ds, seed, settings),
-                                             expected_seconds(config) or 300,
+            key = planned_key("hetcrf", ds, seed, args.eval_runs, epochs=args.epochs)
+            planned[("hetcrf", ds, seed)] = (key, expected_seconds(config) or 300,
                                              f"{ds} seed {seed}", cmd)
     rows = kept_rows(old, {job: plan[0] for job, plan in planned.items()})
     done = {(kind(r), r["dataset"], r["seed"]) for r in rows}

@@ -31,7 +31,7 @@ when to stop, what to log, where to run and how to evaluate. Everything else (th
 data, the objective, the seed) defines the run, so a change needs a fresh run folder."""
 
 ADDED_FIELDS: dict[str, Any] = {"semantic_fusion": "attention", "embed_norm": "none",
-                                 "node_attention": "gat"}
+                                 "node_attention": "gat", "schema_exclude_self": False}
 """Fields added after results were recorded, each with the value under which the code computes
 exactly what it did before the field existed. :meth:`HetCRFConfig.identity` leaves such a field
 out while it holds that value, so that adding a field keeps earlier run records, ``make

@@ -179,6 +179,23 @@ def test_row_key_changes_with_the_config_and_not_otherwise():
     assert a == b and len({a, c, d}) == 3
 
 
+def test_committed_rows_are_the_ones_a_plain_run_would_keep():
+    """Every row of docs/results.json carries the key a plain `make reproduce` plans for it, so
+    a re-run from a fresh clone keeps it. It fails when a shipped config, the package version or
+    a new config field (not listed in ADDED_FIELDS) changes what the rows were made with; then
+    re-run those rows (`--datasets`) or list the field."""
+    import json
+
+    rows = json.loads((BENCH.parent / "docs" / "results.json").read_text())
+    made_with = {r["env"]["torch"] for r in rows}
+    if made_with != {torch.__version__}:  # the key holds the torch version: all rows re-run
+        pytest.skip(f"the rows were made with torch {sorted(made_with)}, this is "
+                    f"{torch.__version__}")
+    stale = [(reproduce.kind(r), r["dataset"], r["seed"]) for r in rows
+             if r.get("key") != reproduce.planned_key(reproduce.kind(r), r["dataset"], r["seed"])]
+    assert len(rows) == 16 and not stale, stale
+
+
 def test_help_runs():
     out = subprocess.run([sys.executable, str(BENCH / "reproduce.py"), "--help"],
                          capture_output=True, text=True, check=True).stdout
