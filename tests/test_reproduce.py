@@ -2,6 +2,7 @@
 learns), which earlier rows a re-run keeps, and the report's once-per-dataset baselines."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -184,8 +185,6 @@ def test_committed_rows_are_the_ones_a_plain_run_would_keep():
     a re-run from a fresh clone keeps it. It fails when a shipped config, the package version or
     a new config field (not listed in ADDED_FIELDS) changes what the rows were made with; then
     re-run those rows (`--datasets`) or list the field."""
-    import json
-
     rows = json.loads((BENCH.parent / "docs" / "results.json").read_text())
     made_with = {r["env"]["torch"] for r in rows}
     if made_with != {torch.__version__}:  # the key holds the torch version: all rows re-run
