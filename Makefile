@@ -47,7 +47,12 @@ notebooks: venv
 	  --nbval-cell-timeout=$(NBVAL_TIMEOUT) -p no:cacheprovider --ignore=$(SOLUTIONS_BENCH) notebooks -q; \
 	  status=$$?; rm -rf $$tmp; exit $$status
 
-test: unit notebooks
+# The two suites run side by side, one per core: every test process and notebook kernel runs one
+# torch thread (tests/conftest.py, each notebook's first cell), so they do not oversubscribe the
+# cores. --output-sync prints each suite's output whole when it ends. Serially they took 20 min 43 s
+# in session 14 (unit 7:17, notebooks 11:12, fresh clone, 2-core machine); side by side, README.md.
+test: venv
+	$(MAKE) --no-print-directory -j2 --output-sync=target unit notebooks
 
 lab: venv
 	$(BIN)/jupyter lab notebooks/
