@@ -32,7 +32,7 @@ from hetcrf_lite.config import HetCRFConfig, default_config
 from hetcrf_lite.errors import ConfigError
 from hetcrf_lite.files import save_json
 from hetcrf_lite.plot import plt, write_png
-from hetcrf_lite.train import fit
+from hetcrf_lite.train import build_trainer
 from hetcrf_lite.tune import (EMBED_LABELS, embed_label, parse_embed_label, validation_only,
                               validation_scores)
 from hetcrf_lite.utils import environment_info, load_named_dataset
@@ -57,9 +57,12 @@ def score(dataset, changes: dict, seed: int, eval_runs: int,
     """Train once; score each final-embedding mode (no retraining needed): {mode: row}.
 
     The config is ``base`` (default: ``default_config(dataset.name)``) with ``changes``. With
-    ``curve_every`` the embeddings are also scored every that many epochs *during* training
-    (the current parameters, not the lowest-loss ones), through the trainer's ``on_epoch_end``
-    hook, which leaves the training itself as it is without probes.
+    ``curve_every`` the embeddings are also scored every that many epochs *during* training,
+    through the trainer's ``on_epoch_end`` hook, which leaves the training itself as it is
+    without probes. A probe scores the model a run of that many epochs returns (its lowest-loss
+    epoch so far, ``Trainer.returned_model``), as ``hetcrf-lite tune`` does, so a curve point
+    is the score of ``epochs: E`` without training it; logs before 2026-12-07 scored the
+    current parameters instead.
     """
     base = base if base is not None else default_config(dataset.name)
     config = base.replace(**{"grad_balance_every": 0, **changes, "seed": seed})
@@ -70,16 +73,19 @@ def score(dataset, changes: dict, seed: int, eval_runs: int,
     def probe(model, epoch: int, record: dict) -> None:
         if not curve_every or (epoch + 1) % curve_every:
             return
-        curve.append({"epoch": epoch + 1, "loss": record["loss"],
-                      **{mode: validation_scores(model.embed(*parse_embed_label(mode)),
-                                                 val_dataset, eval_runs)
-                         for mode in modes}})
+        with trainer.returned_model() as returned:
+            curve.append({"epoch": epoch + 1, "loss": record["loss"],
+                          **{mode: validation_scores(returned.embed(*parse_embed_label(mode)),
+                                                     val_dataset, eval_runs)
+                             for mode in modes}})
         means = " ".join(f"{mode} {np.mean(list(curve[-1][mode].values())):.2f}" for mode in modes)
         print(f"    seed {seed} epoch {epoch + 1}: loss {record['loss']:.4f}, val {means}",
               flush=True)
 
     t0 = time.perf_counter()
-    model, history = fit(dataset, config, progress=False, on_epoch_end=probe)
+    trainer = build_trainer(dataset, config, progress=False, on_epoch_end=probe)
+    history = trainer.fit()
+    model = trainer.model
     train_s = time.perf_counter() - t0
     rows = {}
     for mode in modes:

@@ -521,6 +521,22 @@ class Trainer:
         returns; do not modify it."""
         return self._best_state
 
+    @contextlib.contextmanager
+    def returned_model(self) -> Iterator[torch.nn.Module]:
+        """The model holding :attr:`lowest_loss_state` for the block (what a run stopped after
+        the last completed epoch returns), its current parameters restored afterwards: for an
+        ``on_epoch_end`` hook that scores a shorter run without training it."""
+        best = self._best_state
+        if best is None or self.best_epoch == len(self.history["epochs"]) - 1:
+            yield self.model  # the current parameters are the lowest-loss ones
+            return
+        current = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(best)
+        try:
+            yield self.model
+        finally:
+            self.model.load_state_dict(current)
+
     def _on_cpu(self) -> bool:
         param = next(iter(self.model.parameters()), None)
         return param is None or param.device.type == "cpu"

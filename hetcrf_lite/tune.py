@@ -244,16 +244,8 @@ def _train_probed(dataset, config: HetCRFConfig, val_dataset, eval_runs: int,
     def probe(model, epoch: int, record: dict) -> bool:
         if epoch + 1 not in probe_at:
             return False
-        best = trainer.lowest_loss_state
-        if trainer.best_epoch == epoch or best is None:  # the current parameters are the best
-            curve.append({"epoch": epoch + 1, "val_macro_f1": scores(model)})
-        else:
-            current = {k: v.clone() for k, v in model.state_dict().items()}
-            model.load_state_dict(best)
-            try:
-                curve.append({"epoch": epoch + 1, "val_macro_f1": scores(model)})
-            finally:
-                model.load_state_dict(current)
+        with trainer.returned_model() as returned:
+            curve.append({"epoch": epoch + 1, "val_macro_f1": scores(returned)})
         if cut and _past_peak(curve):
             halted.append(epoch + 1)
         return bool(halted)

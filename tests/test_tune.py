@@ -315,6 +315,19 @@ def test_score_records_a_curve_every_n_epochs(hin):
     assert rows["concat"]["curve"][-1]["val_macro_f1"] == rows["concat"]["val_macro_f1"]
 
 
+def test_a_curve_point_is_the_score_of_a_run_that_long(hin):
+    """The epoch-4 probe of a 6-epoch run scores what a 4-epoch run returns (how the shipped
+    epoch budgets are read off the curve), not the parameters of the longer run at that point."""
+    point = {"hidden_channels": 16, "heads": 1, "lr": 0.0008}  # its loss rises at epoch 4
+    long = grid.score(hin, {**point, "epochs": 6}, seed=0, eval_runs=2,
+                      embed_modes=["concat"], curve_every=2)["concat"]
+    short = grid.score(hin, {**point, "epochs": 4}, seed=0, eval_runs=2,
+                       embed_modes=["concat"])["concat"]
+    assert short["best_epoch"] < 3  # so a 4-epoch run returns an earlier epoch's parameters
+    assert long["curve"][1]["epoch"] == 4
+    assert long["curve"][1]["val_macro_f1"] == short["val_macro_f1"]
+
+
 def test_embed_labels_round_trip_and_unknown_ones_are_refused():
     for mode in tune.EMBED_MODES:
         for norm in tune.EMBED_NORMS:
