@@ -64,16 +64,15 @@ HASH_EXCLUDED: dict[str, str] = {
 trained model. Everything else, ``device`` and ``epochs`` included, must match."""
 
 SECONDS_PER_EPOCH: dict[str, float] = {
-    "synthetic": 0.30, "acm": 1.63, "dblp": 5.14, "aminer": 4.95, "freebase": 1.45,
+    "synthetic": 0.30, "acm": 3.05, "dblp": 9.93, "aminer": 5.59, "freebase": 1.76,
 }
 """Median seconds per epoch, one torch thread: the benchmarks' training CPU time per epoch in
 ``docs/results.json`` (``make reproduce``; median over seeds: what an idle core takes, as the
 run shared its cores), the synthetic graph measured with
 its shipped config. ``tests/test_runs.py`` checks the table against ``docs/results.json``.
-Freebase's rows are session 12's (its 128-wide encoder, on a machine about twice as slow per
-epoch as the other rows' sessions), and so are AMiner's (session 13, its leave-one-out schema
-means: 4.55 s per epoch with them and 4.90 without, side by side on that machine, idle), so
-their estimates are on the slow side elsewhere."""
+The benchmark rows are one ``--fresh`` run (session 16) on the slower of the two machines the
+project has seen (about twice the time per epoch of the other), so the estimates are on the
+slow side on a faster CPU."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,9 +354,9 @@ def expected_seconds(config: HetCRFConfig) -> float | None:
 
 
 def expected_time(config: HetCRFConfig, short: bool = False) -> str:
-    """``expected_seconds`` as a sentence for a notebook, e.g. ``training acm: about 4 min
-    (120 epochs x 1.63 s, measured at one thread on a 2-core CPU; early stopping may end
-    sooner)``; with ``short`` only ``about 4 min`` (for a widget's label)."""
+    """``expected_seconds`` as a sentence for a notebook, e.g. ``training acm: about 7 min
+    (120 epochs x 3.05 s, measured at one thread on a 2-core CPU; early stopping may end
+    sooner)``; with ``short`` only ``about 7 min`` (for a widget's label)."""
     seconds = expected_seconds(config)
     if seconds is None:
         return ("time not measured" if short else
