@@ -64,15 +64,15 @@ HASH_EXCLUDED: dict[str, str] = {
 trained model. Everything else, ``device`` and ``epochs`` included, must match."""
 
 SECONDS_PER_EPOCH: dict[str, float] = {
-    "synthetic": 0.30, "acm": 3.05, "dblp": 9.93, "aminer": 5.59, "freebase": 1.76,
+    "synthetic": 0.30, "acm": 2.53, "dblp": 7.77, "aminer": 4.07, "freebase": 1.23,
 }
 """Median seconds per epoch, one torch thread: the benchmarks' training CPU time per epoch in
 ``docs/results.json`` (``make reproduce``; median over seeds: what an idle core takes, as the
 run shared its cores), the synthetic graph measured with
 its shipped config. ``tests/test_runs.py`` checks the table against ``docs/results.json``.
-The benchmark rows are one ``--fresh`` run (session 16) on the slower of the two machines the
-project has seen (about twice the time per epoch of the other), so the estimates are on the
-slow side on a faster CPU."""
+The benchmark rows are one ``--fresh`` run (session 17, 85 minutes of wall) on the faster of
+the two machines the project has seen; on the other one (session 16) every row took 1.1-1.5x
+as long, so the estimates are on the fast side there."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,9 +354,9 @@ def expected_seconds(config: HetCRFConfig) -> float | None:
 
 
 def expected_time(config: HetCRFConfig, short: bool = False) -> str:
-    """``expected_seconds`` as a sentence for a notebook, e.g. ``training acm: about 7 min
-    (120 epochs x 3.05 s, measured at one thread on a 2-core CPU; early stopping may end
-    sooner)``; with ``short`` only ``about 7 min`` (for a widget's label)."""
+    """``expected_seconds`` as a sentence for a notebook, e.g. ``training acm: about 6 min
+    (120 epochs x 2.53 s, measured at one thread on a 2-core CPU; early stopping may end
+    sooner)``; with ``short`` only ``about 6 min`` (for a widget's label)."""
     seconds = expected_seconds(config)
     if seconds is None:
         return ("time not measured" if short else

@@ -246,8 +246,8 @@ def test_seconds_per_epoch_agree_with_the_measured_results():
                     if r["dataset"] == name and r.get("kind", "hetcrf") == "hetcrf"]
         assert measured, name
         assert SECONDS_PER_EPOCH[name] == pytest.approx(float(np.median(measured)), rel=0.1)
-    assert "about 7 min (120 epochs" in expected_time(default_config("acm"))
-    assert expected_time(default_config("acm"), short=True) == "about 7 min"
+    assert "about 6 min (120 epochs" in expected_time(default_config("acm"))
+    assert expected_time(default_config("acm"), short=True) == "about 6 min"
     assert "no measured time" in expected_time(HetCRFConfig(dataset="mine", graph="g.pt",
                                                                 target="paper", metapaths=["PAP"]))
 
