@@ -82,8 +82,8 @@ reproduce: venv
 
 # Channels, augmentation, second-stage depth 0/1 and the design switches at the shipped epochs
 # (acm, freebase: 3 seeds; aminer channels: 1), the other tables at reduced epochs; about 14
-# core-hours (--plan). Resumable: finished runs are cached in benchmarks/out/ (git-ignored, kept
-# in this working copy), so a rerun trains only what is missing.
+# core-hours (--plan). Resumable: finished runs are appended to docs/ablations_runs.jsonl
+# (committed), so a rerun, here or in a fresh clone, trains only what is missing.
 ablations: venv
 	$(BIN)/python benchmarks/ablations.py --jobs 2
 

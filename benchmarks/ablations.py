@@ -3,7 +3,7 @@
     make ablations                                    # every table below, --jobs 2, resumable
     python benchmarks/ablations.py --plan             # runs, core-hours per table; trains nothing
     python benchmarks/ablations.py --only channels depth --jobs 2
-    python benchmarks/ablations.py --report-only      # tables from the cache: no training
+    python benchmarks/ablations.py --report-only      # tables from docs/ablations_runs.jsonl: no training
     python benchmarks/ablations.py --datasets synthetic --seeds 0 --epochs 2 --jobs 1  # smoke run
 
 Every variant is a set of changes to the shipped config (``configs/<dataset>.yaml``), never a code
@@ -34,13 +34,14 @@ less) plus ``EVAL_SECONDS``. It trains and loads nothing.
 
 Deduplication and resume. Many variants equal the shipped config ("both", "depth 1", ...). A run
 is keyed by a hash of (dataset, resolved config, evaluation settings): each key trains once and
-serves every table that lists it. Each finished run is appended (and fsync'ed) to a JSONL cache,
-``benchmarks/out/ablations_cache.jsonl``; runs already there are never retrained, so ``make
-ablations`` stopped by Ctrl-C, or continued in a later session, trains only what is missing.
-``benchmarks/out/`` is git-ignored: the cache lives in this working copy only (not in git, not in
-another worktree or a fresh clone; ``git clean -X`` deletes it). ``--cache PATH`` points at another
-file. Changing a shipped YAML or a config field's default changes the keys of the runs it touches,
-which then train again: by design, a row always matches the config that made it.
+serves every table that lists it. Each finished run is appended (and fsync'ed) to a JSONL file,
+``docs/ablations_runs.jsonl``, which is committed: runs already there are never retrained, so
+``make ablations`` stopped by Ctrl-C, continued in a later session or in a fresh clone trains only
+what is missing, and ``--report-only`` rebuilds the page from the repository alone. (Until
+session 17 the file lived in the git-ignored ``benchmarks/out/``; every new checkout lost it, and
+with it the rows behind docs/ablations.md.) ``--cache PATH`` points at another file (smoke runs,
+tests). Changing a shipped YAML or a config field's default changes the keys of the runs it
+touches, which then train again: by design, a row always matches the config that made it.
 
 Evaluation: :func:`~hetcrf_lite.eval.evaluate_embeddings` with ``--eval-runs`` (20)
 logistic-regression runs at 20 and 40 labels per class and ``--clustering-runs`` (3) K-means runs.
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
+RUNS = ROOT / "docs" / "ablations_runs.jsonl"  # committed: the page's rows, resumable anywhere
 NOTES = ROOT / "docs" / "ablations_notes.md"  # hand-written reading of the tables, copied in
 CACHE_VERSION = 1  # bump when a row's content changes meaning: old cache rows are then ignored
 
@@ -1073,7 +1075,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="print runs and estimated core-hours per table; train nothing")
     parser.add_argument("--report-only", action="store_true",
                         help="write the tables from the cache; train nothing")
-    parser.add_argument("--cache", type=Path, default=OUT / "ablations_cache.jsonl")
+    parser.add_argument("--cache", type=Path, default=RUNS,
+                        help="JSONL of finished runs, resumed and appended to (default: the "
+                             "committed docs/ablations_runs.jsonl)")
     parser.add_argument("--json", type=Path, default=OUT / "ablations.json")
     parser.add_argument("--md", type=Path, default=ROOT / "docs" / "ablations.md")
     parser.add_argument("--figures", type=Path, default=ROOT / "figures")
