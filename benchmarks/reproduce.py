@@ -59,7 +59,10 @@ SEEDS_BY_DATASET = {"acm": (0, 1, 2), "freebase": (0, 1, 2), "dblp": (0, 1, 2),
                     "aminer": (0, 1, 2)}
 # --jobs starts the longest jobs first (hetcrf_lite.runs.expected_seconds: epochs x the measured
 # seconds per epoch), so the short ones fill in around them.
-EXPECTED_BASELINES_S = 200  # LR on raw features, propagated features, MetaPath2Vec; one dataset
+# One dataset's baselines (LR on raw features, propagated features, MetaPath2Vec) took 121-302 s
+# in session 17's fresh run: all shorter than the shortest training row (ACM, about 305 s), so
+# one guess schedules them as their measured times would: last, filling the idle worker.
+EXPECTED_BASELINES_S = 200
 NOTES = ROOT / "docs" / "results_notes.md"  # hand-written notes, copied into docs/results.md
 
 

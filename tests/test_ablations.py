@@ -239,6 +239,31 @@ def test_sentences_say_below_when_the_full_model_is_below_a_channel():
     assert "at or above each single channel" in text and "not met" in text
 
 
+def test_a_single_channel_with_its_own_epochs_gets_a_row_and_is_judged(monkeypatch):
+    # issue 12: single channels get their own validation budget; the full model must be at or
+    # above the own-epochs row too, not only the row at the full model's epoch count
+    monkeypatch.setattr(A, "OWN_EPOCHS", {"acm": {"contrastive only": 150}})
+    plan = A.make_plan(["channels"], EVAL, datasets=["acm"], seeds=[0, 1])
+    labels = plan.tables["channels"]["acm"]
+    own = "contrastive only, own epochs (150)"
+    assert own in labels and "contrastive only" in labels
+    shipped, mine = plan.jobs[labels["contrastive only"][0]], plan.jobs[labels[own][0]]
+    assert (shipped.config["epochs"], mine.config["epochs"]) == (120, 150)
+    assert mine.config["patience"] == 150 and not mine.config["use_feat_recon"]
+    rows = fake_rows(plan, {("acm", "both"): 85.0, ("acm", "generative only"): 60.0,
+                            ("acm", "contrastive only"): 84.0, ("acm", own): 86.0})
+    summary = A.summarise(plan, rows)
+    text = "\n".join(A.check_lines("channels", summary["channels"], plan.tables["channels"]))
+    acm = next(line for line in text.splitlines() if line.startswith("- acm"))
+    assert "at or above contrastive only at" in acm and f"below {own} at 20 labels" in acm
+    assert "not met" in text
+    for key in plan.tables["channels"]["acm"][own]:  # the own-epochs row is required
+        del rows[key]
+    text = "\n".join(A.check_lines("channels", A.summarise(plan, rows)["channels"],
+                                    plan.tables["channels"]))
+    assert f"missing: {own}" in text
+
+
 def test_sentences_on_helps_and_on_missing_cells():
     plan = A.make_plan(["depth", "augmentation"], EVAL, datasets=["acm", "freebase"], seeds=[0],
                        epochs=2)
