@@ -399,13 +399,17 @@ def make_plan(names: Sequence[str], eval_settings: dict[str, Any],
         plan.tables[name] = {}
         plan.scope[name] = table_scope(registry[name], datasets, seeds, epochs)
         for ds in plan.scope[name]:
-            _plan_dataset(plan, name, registry[name], ds, eval_settings, known, variants)
+            _plan_dataset(plan, name, registry[name], ds, eval_settings, known, variants,
+                          own_epochs=epochs is None)
     return plan
 
 
 def _plan_dataset(plan: Plan, name: str, ab: Ablation, ds: str, eval_settings: dict[str, Any],
-                  known: set[str], only: Sequence[str] | None = None) -> None:
-    """Add one ablation's variants on one dataset (those labelled in ``only``) to ``plan``."""
+                  known: set[str], only: Sequence[str] | None = None,
+                  own_epochs: bool = True) -> None:
+    """Add one ablation's variants on one dataset (those labelled in ``only``) to ``plan``;
+    variants with an epoch count of their own (:data:`OWN_EPOCHS`) only if ``own_epochs`` (not
+    when ``--epochs`` overrides every budget)."""
     from hetcrf_lite.config import default_config
 
     variants = ab.variants(dataset_info(ds))
@@ -420,6 +424,10 @@ def _plan_dataset(plan: Plan, name: str, ab: Ablation, ds: str, eval_settings: d
             return
     seeds, epochs = plan.scope[name][ds]
     for label, changes in variants.items():
+        if "epochs" in changes and not own_epochs:
+            plan.skipped.append(f"{name} / {label} on {ds}: left out, --epochs overrides "
+                                "every budget")
+            continue
         missing = sorted(set(changes) - known)
         if missing and set(missing) <= OPTIONAL_FIELDS:
             plan.skipped.append(f"{name} / {label} on {ds}: HetCRFConfig has no field "

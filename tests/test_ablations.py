@@ -271,6 +271,11 @@ def test_a_single_channel_with_its_own_epochs_gets_a_row_and_is_judged(monkeypat
     text = "\n".join(A.check_lines("channels", A.summarise(plan, rows)["channels"],
                                     plan.tables["channels"]))
     assert f"missing: {own}" in text
+    # --epochs overrides every budget: the own-epochs row is left out, with a message
+    short = A.make_plan(["channels"], EVAL, datasets=["acm"], seeds=[0], epochs=2)
+    assert own not in short.tables["channels"]["acm"]
+    assert all(job.config["epochs"] == 2 for job in short.jobs.values())
+    assert any(own in line and "--epochs" in line for line in short.skipped)
 
 
 def test_sentences_on_helps_and_on_missing_cells():
